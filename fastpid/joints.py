@@ -66,8 +66,8 @@ def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     Returns:
         Tensor of shape (..., n1, n2, ny) on the inputs' device.
     """
-    _check_same_samples(x1=x1, x2=x2, y=y)
     n1, n2, ny = (_check_symbols("x1", x1, n1), _check_symbols("x2", x2, n2), _check_symbols("y", y, ny))
+    _check_same_samples(x1=x1, x2=x2, y=y)
     batch_shape, samples = x1.shape[:-1], x1.shape[-1]
     cells = n1 * n2 * ny
     index = (x1.long() * n2 + x2.long()) * ny + y.long()
@@ -139,7 +139,8 @@ def all_reduce_joint(counts: torch.Tensor, *, normalize: bool = True) -> torch.T
     """
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         if counts.requires_grad:
-            counts = torch.distributed.nn.functional.all_reduce(counts)
+            from torch.distributed.nn.functional import all_reduce  # differentiable; loaded on use
+            counts = all_reduce(counts)
         else:
             counts = counts.clone()
             dist.all_reduce(counts)
