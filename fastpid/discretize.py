@@ -1,0 +1,147 @@
+r"""Continuous features → symbols for plug-in joints, as in arXiv 2509.20840.
+
+Each row x ∈ R^d is L2-normalised (optional), projected by PCA,
+
+    z = (x̂ − μ) Wᵀ,   W ∈ R^{k×d} (k = ``n_components``),
+
+and assigned to the nearest of ``n_clusters`` k-means centroids c_1 … c_K:
+
+    symbol(x) = argmin_k ‖z − c_k‖²,
+    soft_assign(x, T)_k = softmax_k(−‖z − c_k‖² / T).
+
+scikit-learn fits μ, W (``PCA``) and the centroids (``KMeans``) once, on CPU
+float64 copies; the projection and the assignment then run in torch on the
+features' device, so ``soft_assign`` is differentiable with respect to them.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _positive_real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < value < math.inf):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}")
+    return float(value)
+
+
+class Discretizer:
+    r"""L2-normalise → PCA to ``n_components`` → k-means with ``n_clusters`` symbols.
+
+    ``fit`` once (on CPU copies, with scikit-learn), then reuse: ``transform``
+    gives each row the symbol of its nearest centroid and ``soft_assign`` the
+    distribution softmax(−‖z − c_k‖² / T) over the symbols, both computed in
+    torch on the features' device.  Since the softmax is monotone,
+    ``transform(x) == soft_assign(x, T).argmax(-1)`` for every T > 0.
+
+    Args:
+        n_components: PCA dimension k (at most min(N, d) of the fitted features).
+        n_clusters: number of symbols K (at most the number of fitted rows).
+        normalize: divide each row by its L2 norm before the PCA (default True).
+        random_state: seed of the randomised PCA solver and of k-means.
+        n_init: k-means restarts; the one with the lowest inertia is kept.
+    """
+
+    def __init__(self, n_components: int = 5, n_clusters: int = 20, *, normalize: bool = True,
+                 random_state: int | None = 0, n_init: int = 10):
+        self.n_components = _positive_int("n_components", n_components)
+        self.n_clusters = _positive_int("n_clusters", n_clusters)
+        self.n_init = _positive_int("n_init", n_init)
+        self.normalize = bool(normalize)
+        self.random_state = random_state
+        self._fitted: dict[str, np.ndarray] | None = None  # mean (d,), components (k, d), centroids (K, k)
+        self._on_device: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def n_symbols(self) -> int:
+        """Size of the alphabet that ``transform`` draws from: ``n_clusters``."""
+        return self.n_clusters
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether ``fit`` has run."""
+        return self._fitted is not None
+
+    def fit(self, features) -> Discretizer:
+        """Fit the PCA and k-means on ``features`` (N, d) (tensor on any device, or numpy)."""
+        # scikit-learn is loaded on use: it would add ~1 s to `import fastpid`.
+        from sklearn.cluster import KMeans
+        from sklearn.decomposition import PCA
+
+        rows = self._prepare(features).detach().cpu().to(torch.float64).numpy()
+        samples, dim = rows.shape
+        if samples < self.n_clusters:
+            raise ValueError(f"features have {samples} rows, fewer than n_clusters={self.n_clusters}; "
+                             "fit on at least as many samples as clusters")
+        if self.n_components > min(samples, dim):
+            raise ValueError(f"n_components={self.n_components} exceeds min(N, d) = min({samples}, {dim}) "
+                             "of the features; choose n_components ≤ min(N, d)")
+        pca = PCA(self.n_components, random_state=self.random_state).fit(rows)
+        kmeans = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
+        kmeans.fit(pca.transform(rows))
+        self._fitted = {"mean": pca.mean_, "components": pca.components_, "centroids": kmeans.cluster_centers_}
+        self._on_device.clear()
+        return self
+
+    def transform(self, features) -> torch.Tensor:
+        """Symbol argmin_k ‖z − c_k‖² of every row: LongTensor (N,) on the features' device."""
+        with torch.no_grad():
+            return self._squared_distances(features).argmin(-1)
+
+    def fit_transform(self, features) -> torch.Tensor:
+        """``fit(features).transform(features)``."""
+        return self.fit(features).transform(features)
+
+    def soft_assign(self, features, temperature: float = 1.0) -> torch.Tensor:
+        r"""Soft symbols softmax_k(−‖z − c_k‖² / T): rows of shape (N, n_clusters) summing to 1.
+
+        Differentiable with respect to tensor ``features``; on their device, in their
+        dtype (at least float32)."""
+        temperature = _positive_real("temperature", temperature)
+        return torch.softmax(-self._squared_distances(features) / temperature, -1)
+
+    def _prepare(self, features) -> torch.Tensor:
+        """Checked features (N, d) as a floating tensor, L2-normalised row-wise if asked."""
+        if isinstance(features, np.ndarray):
+            features = torch.from_numpy(features)
+        if not isinstance(features, torch.Tensor):
+            raise TypeError(f"features must be a torch.Tensor or numpy.ndarray of shape (N, d), "
+                            f"got {type(features).__name__}")
+        if not features.dtype.is_floating_point:
+            raise TypeError(f"features must be floating point, got {features.dtype}; convert with .float()")
+        if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] == 0:
+            raise ValueError(f"features must have shape (N, d) with N, d ≥ 1, got shape {tuple(features.shape)}")
+        if not torch.isfinite(features.detach()).all():
+            raise ValueError("features hold NaN or infinite values")
+        if features.dtype not in (torch.float32, torch.float64):
+            features = features.float()
+        return torch.nn.functional.normalize(features, dim=1) if self.normalize else features
+
+    def _squared_distances(self, features) -> torch.Tensor:
+        """‖z − c_k‖² for every row and centroid, shape (N, n_clusters)."""
+        if self._fitted is None:
+            raise ValueError("this Discretizer is not fitted yet; call fit(features) first")
+        rows = self._prepare(features)
+        mean, components, centroids = self._parameters(rows.device, rows.dtype)
+        if rows.shape[1] != mean.shape[0]:
+            raise ValueError(f"features have {rows.shape[1]} columns but the Discretizer was fitted on "
+                             f"{mean.shape[0]}; pass features of shape (N, {mean.shape[0]})")
+        projected = (rows - mean) @ components.T
+        return (projected[:, None, :] - centroids).pow(2).sum(-1)
+
+    def _parameters(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+        """Fitted mean, components and centroids as tensors, cached per device and dtype."""
+        key = (device, dtype)
+        if key not in self._on_device:
+            self._on_device[key] = tuple(torch.as_tensor(self._fitted[name], dtype=dtype, device=device)
+                                         for name in ("mean", "components", "centroids"))
+        return self._on_device[key]

@@ -1,0 +1,136 @@
+"""fastpid.Discretizer: L2-normalise → PCA → k-means symbols, fitted once and reused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
+from sklearn.metrics import adjusted_rand_score
+
+import fastpid
+
+CENTERS = np.random.default_rng(0).normal(scale=5.0, size=(4, 8))
+
+
+def blobs(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Four well-separated Gaussian blobs in 8 dimensions and their true labels."""
+    return make_blobs(samples, centers=CENTERS, cluster_std=0.5, random_state=seed)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> fastpid.Discretizer:
+    features, _ = blobs(400, seed=1)
+    return fastpid.Discretizer(n_components=3, n_clusters=4, normalize=False, random_state=0).fit(features)
+
+
+def test_defaults_follow_the_paper():
+    discretizer = fastpid.Discretizer()
+    assert (discretizer.n_components, discretizer.n_clusters, discretizer.n_symbols) == (5, 20, 20)
+    assert discretizer.normalize and not discretizer.is_fitted
+
+
+def test_blobs_are_recovered_and_the_fit_is_reused_on_new_data(fitted):
+    features, labels = blobs(400, seed=1)
+    new_features, new_labels = blobs(300, seed=2)
+    before = fitted.transform(features)
+    assert adjusted_rand_score(labels, before.numpy()) == 1.0
+    new_symbols = fitted.transform(torch.tensor(new_features))
+    assert adjusted_rand_score(new_labels, new_symbols.numpy()) == 1.0
+    assert torch.equal(fitted.transform(features), before)  # transforming new data did not refit
+
+
+def test_symbols_are_those_of_sklearn_pca_then_kmeans():
+    """The torch projection and nearest-centroid rule reproduce scikit-learn's labels."""
+    features = np.random.default_rng(3).normal(size=(500, 12))
+    rows = features / np.linalg.norm(features, axis=1, keepdims=True)
+    projected = PCA(5, random_state=7).fit_transform(rows)
+    expected = KMeans(20, n_init=3, random_state=7).fit(projected).labels_
+    symbols = fastpid.Discretizer(5, 20, random_state=7, n_init=3).fit_transform(torch.tensor(features))
+    assert symbols.dtype == torch.long and symbols.shape == (500,)
+    np.testing.assert_array_equal(symbols.numpy(), expected)
+
+
+def test_same_seed_same_symbols_and_inputs_of_any_kind_agree():
+    features = np.random.default_rng(4).normal(size=(200, 6))
+    first = fastpid.Discretizer(3, 6, random_state=11).fit(features)
+    second = fastpid.Discretizer(3, 6, random_state=11).fit(torch.tensor(features, dtype=torch.float32))
+    expected = first.transform(features)
+    assert torch.equal(second.transform(features), expected)
+    assert torch.equal(first.transform(torch.tensor(features, dtype=torch.float32)), expected)
+
+
+def test_normalisation_makes_symbols_scale_free():
+    features = torch.randn(300, 6, dtype=torch.float64)
+    scales = torch.rand(300, 1, dtype=torch.float64) * 10 + 0.1
+    normalised = fastpid.Discretizer(3, 8).fit(features)
+    assert torch.equal(normalised.transform(features * scales), normalised.transform(features))
+    raw = fastpid.Discretizer(3, 8, normalize=False).fit(features)
+    assert not torch.equal(raw.transform(features * scales), raw.transform(features))
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 1.0, 1e3])
+def test_soft_assign_is_a_distribution_whose_argmax_is_transform(fitted, temperature):
+    features, _ = blobs(300, seed=5)
+    noisy = torch.tensor(features) + torch.randn(300, 8, dtype=torch.float64) * 3  # rows between blobs
+    soft = fitted.soft_assign(noisy, temperature)
+    assert soft.shape == (300, fitted.n_symbols) and soft.dtype == torch.float64
+    torch.testing.assert_close(soft.sum(-1), torch.ones(300, dtype=torch.float64))
+    assert torch.equal(soft.argmax(-1), fitted.transform(noisy))
+
+
+def test_soft_assign_sharpens_as_the_temperature_falls(fitted):
+    features = torch.tensor(blobs(100, seed=6)[0])
+    peaks = [fitted.soft_assign(features, t).max(-1).values.mean() for t in (1e4, 1e3, 1e2, 10.0)]
+    assert 1 / fitted.n_symbols < peaks[0] < peaks[1] < peaks[2] < peaks[3] < 1
+
+
+def test_soft_assign_gradient(fitted):
+    features = torch.tensor(blobs(10, seed=7)[0], requires_grad=True)
+    soft = fitted.soft_assign(features, 30.0)
+    (grad,) = torch.autograd.grad(soft[:, 0].sum(), features)
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+    assert torch.autograd.gradcheck(lambda x: fitted.soft_assign(x, 30.0), (features[:4].detach().requires_grad_(),))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_runs_on_the_features_device(fitted):
+    features = torch.tensor(blobs(50, seed=8)[0])
+    symbols = fitted.transform(features.cuda())
+    assert symbols.device.type == "cuda" and fitted.soft_assign(features.cuda()).device.type == "cuda"
+    assert torch.equal(symbols.cpu(), fitted.transform(features))
+
+
+FEATURES = torch.randn(30, 6, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: fastpid.Discretizer(n_clusters=0), ValueError, "n_clusters must be a positive int"),
+    (lambda: fastpid.Discretizer(n_components=2.5), ValueError, "n_components must be a positive int"),
+    (lambda: fastpid.Discretizer(n_init=0), ValueError, "n_init must be a positive int"),
+    (lambda: fastpid.Discretizer(2, 3).transform(FEATURES), ValueError, "not fitted"),
+    (lambda: fastpid.Discretizer(2, 3).soft_assign(FEATURES), ValueError, "not fitted"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:, 0]), ValueError, r"shape \(N, d\)"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[None]), ValueError, r"shape \(N, d\)"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:0]), ValueError, r"shape \(N, d\)"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES[:, :5]), ValueError,
+     r"5 columns but the Discretizer was fitted on 6"),
+    (lambda: fastpid.Discretizer(2, 40).fit(FEATURES), ValueError, "fewer than n_clusters=40"),
+    (lambda: fastpid.Discretizer(7, 3).fit(FEATURES), ValueError, r"n_components=7 exceeds min\(N, d\)"),
+    (lambda: fastpid.Discretizer(5, 4).fit(FEATURES[:4]), ValueError, r"n_components=5 exceeds min\(N, d\)"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.clone().index_fill_(0, torch.tensor([3]), float("nan"))),
+     ValueError, "NaN or infinite"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES * float("inf")), ValueError,
+     "NaN or infinite"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.long()), TypeError, "floating point"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.tolist()), TypeError, "torch.Tensor or numpy.ndarray"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, 0.0), ValueError, "temperature"),
+    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, float("inf")), ValueError,
+     "temperature"),
+], ids=["clusters", "components", "n_init", "transform_unfitted", "soft_unfitted", "rank1", "rank3", "empty",
+        "width", "few_samples", "components_over_d", "components_over_n", "nan", "inf", "integer", "list",
+        "zero_temperature", "inf_temperature"])
+def test_errors(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
