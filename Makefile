@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/fastpid verify --random 200 --short
+	$(VENV)/bin/fastpid demo --out results
 
 test: $(VENV)/.installed
 	$(PY) -m pytest tests -q

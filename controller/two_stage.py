@@ -125,7 +125,7 @@ class TwoStageController:
     def __init__(self, n_modalities: int = 2, *, probe_every: int = 5, ratio_threshold: float = 3.0,
                  synergy_drop: float = 0.8, max_switches: int = 4, max_unimodal_epochs: int | None = None,
                  criterion: Literal["uniqueness", "mi"] = "uniqueness", n_components: int = 5,
-                 n_clusters: int = 20, seed: int = 0, backend: str = "auto"):
+                 n_clusters: int = 20, seed: int = 0, backend: str = "auto", tol: float = 1e-6):
         """
         Args:
             n_modalities: M ≥ 2 encoders.
@@ -138,6 +138,9 @@ class TwoStageController:
             n_components, n_clusters, seed: the discretiser (PCA size, k-means
                 clusters, random state) of each modality's representation.
             backend: ``fastpid.pid`` backend.
+            tol: duality gap (bits) each probe's PID is solved to; decisions compare
+                ratios of atoms, so 1e-6 bits (two fewer iterations than pid's 1e-8)
+                is ample; the gap is logged with every decision.
         """
         if not (isinstance(n_modalities, int) and n_modalities >= 2):
             raise ValueError(f"n_modalities must be an int ≥ 2, got {n_modalities!r}")
@@ -162,6 +165,7 @@ class TwoStageController:
         self.criterion = criterion
         self.n_clusters = n_clusters
         self.backend = backend
+        self.tol = tol
         self._discretizers = [fastpid.Discretizer(n_components, n_clusters, random_state=seed)
                               for _ in range(n_modalities)]  # refitted at every probe
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
@@ -224,7 +228,7 @@ class TwoStageController:
         counts = fastpid.joint_from_samples(
             torch.stack([symbols[i] for i in first]), torch.stack([symbols[j] for j in second]),
             labels.expand(len(self.pairs), -1), self.n_clusters, self.n_clusters, n_labels, normalize=False)
-        result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend)
+        result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
         values = {pair: {name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")}
                   for k, pair in enumerate(self.pairs)}
         self.monitor_seconds += time.perf_counter() - started

@@ -48,11 +48,12 @@ class Discretizer:
         n_clusters: number of symbols K (at most the number of fitted rows).
         normalize: divide each row by its L2 norm before the PCA (default True).
         random_state: seed of the randomised PCA solver and of k-means.
-        n_init: k-means restarts; the one with the lowest inertia is kept.
+        n_init: k-means restarts from k-means++ seeds; the one with the lowest
+            inertia is kept (default 1, scikit-learn's own default for k-means++).
     """
 
     def __init__(self, n_components: int = 5, n_clusters: int = 20, *, normalize: bool = True,
-                 random_state: int | None = 0, n_init: int = 10):
+                 random_state: int | None = 0, n_init: int = 1):
         self.n_components = _positive_int("n_components", n_components)
         self.n_clusters = _positive_int("n_clusters", n_clusters)
         self.n_init = _positive_int("n_init", n_init)

@@ -1,0 +1,187 @@
+r"""The main job (``fastpid demo``): after ``fastpid verify`` (fastpid against dit), the
+PID of two real views and the two-stage controller against its baselines.
+
+2. The PID of two views of the UCI multiple-features digits about the digit: each
+   view discretised as the paper does (L2-normalise, PCA to 5, k-means to 20), the
+   plug-in joint of all 2000 samples, and bootstrap intervals with the bias of the
+   plug-in estimator.
+3. Every method of ``baselines.METHODS`` on each data set over several seeds: the
+   fused test accuracy, each modality's linear-probe accuracy, wall time, and the
+   share of stage 1 spent on PID monitoring.
+
+``run_demo(out)`` prints the tables and writes ``results.json`` (every number and
+the controllers' schedules) and ``pid_over_epochs.png`` (the controller's PID atoms
+over epochs, stages marked) to ``out``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import fastpid
+
+from .baselines import METHODS, run_method
+from .data import TrainTest, load_uci_multifeature, standardize, stratified_split, synthetic_competition
+from .trainer import RunRecord
+
+ATOMS = ("redundancy", "unique1", "unique2", "synergy")
+UCI_VIEWS = ("fac", "mor")  # the strong view (profile correlations) and the weak one (6 morphological features)
+
+
+def uci_data(seed: int = 0) -> TrainTest:
+    """UCI digits, views fac (216-d) and mor (6-d), 75/25 stratified split, standardised."""
+    return standardize(stratified_split(load_uci_multifeature(UCI_VIEWS), 0.25, seed))
+
+
+def synthetic_data(seed: int = 0) -> TrainTest:
+    """The competition task (an easy, less informative view and a slow, complementary one), 50/50 split."""
+    return standardize(stratified_split(synthetic_competition(2000, seed), 0.5, seed))
+
+
+DATASETS: dict[str, Callable[[int], TrainTest]] = {"uci": uci_data, "synthetic": synthetic_data}
+# Training settings per data set (passed to ``run_method``); the same for every method.
+TRAINING = {"uci": {"epochs": 40, "batch_size": 64, "hidden": 64, "feature_dim": 32},
+            "synthetic": {"epochs": 40, "batch_size": 64, "hidden": 32, "feature_dim": 16}}
+
+
+def view_pid(n_resamples: int = 1000, seed: int = 0) -> dict:
+    """PID (bits) of the UCI views fac and mor about the digit, with 95% basic bootstrap intervals."""
+    data = load_uci_multifeature(UCI_VIEWS)
+    symbols = [fastpid.Discretizer(5, 20, random_state=seed).fit_transform(view) for view in data.views]
+    result = fastpid.bootstrap(*symbols, data.labels, 20, 20, 10, n_resamples=n_resamples, seed=seed)
+    lower, upper = result.basic
+    return {"views": list(UCI_VIEWS), "samples": len(data.labels), "n_resamples": n_resamples,
+            "max_gap": float(result.max_gap), "unconverged": int(result.unconverged),
+            "atoms": {name: {"estimate": float(result.estimate[k]), "bias": float(result.bias[k]),
+                             "corrected": float(result.corrected[k]), "lower": float(lower[k]),
+                             "upper": float(upper[k])}
+                      for k, name in enumerate((*ATOMS, "mi"))}}
+
+
+def compare(datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
+            progress: bool = True, **overrides) -> list[tuple[str, RunRecord]]:
+    """(data set, record) of every method on every data set under every seed
+    (``overrides`` replace ``TRAINING``); the data split is the same for every run."""
+    runs = [(name, method, seed) for name in datasets for method in methods for seed in seeds]
+    data = {name: DATASETS[name](0) for name in datasets}
+    return [(name, run_method(method, data[name], seed, progress=False, **{**TRAINING[name], **overrides}))
+            for name, method, seed in tqdm(runs, desc="training runs", disable=not progress)]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(records: Sequence[tuple[str, RunRecord]]) -> list[dict]:
+    """Mean and standard deviation over seeds per (data set, method)."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for dataset, record in records:
+        groups.setdefault((dataset, record.method), []).append(record)
+    rows = []
+    for (dataset, method), group in groups.items():
+        shares = [r.monitor_share for r in group if r.monitor_share is not None and r.monitor_seconds > 0]
+        rows.append({
+            "dataset": dataset, "method": method, "seeds": len(group),
+            "fused_accuracy": _mean_std([r.fused_accuracy for r in group]),
+            "probe_accuracy": [_mean_std([r.probe_accuracy[m] for r in group])
+                               for m in range(len(group[0].probe_accuracy))],
+            "wall_seconds": _mean_std([r.wall_seconds for r in group]),
+            "unimodal_epochs": _mean_std([r.unimodal_epochs for r in group]),
+            "monitor_share": _mean_std(shares) if shares else None})
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The comparison as a markdown table (accuracies in %, mean ± std over seeds)."""
+    def pct(pair):
+        return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
+
+    lines = ["| data | method | fused acc. | probe acc. m0 | probe acc. m1 | stage-1 epochs | wall s | PID monitor / stage 1 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        share = "–" if row["monitor_share"] is None else f"{100 * row['monitor_share'][0]:.1f} %"
+        lines.append(f"| {row['dataset']} | {row['method']} | {pct(row['fused_accuracy'])} | "
+                     f"{' | '.join(pct(p) for p in row['probe_accuracy'][:2])} | "
+                     f"{row['unimodal_epochs'][0]:.1f} | {row['wall_seconds'][0]:.2f} | {share} |")
+    return "\n".join(lines)
+
+
+def format_view_pid(result: dict) -> str:
+    """The UCI view PID as a markdown table."""
+    lines = [f"PID of UCI views {' and '.join(result['views'])} about the digit ({result['samples']} samples, "
+             f"{result['n_resamples']} bootstrap resamples, largest gap {result['max_gap']:.1e} bits)",
+             "| atom | plug-in (bits) | bias | bias-corrected | 95% interval |", "| --- | --- | --- | --- | --- |"]
+    for name, atom in result["atoms"].items():
+        lines.append(f"| {name} | {atom['estimate']:.4f} | {atom['bias']:+.4f} | {atom['corrected']:.4f} | "
+                     f"[{atom['lower']:.4f}, {atom['upper']:.4f}] |")
+    return "\n".join(lines)
+
+
+def plot_schedules(records: Sequence[tuple[str, RunRecord]], path: Path) -> None:
+    """PID atoms (pair 0-1) over epochs of each data set's first controller run, stage 1 shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {}
+    for dataset, record in records:
+        if record.method == "controller":
+            runs.setdefault(dataset, record)
+    figure, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4), squeeze=False)
+    for axis, (dataset, record) in zip(axes[0], runs.items()):
+        probes = [d for d in record.decisions if d["pid"] is not None]
+        epochs = [d["epoch"] + 1 for d in probes]
+        for atom in ATOMS:
+            axis.plot(epochs, [d["pid"]["0-1"][atom] for d in probes], marker="o", label=atom)
+        axis.axvspan(0, record.unimodal_epochs, color="0.9", label="stage 1 (unimodal)")
+        axis.axvline(record.unimodal_epochs, color="k", linestyle="--", label="hand-over")
+        for decision in probes:
+            paused = [m for m, on in enumerate(decision["active"]) if not on]
+            if paused:
+                axis.annotate(f"pause m{paused[0]}", (decision["epoch"] + 1, 0), fontsize=7, rotation=90)
+        axis.set(title=f"{dataset}: controller, seed {record.seed}", xlabel="epoch", ylabel="bits",
+                 xlim=(0, record.unimodal_epochs + record.joint_epochs))
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_demo(out: str | Path = "results", *, seeds: Sequence[int] = (0, 1, 2), n_resamples: int = 1000,
+             datasets: Sequence[str] = tuple(DATASETS), methods: Sequence[str] = tuple(METHODS),
+             verification: dict | None = None, progress: bool = True, **overrides) -> dict:
+    """Run parts 2 and 3, print their tables, write results.json (with ``verification``,
+    the outcome of part 1, when given) and the plot to ``out``; return the results."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print("\n== 2. PID of two real views ==")
+    views = view_pid(n_resamples)
+    print(format_view_pid(views))
+    print(f"\n== 3. Two-stage controller against its baselines ({len(seeds)} seeds) ==")
+    records = compare(datasets, methods, seeds, progress=progress, **overrides)
+    rows = summarize(records)
+    print(format_table(rows))
+    shares = [r.monitor_share for _, r in records if r.monitor_share is not None and r.monitor_seconds > 0]
+    if shares:
+        print(f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
+              f"(at most {100 * max(shares):.1f} %) over {len(shares)} controller runs")
+    plot_schedules(records, out / "pid_over_epochs.png")
+    results = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
+        "processor": platform.processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - started, "verification": verification,
+        "view_pid": views, "training": {name: {**TRAINING[name], **overrides} for name in datasets},
+        "summary": rows, "runs": [{"dataset": name, **r.to_dict()} for name, r in records]}
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out / 'results.json'} and {out / 'pid_over_epochs.png'} "
+          f"({results['wall_seconds']:.0f} s)")
+    return results

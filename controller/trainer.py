@@ -1,0 +1,228 @@
+r"""One training harness for every method: a schedule decides, epoch by epoch, what trains.
+
+Stage "unimodal": each active modality m trains its encoder and its own head,
+
+    L_1 = Σ_{m active} CE(head_m(encoder_m(x_m)), y),
+
+so a paused modality's parameters get no gradient and do not move.  Stage "joint":
+the whole late-fusion model trains on
+
+    L_2 = CE(z, y) + w Σ_m CE(z_m, y)        (z fused logits, z_m unimodal logits),
+
+with w = ``head_weight`` (0.6 in the two-stage method, 0 for plain joint training).
+A fresh Adam optimiser starts at each stage.  An optional ``gradient_hook`` may
+rewrite the gradients of a joint step before the optimiser applies them (OGM-GE).
+
+The schedule is any object with ``stage``, ``active``, ``due(epoch)``,
+``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history`` and
+``monitor_seconds``, as ``TwoStageController`` has.  It is passed the modalities'
+branches (encoder_m with head_m) as ``encoders``, so a restored initial state keeps
+each head matched to its encoder.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+
+from .models import MultimodalNet
+from .two_stage import Decision
+
+Split = tuple[Sequence[torch.Tensor], torch.Tensor]  # (one (N, d_m) float tensor per view, (N,) int labels)
+# A fresh optimiser per stage; "sgd" as in the OGM-GE authors' code (momentum 0.9).
+OPTIMIZERS = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+              "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)}
+GradientHook = Callable[[MultimodalNet, list[torch.Tensor], torch.Tensor, int], None]
+
+
+@dataclass
+class RunRecord:
+    """The outcome of one run.
+
+    Accuracies are on the test split: ``fused_accuracy`` of the fused logits,
+    ``probe_accuracy[m]`` of a logistic regression fitted on modality m's frozen
+    train features.  Times in seconds: ``wall_seconds`` the whole run (training and
+    evaluation), ``unimodal_seconds`` stage 1 (probes included), ``monitor_seconds``
+    the schedule's PID measurements and ``monitor_share`` = monitor / unimodal
+    (None without stage 1).  ``epochs``: one entry per epoch (stage, active set,
+    mean training loss); ``decisions``: the schedule's history, PID values (bits)
+    keyed by modality pair "i-j"."""
+
+    method: str
+    seed: int
+    fused_accuracy: float
+    probe_accuracy: list[float]
+    wall_seconds: float
+    unimodal_seconds: float
+    monitor_seconds: float
+    monitor_share: float | None
+    unimodal_epochs: int
+    joint_epochs: int
+    epochs: list[dict] = field(default_factory=list)
+    decisions: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _check_split(name: str, split: Split, n_modalities: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``split`` as (views, labels): one float (N, d_m) tensor per modality and (N,) int labels."""
+    if not (isinstance(split, (tuple, list)) and len(split) == 2):
+        raise TypeError(f"{name} must be a pair (views, labels), got {type(split).__name__}")
+    views, labels = split
+    if not (isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point()
+            and labels.dtype != torch.bool):
+        raise ValueError(f"{name} labels must be a 1-D integer tensor (N,)")
+    if len(views) != n_modalities:
+        raise ValueError(f"{name} has {len(views)} views, the net has {n_modalities} encoders")
+    for m, view in enumerate(views):
+        if not (isinstance(view, torch.Tensor) and view.is_floating_point() and view.dim() == 2
+                and len(view) == len(labels)):
+            shape = tuple(view.shape) if isinstance(view, torch.Tensor) else type(view).__name__
+            raise ValueError(f"{name} view {m} must be a float tensor (N, d) with N = {len(labels)} "
+                             f"labels, got {shape}")
+    return list(views), labels
+
+
+def joint_loss(fused: torch.Tensor, unimodal: Sequence[torch.Tensor], labels: torch.Tensor,
+               head_weight: float) -> torch.Tensor:
+    """L_2 = CE(z, y) + w Σ_m CE(z_m, y) (mean over the batch)."""
+    loss = F.cross_entropy(fused, labels)
+    if head_weight:
+        loss = loss + head_weight * sum(F.cross_entropy(logits, labels) for logits in unimodal)
+    return loss
+
+
+def unimodal_loss(net: MultimodalNet, views: Sequence[torch.Tensor], labels: torch.Tensor,
+                  active: Sequence[bool]) -> torch.Tensor:
+    """L_1 = Σ_{m active} CE(head_m(encoder_m(x_m)), y); inactive modalities are not run."""
+    return sum(F.cross_entropy(net.heads[m](net.encoders[m](views[m])), labels)
+               for m in range(net.n_modalities) if active[m])
+
+
+@torch.no_grad()
+def fused_accuracy(net: MultimodalNet, views: Sequence[torch.Tensor], labels: torch.Tensor) -> float:
+    """Share of samples whose fused logits peak at the label."""
+    net.eval()
+    return float((net(views)[0].argmax(1) == labels).float().mean())
+
+
+@torch.no_grad()
+def linear_probe_accuracy(net: MultimodalNet, train: Split, test: Split) -> list[float]:
+    """Per modality: test accuracy of a logistic regression (on standardised features)
+    fitted on the frozen encoder's train features."""
+    net.eval()
+    (train_views, train_labels), (test_views, test_labels) = train, test
+    accuracies = []
+    for encoder, train_view, test_view in zip(net.encoders, train_views, test_views):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        probe.fit(encoder(train_view).cpu().numpy(), train_labels.cpu().numpy())
+        accuracies.append(float(probe.score(encoder(test_view).cpu().numpy(), test_labels.cpu().numpy())))
+    return accuracies
+
+
+def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *, epochs: int,
+          lr: float = 3e-3, batch_size: int = 256, seed: int = 0, probe_size: int = 1280,
+          head_weight: float = 0.6, optimizer: str = "adam", gradient_hook: GradientHook | None = None,
+          method: str = "", progress: bool = True, device: str | torch.device = "cpu") -> RunRecord:
+    """Train ``net`` for ``epochs`` epochs as ``schedule`` decides and evaluate it.
+
+    Before each epoch the schedule's ``stage`` and ``active`` say what trains; after
+    it, the schedule gets the features of a fixed probe set (``probe_size`` random
+    train samples) when a probe is ``due``.  ``seed`` seeds torch's global generator
+    and the shuffling, so a run is repeatable given the net's initial weights.
+    ``gradient_hook(net, features, labels, epoch)`` runs between backward and the
+    optimiser step of every joint batch.
+    """
+    if not (isinstance(epochs, int) and epochs >= 1):
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+    if not (isinstance(probe_size, int) and probe_size >= 1):
+        raise ValueError(f"probe_size must be a positive int, got {probe_size!r}")
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    shuffler = torch.Generator().manual_seed(seed)
+    net.to(device)
+    train_views, train_labels = _on(device, *_check_split("train_split", train_split, net.n_modalities))
+    test_views, test_labels = _on(device, *_check_split("test_split", test_split, net.n_modalities))
+    n_train = len(train_labels)
+    probe_index = torch.randperm(n_train, generator=shuffler)[:probe_size].to(device)
+    probe_views, probe_labels = [v[probe_index] for v in train_views], train_labels[probe_index]
+    branches = net.branches()
+
+    stage, step = None, None
+    unimodal_seconds, log = 0.0, []
+    bar = tqdm(range(epochs), desc=method or "train", disable=not progress, leave=False)
+    for epoch in bar:
+        if schedule.stage != stage:
+            if stage == "joint":
+                raise RuntimeError(f"the schedule went back to {schedule.stage!r} after joint training "
+                                   f"(epoch {epoch})")
+            stage = schedule.stage
+            if stage == "joint":
+                unimodal_seconds = time.perf_counter() - started if epoch else 0.0
+            step = OPTIMIZERS[optimizer](net.parameters(), lr)
+        active = tuple(schedule.active)
+        if not any(active):
+            raise RuntimeError(f"the schedule paused every modality in stage {stage!r} (epoch {epoch})")
+        net.train()
+        total, batches = 0.0, 0
+        for index in torch.randperm(n_train, generator=shuffler).to(device).split(batch_size):
+            views, labels = [v[index] for v in train_views], train_labels[index]
+            step.zero_grad(set_to_none=True)
+            if stage == "joint":
+                fused, unimodal, features = net(views)
+                loss = joint_loss(fused, unimodal, labels, head_weight)
+                loss.backward()
+                if gradient_hook is not None:
+                    gradient_hook(net, features, labels, epoch)
+            else:
+                loss = unimodal_loss(net, views, labels, active)
+                loss.backward()
+            step.step()
+            total, batches = total + loss.item(), batches + 1
+        log.append({"epoch": epoch, "stage": stage, "active": list(active), "loss": total / batches})
+        if stage == "unimodal":
+            probe_features = None
+            if schedule.due(epoch):
+                net.eval()
+                with torch.no_grad():
+                    probe_features = net.encode(probe_views)
+            schedule.epoch_end(epoch, probe_features, probe_labels, branches)
+        bar.set_postfix(stage=stage, loss=log[-1]["loss"])
+    if stage == "unimodal":
+        unimodal_seconds = time.perf_counter() - started
+
+    fused = fused_accuracy(net, test_views, test_labels)
+    probes = linear_probe_accuracy(net, (train_views, train_labels), (test_views, test_labels))
+    unimodal_epochs = sum(entry["stage"] == "unimodal" for entry in log)
+    monitor = float(schedule.monitor_seconds)
+    return RunRecord(
+        method=method, seed=seed, fused_accuracy=fused, probe_accuracy=probes,
+        wall_seconds=time.perf_counter() - started, unimodal_seconds=unimodal_seconds,
+        monitor_seconds=monitor, monitor_share=monitor / unimodal_seconds if unimodal_seconds else None,
+        unimodal_epochs=unimodal_epochs, joint_epochs=epochs - unimodal_epochs,
+        epochs=log, decisions=[_decision_dict(d) for d in schedule.history])
+
+
+def _on(device, views, labels):
+    return [view.to(device) for view in views], labels.to(device)
+
+
+def _decision_dict(decision: Decision) -> dict:
+    """A decision as plain JSON-able values; PID values keyed by pair "i-j"."""
+    entry = asdict(decision)
+    entry["active"] = list(decision.active)
+    if decision.pid is not None:
+        entry["pid"] = {f"{i}-{j}": dict(values) for (i, j), values in decision.pid.items()}
+    return entry
