@@ -6,7 +6,7 @@ and the baselines on the late-fusion models of ``models`` with the harness of
 from .baselines import METHODS, OGMGE, FixedSchedule, run_method
 from .models import MultimodalNet, mlp_net
 from .trainer import RunRecord, train
-from .two_stage import Decision, TwoStageController
+from .two_stage import Decision, Schedule, TwoStageController
 
-__all__ = ["Decision", "TwoStageController", "MultimodalNet", "mlp_net", "train", "RunRecord",
+__all__ = ["Decision", "Schedule", "TwoStageController", "MultimodalNet", "mlp_net", "train", "RunRecord",
            "METHODS", "run_method", "FixedSchedule", "OGMGE"]

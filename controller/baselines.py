@@ -17,42 +17,20 @@ import torch
 
 from .models import MultimodalNet, mlp_net
 from .trainer import RunRecord, train
-from .two_stage import Decision, TwoStageController
+from .two_stage import Decision, Schedule, TwoStageController
 
 
-class FixedSchedule:
+class FixedSchedule(Schedule):
     """Every modality unimodal for ``switch_epoch`` epochs, then joint; no probes
     (``switch_epoch = 0``: joint from the start)."""
-
-    monitor_seconds = 0.0
 
     def __init__(self, n_modalities: int, switch_epoch: int):
         if not (isinstance(switch_epoch, int) and switch_epoch >= 0):
             raise ValueError(f"switch_epoch must be an int ≥ 0, got {switch_epoch!r}")
         self.switch_epoch = switch_epoch
         every = (True,) * n_modalities
-        self._start = (Decision(-1, "unimodal", every, f"fixed: unimodal for {switch_epoch} epochs")
-                       if switch_epoch else Decision(-1, "joint", every, "joint training from the start"))
-        self._history: list[Decision] = []
-
-    @property
-    def decision(self) -> Decision:
-        return self._history[-1] if self._history else self._start
-
-    @property
-    def stage(self) -> str:
-        return self.decision.stage
-
-    @property
-    def active(self) -> tuple[bool, ...]:
-        return self.decision.active
-
-    @property
-    def history(self) -> list[Decision]:
-        return list(self._history)
-
-    def due(self, epoch: int) -> bool:
-        return False
+        super().__init__(Decision(-1, "unimodal", every, f"fixed: unimodal for {switch_epoch} epochs")
+                         if switch_epoch else Decision(-1, "joint", every, "joint training from the start"))
 
     def epoch_end(self, epoch: int, features=None, labels=None, encoders=None) -> Decision:
         """Hand over at the end of epoch ``switch_epoch`` − 1."""

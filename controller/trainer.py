@@ -13,9 +13,9 @@ with w = ``head_weight`` (0.6 in the two-stage method, 0 for plain joint trainin
 A fresh Adam optimiser starts at each stage.  An optional ``gradient_hook`` may
 rewrite the gradients of a joint step before the optimiser applies them (OGM-GE).
 
-The schedule is any object with ``stage``, ``active``, ``due(epoch)``,
-``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history`` and
-``monitor_seconds``, as ``TwoStageController`` has.  It is passed the modalities'
+The schedule is a ``two_stage.Schedule`` (``stage``, ``active``, ``due(epoch)``,
+``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``,
+``monitor_seconds``): ``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
 branches (encoder_m with head_m) as ``encoders``, so a restored initial state keeps
 each head matched to its encoder.
 """

@@ -76,7 +76,47 @@ def _global_max(value: int, device: torch.device) -> int:
     return int(top)
 
 
-class TwoStageController:
+class Schedule:
+    """What trains next, as the last of a history of decisions (the start before any):
+    the interface ``trainer.train`` drives (``stage``, ``active``, ``due``,
+    ``epoch_end``, ``history``, ``monitor_seconds``)."""
+
+    monitor_seconds = 0.0  # time spent measuring (seconds)
+
+    def __init__(self, start: Decision):
+        self._start = start
+        self._history: list[Decision] = []
+
+    @property
+    def decision(self) -> Decision:
+        """The decision in force: the last one taken, or the start."""
+        return self._history[-1] if self._history else self._start
+
+    @property
+    def stage(self) -> str:
+        """The stage in force: "unimodal" or "joint"."""
+        return self.decision.stage
+
+    @property
+    def active(self) -> tuple[bool, ...]:
+        """Whether each modality trains now."""
+        return self.decision.active
+
+    @property
+    def history(self) -> list[Decision]:
+        """Every decision taken, in order."""
+        return list(self._history)
+
+    def due(self, epoch: int) -> bool:
+        """Whether the end of ``epoch`` takes a probe (the features are then passed to ``epoch_end``)."""
+        return False
+
+    def epoch_end(self, epoch: int, features=None, labels=None, encoders=None) -> Decision:
+        """Decide at the end of ``epoch`` and return the decision in force."""
+        raise NotImplementedError
+
+
+class TwoStageController(Schedule):
     r"""Decides, from PID measurements, which modality encoders train and when to fuse.
 
     Rules at each probe (PID values in bits, modalities numbered 0 … M−1):
@@ -170,33 +210,12 @@ class TwoStageController:
                               for _ in range(n_modalities)]  # refitted at every probe
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
         self.monitor_seconds = 0.0  # time spent in measure()
-        self._start = Decision(-1, "unimodal", (True,) * n_modalities,
-                               "start: every modality trains with its own head")
-        self._history: list[Decision] = []
+        super().__init__(Decision(-1, "unimodal", (True,) * n_modalities,
+                                  "start: every modality trains with its own head"))
         self._switches = 0
         self._peak_synergy: float | None = None
         self._peak_epoch: int | None = None
         self._peak_weights: list[dict] | None = None
-
-    @property
-    def decision(self) -> Decision:
-        """The decision in force: the last one taken, or the start."""
-        return self._history[-1] if self._history else self._start
-
-    @property
-    def stage(self) -> str:
-        """The stage in force: "unimodal" or "joint"."""
-        return self.decision.stage
-
-    @property
-    def active(self) -> tuple[bool, ...]:
-        """Whether each modality trains now."""
-        return self.decision.active
-
-    @property
-    def history(self) -> list[Decision]:
-        """Every decision taken, in order (probes and the hand-over)."""
-        return list(self._history)
 
     def due(self, epoch: int) -> bool:
         """Whether the end of ``epoch`` takes a probe (only in stage 1)."""
