@@ -170,10 +170,15 @@ def run_demo(out: str | Path = "results", *, seeds: Sequence[int] = (0, 1, 2), n
     records = compare(datasets, methods, seeds, progress=progress, **overrides)
     rows = summarize(records)
     print(format_table(rows))
-    shares = [r.monitor_share for _, r in records if r.monitor_share is not None and r.monitor_seconds > 0]
-    if shares:
+    monitored = [r for _, r in records if r.monitor_share is not None and r.monitor_seconds > 0]
+    if monitored:
+        shares = [r.monitor_share for r in monitored]
+        probes = sum(sum(d["pid"] is not None for d in r.decisions) for r in monitored)
         print(f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
-              f"(at most {100 * max(shares):.1f} %) over {len(shares)} controller runs")
+              f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; "
+              f"{1e3 * sum(r.monitor_seconds for r in monitored) / probes:.1f} ms per probe, "
+              f"{1e3 * statistics.fmean(r.unimodal_seconds / r.unimodal_epochs for r in monitored):.1f} ms "
+              "per stage-1 epoch")
     plot_schedules(records, out / "pid_over_epochs.png")
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
