@@ -12,7 +12,7 @@ import torch
 from . import solver
 
 
-def _compiled_ops():
+def _load_ops():
     """The ``torch.ops.fastpid`` namespace if the C++ extension is built, else None."""
     try:
         from . import _C  # noqa: F401  (loading the library registers the ops)
@@ -21,15 +21,21 @@ def _compiled_ops():
     return torch.ops.fastpid
 
 
+# Looked up once at import: ``available`` and ``resolve`` then read only Python
+# constants, so ``torch.compile`` traces ``fastpid.pid`` through them.
+_OPS = _load_ops()
+_HAS_CUDA_KERNEL = _OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "fastpid::broja_solve", "CUDA")
+
+
 def has_cuda_kernel() -> bool:
     """Whether the built extension has the CUDA implementation of the op (FASTPID_CUDA builds)."""
-    return _compiled_ops() is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "fastpid::broja_solve", "CUDA")
+    return _HAS_CUDA_KERNEL
 
 
 def _compiled(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
     """The compiled op, on p's device (CPU: csrc/cpu, CUDA: csrc/cuda; the same csrc/broja.h)."""
-    lam1, lam2, w, iterations, converged = _compiled_ops().broja_solve(p.contiguous(), tol, max_iter, patience)
+    lam1, lam2, w, iterations, converged = _OPS.broja_solve(p.contiguous(), tol, max_iter, patience)
     return solver.Solution(lam1, lam2, w, iterations, converged)
 
 
@@ -42,7 +48,7 @@ def available(device: torch.device | str = "cpu") -> list[str]:
     """Backends that can solve joints stored on ``device``, fastest first."""
     device = torch.device(device)
     names = []
-    if device.type == "cpu" and _compiled_ops() is not None:
+    if device.type == "cpu" and _OPS is not None:
         names.append("cpu")
     if device.type == "cuda" and has_cuda_kernel():
         names.append("cuda")

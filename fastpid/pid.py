@@ -15,6 +15,12 @@ always rescaled to sum 1 inside the graph, so gradients are tangent to the
 simplex.  At cells where P(x1, x2, y) = 0 the one-sided derivative of the
 entropies is infinite; there the gradient is taken within the face of the
 simplex that P lies on: the cell's own term is 0 before the rescaling.
+
+The solve, its checks of the values of P and the certificate are one custom op,
+``torch.ops.fastpid.broja`` (``torch.library``), with a fake implementation
+(shapes only) and the closed-form backward registered with it, so that
+``torch.compile(fullgraph=True)`` traces ``fastpid.pid`` and its gradient as
+one graph: everything outside the op reads only shapes, dtypes and devices.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from . import backends, solver
-from ._checks import as_joint_tensor, check_joint, check_options
+from ._checks import SUM_TOLERANCE, as_joint_tensor, check_joint, check_options
 from .information import LN2, conditional_entropies
 
 
@@ -57,50 +63,97 @@ def _to_numpy(value):
 
 
 def _log_conditionals(p: torch.Tensor):
-    """log P(y|x1,x2), log P(y|x1), log P(y|x2), log P(y) broadcast to (B, n1, n2, ny)."""
+    """log P(y|x1,x2), log P(y|x1), log P(y|x2), log P(y) broadcast to (..., n1, n2, ny)."""
     def log_ratio(num, den):
         return torch.log(num) - torch.log(den)
 
-    p1, p2 = p.sum(2, keepdim=True), p.sum(1, keepdim=True)
+    p1, p2 = p.sum(-2, keepdim=True), p.sum(-3, keepdim=True)
     return (log_ratio(p, p.sum(-1, keepdim=True)),
             log_ratio(p1, p1.sum(-1, keepdim=True)),
             log_ratio(p2, p2.sum(-1, keepdim=True)),
-            torch.log(p.sum((1, 2), keepdim=True)))
+            torch.log(p.sum((-3, -2), keepdim=True)))
 
 
-class BROJA(torch.autograd.Function):
-    """Atoms (R, U1, U2, S, MI) in bits of normalised float64 joints (B, n1, n2, ny).
+def _check_layout(p: torch.Tensor, normalize: bool) -> None:
+    """The checks of ``check_joint`` that read no values (dtype, rank, size, device).
 
-    Forward solves with a backend and certifies; backward is closed form."""
+    They depend only on metadata, so they stay in a ``torch.compile`` graph; the
+    value checks (finite, non-negative, sums) run inside ``fastpid::broja``."""
+    if p.dtype not in SUM_TOLERANCE or p.dim() < 3 or p.numel() == 0 or p.device.type == "meta":
+        check_joint(p, normalize)  # raises: its metadata checks come before any that reads values
 
-    @staticmethod
-    def forward(ctx, p, backend: str, tol: float, max_iter: int):
-        support = solver.Support.of(p)
-        solution = backends.SOLVERS[backend](p, tol, max_iter, solver.PATIENCE)
-        q, value, gap = solver.certificate(solution.lam1, solution.lam2, solution.w, support)
-        h = conditional_entropies(p)
-        atoms = torch.stack([h["y"] - h["y|x1"] - h["y|x2"] - value,
-                             value + h["y|x2"],
-                             value + h["y|x1"],
-                             -h["y|x1x2"] - value,
-                             h["y"] - h["y|x1x2"]], 1) / LN2
-        dual_sum = solution.lam1[:, :, None, :] + solution.lam2[:, None, :, :]
-        ctx.save_for_backward(p, dual_sum)
-        ctx.mark_non_differentiable(gap, q, solution.iterations, solution.converged)
-        return atoms, gap / LN2, q, solution.iterations, solution.converged
 
-    @staticmethod
-    def backward(ctx, grad_atoms, *_):
-        p, dv = ctx.saved_tensors
-        log_x12, log_x1, log_x2, log_y = _log_conditionals(p)
-        d_hy = -(log_y + 1)  # ∂H(Y)/∂P
-        partials = torch.stack([d_hy + log_x1 + log_x2 - dv,  # R
-                                dv - log_x2,  # U1
-                                dv - log_x1,  # U2
-                                log_x12 - dv,  # S
-                                d_hy + log_x12], 1) / LN2  # MI
-        grad = (grad_atoms[:, :, None, None, None] * partials).sum(1)
-        return torch.where(p > 0, grad, torch.zeros_like(grad)), None, None, None
+@torch.library.custom_op("fastpid::broja", mutates_args=())
+def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     torch.Tensor, torch.Tensor]:
+    r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64, as an op.
+
+    Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
+    to sum 1, solves in float64 with ``backend`` (a name in
+    ``backends.SOLVERS``) to a gap of ``tol`` nats in at most ``max_iter``
+    iterations and certifies the solution.  Returns, all float64 but the last two:
+
+    atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
+    λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
+    int64; converged (...) bool.
+
+    Only the atoms are differentiable: the gradient is the closed-form envelope
+    gradient (``_backward``), through the rescaling."""
+    joint = check_joint(p, normalize).to(torch.float64)
+    batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
+    flat = joint.reshape(-1, *cells)
+    support = solver.Support.of(flat)
+    solution = backends.SOLVERS[backend](flat, tol, max_iter, solver.PATIENCE)
+    q, value, gap = solver.certificate(solution.lam1, solution.lam2, solution.w, support)
+    h = conditional_entropies(flat)
+    atoms = torch.stack([h["y"] - h["y|x1"] - h["y|x2"] - value,
+                         value + h["y|x2"],
+                         value + h["y|x1"],
+                         -h["y|x1x2"] - value,
+                         h["y"] - h["y|x1x2"]], 1) / LN2
+    return (atoms.reshape(*batch_shape, 5), (gap / LN2).reshape(batch_shape), q.reshape(joint.shape),
+            solution.lam1.reshape(*batch_shape, *solution.lam1.shape[1:]),
+            solution.lam2.reshape(*batch_shape, *solution.lam2.shape[1:]),
+            solution.iterations.reshape(batch_shape), solution.converged.reshape(batch_shape))
+
+
+@broja.register_fake
+def _broja_fake(p, normalize, backend, tol, max_iter):
+    *batch, n1, n2, ny = p.shape
+    real = dict(dtype=torch.float64, device=p.device)
+    return (p.new_empty((*batch, 5), **real), p.new_empty(batch, **real), p.new_empty(p.shape, **real),
+            p.new_empty((*batch, n1, ny), **real), p.new_empty((*batch, n2, ny), **real),
+            p.new_empty(batch, dtype=torch.int64), p.new_empty(batch, dtype=torch.bool))
+
+
+def _setup_context(ctx, inputs, output):
+    atoms, gap, q, lam1, lam2, iterations, converged = output
+    ctx.save_for_backward(inputs[0], lam1, lam2)
+    ctx.mark_non_differentiable(gap, q, lam1, lam2, iterations, converged)
+
+
+def _backward(ctx, grad_atoms, *_):
+    """Envelope gradient of the atoms with respect to the normalised joint, then
+    through the rescaling P / ΣP (a gradient tangent to the simplex)."""
+    raw, lam1, lam2 = ctx.saved_tensors
+    total = raw.to(torch.float64).sum((-3, -2, -1), keepdim=True)
+    p = raw.to(torch.float64) / total
+    dv = lam1[..., :, None, :] + lam2[..., None, :, :]  # ∂V/∂P
+    log_x12, log_x1, log_x2, log_y = _log_conditionals(p)
+    d_hy = -(log_y + 1)  # ∂H(Y)/∂P
+    partials = torch.stack([d_hy + log_x1 + log_x2 - dv,  # R
+                            dv - log_x2,  # U1
+                            dv - log_x1,  # U2
+                            log_x12 - dv,  # S
+                            d_hy + log_x12], -4) / LN2  # MI
+    grad = (grad_atoms[..., :, None, None, None] * partials).sum(-4)
+    grad = torch.where(p > 0, grad, torch.zeros_like(grad))
+    grad = (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
+    return grad.to(raw.dtype), None, None, None, None
+
+
+broja.register_autograd(_backward, setup_context=_setup_context)
 
 
 def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = False,
@@ -126,17 +179,13 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     """
     check_options(tol, max_iter)
     tensor, from_numpy = as_joint_tensor(P)
-    joint = check_joint(tensor, normalize)
-    name = backends.resolve(backend, joint.device)
-    batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
-    flat = joint.reshape(-1, *cells).to(torch.float64)
-    atoms, gap, q, iterations, converged = BROJA.apply(flat, name, tol * LN2, max_iter)
-    atoms = atoms.to(tensor.dtype).reshape(*batch_shape, 5)
+    _check_layout(tensor, normalize)
+    name = backends.resolve(backend, tensor.device)
+    atoms, gap, q, _, _, iterations, converged = broja(tensor, normalize, name, tol * LN2, max_iter)
+    atoms = atoms.to(tensor.dtype)
     result = PIDResult(
         redundancy=atoms[..., 0], unique1=atoms[..., 1], unique2=atoms[..., 2],
-        synergy=atoms[..., 3], mi=atoms[..., 4],
-        gap=gap.to(tensor.dtype).reshape(batch_shape),
-        converged=converged.reshape(batch_shape),
-        iterations=iterations.reshape(batch_shape),
-        q=q.to(tensor.dtype).reshape(joint.shape) if return_q else None)
+        synergy=atoms[..., 3], mi=atoms[..., 4], gap=gap.to(tensor.dtype),
+        converged=converged, iterations=iterations,
+        q=q.to(tensor.dtype) if return_q else None)
     return result.numpy() if from_numpy else result
