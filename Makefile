@@ -26,7 +26,8 @@ test: $(VENV)/.installed
 	$(PY) -m pytest tests -q
 
 bench: $(VENV)/.installed
-	$(PY) -m pytest bench -q --benchmark-json=bench/results/cpu.json
+	$(PY) -m pytest bench/bench_cpu.py -q --benchmark-json=bench/results/cpu.json
+	$(PY) -m pytest bench/bench_data.py -q --benchmark-json=bench/results/data.json
 	$(PY) bench/report.py bench/results/cpu.json
 
 clean:
