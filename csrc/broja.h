@@ -30,6 +30,9 @@
 // each solve gets up to two steps of iterative refinement (the reference always
 // takes both; here a step is taken only while the componentwise backward error
 // exceeds 4 ulps, which skips 85-95 % of them and changes no iteration count).
+// Mehrotra's σ = (μ_aff / μ)³ is raised to at least 0.01 max |r_d| / μ (at most
+// 1), so that μ falls no faster than the marginal residual (solver.py's
+// docstring: "Infeasibility and centring").
 // Steps stop a fraction clamp(1 − μ, 0.99, 1 − 1e-6) short of the boundary of
 // w ≥ 0, h ≥ 0 and are halved while λ would violate a constraint by more than
 // max(0.1, max_k g_k).
@@ -78,6 +81,7 @@ constexpr int kMaxShiftRaises = 8;
 constexpr int kRefinementSteps = 2;
 constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
+constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d
 constexpr double kStallGap = 1e-6;  // nats: stalls count only below this gap
 // Not in the reference, which always refines: a refinement step is taken only
 // while the componentwise backward error exceeds this many ulps.
@@ -938,7 +942,14 @@ FASTPID_HOST_DEVICE inline bool step(Joint<T>& J) {
   mu_a /= J.total_weight;
   T ratio = mu_a / (mu < Limits<T>::tiny() ? Limits<T>::tiny() : mu);
   ratio = ratio < T(0) ? T(0) : (ratio > T(1) ? T(1) : ratio);
-  const T sigma_mu = ratio * ratio * ratio * mu;
+  // σ ≥ kInfeasibilityCentring max |r_d| / μ (solver.py: μ falls no faster than
+  // the marginal residual), at most 1.
+  T infeasibility = T(0);
+  for (int i = 0; i < n1 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
+  for (int i = 0; i < n2 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r2[i]));
+  T sigma_floor = T(kInfeasibilityCentring) * infeasibility / (mu < Limits<T>::tiny() ? Limits<T>::tiny() : mu);
+  sigma_floor = sigma_floor > T(1) ? T(1) : sigma_floor;  // NaN stays NaN
+  const T sigma_mu = max_(ratio * ratio * ratio, sigma_floor) * mu;
   // Corrector: centring plus the second-order term.
   for (int k = 0; k < np; ++k)
     J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);

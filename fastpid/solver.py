@@ -34,11 +34,24 @@ with s_k = softmax_y(λ1 + λ2), r_d = marginals(Q) − (P1, P2), r_p = g + h,
 r_c = σμc − w∘h and r' = r_c + w∘r_p.  The matrix lives on (λ1, λ2), has ny×ny
 blocks and is positive definite once the gauge λ1 + c(y), λ2 − c(y) is fixed
 (one λ2 per target value is pinned).  Steps follow Mehrotra's
-predictor–corrector rule (an affine step sets σ = (μ_aff / μ)³) and stop short
+predictor–corrector rule (an affine step sets σ = (μ_aff / μ)³, but σμ is kept
+at least INFEASIBILITY_CENTRING ‖r_d‖∞, see below) and stop short
 of the boundary w, h > 0 by a fraction (1 %, shrinking as μ → 0).  The slacks
 are variables of their own, so λ may be slightly infeasible during the
 iteration; a step is halved while it would take λ further out than it is or
 than MAX_VIOLATION (this stops divergence on degenerate joints).
+
+Infeasibility and centring.  r_d is not linear in (λ, w): Q = w·softmax(λ1 + λ2)
+is a product, so a full step leaves a second-order residual Δw·Δs behind, and
+r_d need not shrink with (1 − α) as in a linear program.  Where Mehrotra's σ
+drives μ down much faster than r_d (joints whose optimum has a small pair mass,
+e.g. a unique information at 0), pair masses w_k collapse far below their
+optimum while the marginals are still off, the iterate leaves the neighbourhood
+of the central path and step lengths vanish (the jam: best gap ~1e-3 bits after
+3 iterations).  The floor σμ ≥ INFEASIBILITY_CENTRING · max |r_d| keeps μ from
+outrunning the infeasibility (the neighbourhood ‖r‖ ≲ μ of infeasible IPMs, in
+absolute form since r_d = 0 at the start); it is inactive near the optimum,
+where r_d vanishes quadratically.
 
 Start: the analytic point Q0 = P1 P2 / P(y), with λ1 = log P1 − log P(y) − 1,
 λ2 = log P2 (so λ1 + λ2 = log Q0 − 1, strictly feasible) and w = Q0(x1, x2);
@@ -53,6 +66,7 @@ smallest gap is returned.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,6 +80,7 @@ MAX_SHIFT_RAISES = 8
 REFINEMENT_STEPS = 2
 MAX_VIOLATION = 0.1  # nats: how far a step may take λ out of the feasible set
 MAX_BACKTRACKS = 30
+INFEASIBILITY_CENTRING = 1e-2  # σμ ≥ this × max |r_d|: μ falls no faster than the marginal residual
 STALL_GAP = 1e-6  # nats: below it, a joint whose gap stops shrinking has hit rounding error
 PATIENCE = 5  # iterations without halving the best gap before a joint stops
 
@@ -107,6 +122,11 @@ def pair_softmax(lam1, lam2, support: Support):
 def marginals(q: torch.Tensor):
     """(Σ_x2 Q, Σ_x1 Q): the two pairwise marginals that Δ_P fixes."""
     return q.sum(2), q.sum(1)
+
+
+def weighted_marginals(weight, s):
+    """marginals(weight_k s_k) for a weight per pair, e.g. Q's marginals for weight = w."""
+    return marginals(weight[..., None] * s)
 
 
 def newton_matrix(w, h, s, support: Support):
@@ -156,11 +176,12 @@ def solve_spd(matrix, rhs):
     return x * scale
 
 
-def newton_direction(matrix, w, h, s, residual, primal, r_c, support: Support):
+def newton_direction(matrix, w, h, s, residual, primal, r_c, support: Support,
+                     weighted_marginals=weighted_marginals):
     """Δλ1, Δλ2, Δw, Δh for the residuals r_d, r_p = g + h and a complementarity target r_c."""
     _, n1, n2, ny = s.shape
     r_c = r_c + w * primal
-    lift1, lift2 = marginals(s * (r_c / h)[..., None])
+    lift1, lift2 = weighted_marginals(r_c / h, s)
     rhs = -torch.cat([(residual[0] + lift1).flatten(1), (residual[1] + lift2).flatten(1)], 1)
     step = solve_spd(matrix, rhs * support.free)
     d1, d2 = step[:, : n1 * ny].view(-1, n1, ny), step[:, n1 * ny :].view(-1, n2, ny)
@@ -230,6 +251,22 @@ def analytic_start(support: Support):
     return lam1, lam2, w
 
 
+@dataclass(frozen=True)
+class Passes:
+    """The passes over the (B, n1, n2, ny) cells that ``solve`` makes every
+    iteration, with the signatures of this module's torch functions.  A backend
+    may swap in kernels that compute the same quantities (``fastpid.kernels``:
+    fused Triton kernels); the iteration itself stays this module's."""
+
+    pair_softmax: Callable = pair_softmax
+    weighted_marginals: Callable = weighted_marginals
+    newton_matrix: Callable = newton_matrix
+    certificate: Callable = certificate
+
+
+TORCH_PASSES = Passes()
+
+
 @dataclass
 class Solution:
     """Dual variables, pair masses and bookkeeping of a batch solve."""
@@ -241,16 +278,18 @@ class Solution:
     converged: torch.Tensor
 
 
-def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patience: int = PATIENCE) -> Solution:
+def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patience: int = PATIENCE,
+          passes: Passes = TORCH_PASSES) -> Solution:
     """Reference ("torch") solve of a batch ``p`` of shape (B, n1, n2, ny), float64.
 
     A joint stops once its certified gap is at most ``tol`` (nats), or, once
     its gap is below STALL_GAP, after ``patience`` iterations without halving
     it (rounding error has then taken over).  The iterate with the smallest gap
-    is returned."""
+    is returned.  ``passes`` computes the per-iteration passes over the cells
+    (``Passes``; the "triton" backend gives fused kernels)."""
     support = Support.of(p)
     lam1, lam2, w = analytic_start(support)
-    h = -pair_softmax(lam1, lam2, support)[0] + ~support.pair
+    h = -passes.pair_softmax(lam1, lam2, support)[0] + ~support.pair
     # Weighted central path w_k h_k = μ c_k with c_k = Q0(x1, x2): pair masses
     # span hundreds of orders of magnitude on skewed joints, and a uniform target
     # would drive the slack of a tiny pair to μ / w_k.
@@ -262,8 +301,8 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
     best_gap = torch.full((batch,), float("inf"), dtype=p.dtype, device=p.device)
     stalled = torch.zeros(batch, dtype=torch.int64, device=p.device)
     for iteration in range(max_iter + 1):
-        g, s = pair_softmax(lam1, lam2, support)
-        _, _, gap = certificate(lam1, lam2, w, support)
+        g, s = passes.pair_softmax(lam1, lam2, support)
+        _, _, gap = passes.certificate(lam1, lam2, w, support)
         improved = gap < best_gap / 2
         better = gap < best_gap
         best_gap = torch.where(better, gap, best_gap)
@@ -276,21 +315,27 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
         done = (best_gap <= tol) | ((stalled >= patience) & (best_gap <= STALL_GAP))
         if done.all() or iteration == max_iter:
             break
-        rows, cols = marginals(w[..., None] * s)
+        rows, cols = passes.weighted_marginals(w, s)
         residual = (rows - support.p1, cols - support.p2)
         primal = (g + h) * support.pair
         complementarity = w * h * support.pair
         mu = complementarity.flatten(1).sum(1) / total_weight
-        matrix = newton_matrix(w, h, s, support)
+        matrix = passes.newton_matrix(w, h, s, support)
         # Predictor: the affine-scaling direction (μ target 0).
-        _, _, dw_a, dh_a = newton_direction(matrix, w, h, s, residual, primal, -complementarity, support)
+        _, _, dw_a, dh_a = newton_direction(matrix, w, h, s, residual, primal, -complementarity, support,
+                                            passes.weighted_marginals)
         alpha_a = torch.minimum(max_step(w, dw_a), max_step(h, dh_a))
         w_a, h_a = w + alpha_a[:, None, None] * dw_a, h + alpha_a[:, None, None] * dh_a
         mu_a = (w_a * h_a * support.pair).flatten(1).sum(1) / total_weight
         sigma = (mu_a / mu.clamp_min(torch.finfo(p.dtype).tiny)).clamp(0, 1) ** 3
+        # ... but no smaller than the marginal residual allows (see the module docstring).
+        infeasibility = torch.maximum(residual[0].abs().flatten(1).amax(1), residual[1].abs().flatten(1).amax(1))
+        floor = INFEASIBILITY_CENTRING * infeasibility / mu.clamp_min(torch.finfo(p.dtype).tiny)
+        sigma = torch.maximum(sigma, floor.clamp(max=1))
         # Corrector: centring plus the second-order term of the predictor.
         r_c = (sigma * mu)[:, None, None] * weight - complementarity - dw_a * dh_a
-        d1, d2, dw, dh = newton_direction(matrix, w, h, s, residual, primal, r_c, support)
+        d1, d2, dw, dh = newton_direction(matrix, w, h, s, residual, primal, r_c, support,
+                                          passes.weighted_marginals)
         fraction = torch.clamp(1 - mu, min=FRACTION_TO_BOUNDARY, max=MAX_FRACTION_TO_BOUNDARY)
         alpha = fraction * torch.minimum(max_step(w, dw), max_step(h, dh))
         alpha = torch.nan_to_num(alpha * ~done, nan=0.0)
@@ -299,7 +344,7 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
         # on degenerate joints, where tiny pair masses make Δλ large).
         allowed = torch.maximum(g.flatten(1).amax(1), torch.full_like(alpha, MAX_VIOLATION))[:, None, None]
         for _ in range(MAX_BACKTRACKS):
-            g_new, _ = pair_softmax(lam1 + alpha[:, None, None] * d1, lam2 + alpha[:, None, None] * d2, support)
+            g_new, _ = passes.pair_softmax(lam1 + alpha[:, None, None] * d1, lam2 + alpha[:, None, None] * d2, support)
             ok = (g_new <= allowed).flatten(1).all(1)
             if ok.all():
                 break

@@ -428,3 +428,48 @@ def test_thread_count_changes_nothing(backend, rng):
     for b in range(len(P)):
         bound = certified_bound(serial, parallel, index=b)
         assert_atoms_close(atoms_array(parallel, b), atoms_array(serial, b), bound, f"one thread, joint {b}")
+
+
+# --------------------------------------------------------------------------
+# Boundary resamples: 2×2×2 sample joints (counts of N = 1000) whose optimum has
+# a unique information at 0 and a small pair mass Q(x1, x2).  Mehrotra's σ used
+# to drive μ far below the marginal residual there: pair masses collapsed, the
+# iteration jammed after 3 iterations at a gap of ~6e-4 bits (solver.py,
+# "Infeasibility and centring").
+
+BOUNDARY_RESAMPLES = {
+    "resample_A": [230, 30, 44, 212, 46, 210, 184, 44],  # jammed on every backend
+    "resample_B": [222, 34, 40, 214, 40, 219, 173, 58],  # jammed on the "cpu" backend
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDARY_RESAMPLES))
+def test_boundary_resample_reproducers(name, backend):
+    P = np.array(BOUNDARY_RESAMPLES[name], dtype=np.float64).reshape(2, 2, 2) / 1000
+    result = solve(P, backend)
+    assert field(result, "converged"), f"not converged (gap {field(result, 'gap'):.3g} bits)"
+    assert field(result, "gap") <= 1e-8
+    assert_atoms_close(atoms_array(result), reference_array("cvxpy", name, P), ATOL[torch.float64],
+                       "cvxpy/Clarabel")
+    assert_identities(result, P, ATOL[torch.float64])
+
+
+def boundary_resamples(rng, count: int) -> np.ndarray:
+    """Multinomial (N = 1000) resamples of noisy-XOR populations, of the two
+    reproducers' frequencies and of Markov-chain populations (unique2 = 0)."""
+    populations = [np.array(counts, dtype=np.float64) / 1000 for counts in BOUNDARY_RESAMPLES.values()]
+    xor = np.array([[[0, 1], [1, 0]], [[1, 0], [0, 1]]], dtype=np.float64)  # P(y | x1, x2) of y = x1 ⊕ x2
+    for noise in (0.05, 0.1, 0.13, 0.2):
+        populations.append((0.25 * ((1 - noise) * xor + noise * (1 - xor))).ravel())
+    populations += [boundary_joint(rng, (2, 2, 2)).ravel() for _ in range(4)]
+    samples = [rng.multinomial(1000, populations[i % len(populations)]) / 1000 for i in range(count)]
+    return np.array(samples).reshape(count, 2, 2, 2)
+
+
+def test_boundary_resamples_converge(backend):
+    P = boundary_resamples(np.random.default_rng(2024), 400)
+    result = fastpid.pid(torch.tensor(P), backend=backend)
+    gap = result.gap.numpy()
+    assert result.converged.all(), f"{(~result.converged).sum().item()} of {len(P)} not converged, gaps " \
+        f"{np.sort(gap[~result.converged.numpy()])[-5:]}"
+    assert gap.max() <= 1e-8

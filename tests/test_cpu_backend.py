@@ -46,7 +46,7 @@ def test_reference_constants_are_the_compiled_ones():
     """csrc/broja.h repeats these constants of fastpid/solver.py; change both together."""
     assert (solver.FRACTION_TO_BOUNDARY, solver.MAX_FRACTION_TO_BOUNDARY, solver.REGULARIZATION,
             solver.MAX_SHIFT_RAISES, solver.REFINEMENT_STEPS, solver.MAX_VIOLATION, solver.MAX_BACKTRACKS,
-            solver.STALL_GAP) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6)
+            solver.STALL_GAP, solver.INFEASIBILITY_CENTRING) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2)
 
 
 def test_trajectory_follows_the_reference():
@@ -103,6 +103,18 @@ def test_zero_rows_columns_and_target_classes_together():
 @pytest.mark.parametrize("name", sorted(CANONICAL))
 def test_canonical_gates(name):
     assert_matches_reference(batch([CANONICAL[name]]))
+
+
+def test_boundary_resamples():
+    """2×2×2 sample joints (N = 1000) with unique1 or unique2 at 0, where the
+    iteration used to jam (solver.py, "Infeasibility and centring"): the two
+    reproducers and resamples of a noisy XOR."""
+    rng = np.random.default_rng(29)
+    joints = [np.array(c, dtype=np.float64).reshape(2, 2, 2) / 1000
+              for c in ([230, 30, 44, 212, 46, 210, 184, 44], [222, 34, 40, 214, 40, 219, 173, 58])]
+    xor = np.array([[[0.87, 0.13], [0.13, 0.87]], [[0.13, 0.87], [0.87, 0.13]]]) / 4
+    joints += [rng.multinomial(1000, xor.ravel()).reshape(2, 2, 2) / 1000 for _ in range(30)]
+    assert_matches_reference(batch(joints))
 
 
 def test_batch_mixes_early_and_late_joints():
