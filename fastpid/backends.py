@@ -7,6 +7,9 @@ converged).  The certificate and the atoms are computed from it in one place
 """
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import torch
 
 from . import solver
@@ -43,9 +46,36 @@ SOLVERS = {"torch": solver.solve, "cpu": _compiled}
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled
 
+# "triton": solver.solve with fused Triton kernels for its passes over the cells
+# (fastpid.kernels), where Triton is installed.  It solves CUDA joints, and CPU
+# joints under Triton's interpreter (TRITON_INTERPRET=1 when fastpid is imported:
+# slow, for tests).  It is named explicitly, never picked by "auto" (so it is not
+# in ``available``): it has not yet been timed against "torch" on a GPU.
+try:
+    _HAS_TRITON = importlib.util.find_spec("triton") is not None
+except (ImportError, ValueError):  # a stub or broken entry in sys.modules
+    _HAS_TRITON = False
+_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+
+
+def _triton(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
+    """The reference iteration with fused Triton passes (``fastpid.kernels.TRITON_PASSES``)."""
+    # Imported on first use: Triton decorates the kernels then (and reads TRITON_INTERPRET).
+    from .kernels import TRITON_PASSES
+    return solver.solve(p, tol, max_iter, patience, passes=TRITON_PASSES)
+
+
+if _HAS_TRITON:
+    SOLVERS["triton"] = _triton
+
+
+def _triton_solves_on(device: torch.device) -> bool:
+    return _HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and _TRITON_INTERPRET))
+
 
 def available(device: torch.device | str = "cpu") -> list[str]:
-    """Backends that can solve joints stored on ``device``, fastest first."""
+    """Backends that can solve joints stored on ``device``, fastest first ("auto"'s
+    candidates; "triton", named explicitly only, is not listed)."""
     device = torch.device(device)
     names = []
     if device.type == "cpu" and _OPS is not None:
@@ -62,7 +92,9 @@ def resolve(name: str, device: torch.device) -> str:
         return available(device)[0]
     if name not in SOLVERS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}")
-    if name not in available(device):
+    if name not in available(device) and not (name == "triton" and _triton_solves_on(device)):
+        hint = (" ('triton' needs CUDA joints, or TRITON_INTERPRET=1 before fastpid is imported)"
+                if name == "triton" else "")
         raise ValueError(
-            f"backend {name!r} cannot solve joints on {device}; available there: {available(device)}")
+            f"backend {name!r} cannot solve joints on {device}; available there: {available(device)}{hint}")
     return name

@@ -1,0 +1,198 @@
+"""The "triton" backend: fused Triton passes (``fastpid.kernels``) against the
+torch passes of ``fastpid.solver``, and ``fastpid.pid(..., backend="triton")``
+against ``backend="torch"``.
+
+With a CUDA device (and ``TRITON_INTERPRET`` unset) the kernels are compiled and
+run on the GPU, in this process.  Without one they run on CPU tensors under
+Triton's interpreter, which must be switched on (``TRITON_INTERPRET=1``) before
+``triton`` is first imported in a process; so ``test_interpreted_in_subprocess``
+runs this file again in a fresh pytest process with it set (or run
+``TRITON_INTERPRET=1 pytest tests/test_triton.py`` directly).  Skipped without Triton.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import fastpid
+from fastpid import backends, solver
+from fastpid.examples import CANONICAL, degenerate_joints, dirichlet_joint, sparse_joint
+from fastpid.information import LN2
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+INTERPRET = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+GPU = torch.cuda.is_available() and not INTERPRET
+IN_PROCESS = HAS_TRITON and (GPU or INTERPRET)  # this process can run the kernels
+DEVICE = torch.device("cuda" if GPU else "cpu")
+ATOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+SHAPES = [(2, 2, 2), (3, 4, 5), (5, 3, 2)]
+
+pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+in_process = pytest.mark.skipif(not IN_PROCESS, reason="no GPU: test_interpreted_in_subprocess runs it")
+K = importlib.import_module("fastpid.kernels.broja_triton") if IN_PROCESS else None
+
+
+def test_interpreted_in_subprocess():
+    """This file under Triton's interpreter, in a fresh process (no GPU here)."""
+    if IN_PROCESS:
+        pytest.skip("this process runs the kernels itself")
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+
+
+def random_batch(shape, batch, dtype, seed):
+    """Joints with zeros: sparse cells, P1(x1=-1, y=0) = 0 and P2(x2=-1, y=1) = 0 (so
+    that pair (-1, -1) has no cell where ny = 2), with dual variables, pair masses
+    and slacks of the solver's kind (λ = 0 where the marginal is 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    n1, n2, ny = shape
+    p = torch.rand(batch, *shape, generator=gen, dtype=torch.float64)
+    p = p * (torch.rand(batch, *shape, generator=gen, dtype=torch.float64) > 0.3)
+    p[:, -1, :, 0] = 0
+    p[:, :, -1, 1] = 0
+    p[:, 0, 0, 0] += 0.05
+    support = solver.Support.of((p / p.sum((1, 2, 3), keepdim=True)).to(DEVICE, dtype))
+    lam1 = torch.randn(batch, n1, ny, generator=gen, dtype=torch.float64)
+    lam2 = torch.randn(batch, n2, ny, generator=gen, dtype=torch.float64)
+    w = torch.rand(batch, n1, n2, generator=gen, dtype=torch.float64)
+    h = torch.rand(batch, n1, n2, generator=gen, dtype=torch.float64) + 0.1
+    lam1, lam2, w, h = (t.to(DEVICE, dtype) for t in (lam1, lam2, w, h))
+    return support, lam1 * (support.p1 > 0), lam2 * (support.p2 > 0), w, h
+
+
+def close(ours, ref, dtype):
+    torch.testing.assert_close(ours, ref, rtol=ATOL[dtype], atol=ATOL[dtype])
+
+
+cases = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+shapes = pytest.mark.parametrize("shape,batch", [(s, b) for s, b in zip(SHAPES, (1, 3, 4))] + [((3, 4, 5), 2)],
+                                 ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"B{v}")
+
+
+@in_process
+@cases
+@shapes
+def test_pair_softmax(shape, batch, dtype):
+    support, lam1, lam2, _, _ = random_batch(shape, batch, dtype, seed=1)
+    assert not support.pair.all() or shape[2] > 2  # the no-cell pair is exercised
+    g, s = K.pair_softmax(lam1, lam2, support)
+    g_ref, s_ref = solver.pair_softmax(lam1, lam2, support)
+    close(g, g_ref, dtype)
+    close(s, s_ref, dtype)
+    assert torch.all(s[~support.cell] == 0) and torch.all(g[~support.pair] == 0)
+
+
+@in_process
+@cases
+@shapes
+def test_weighted_marginals(shape, batch, dtype):
+    support, lam1, lam2, w, _ = random_batch(shape, batch, dtype, seed=2)
+    _, s = solver.pair_softmax(lam1, lam2, support)
+    for ours, ref in zip(K.weighted_marginals(w, s), solver.weighted_marginals(w, s)):
+        close(ours, ref, dtype)
+
+
+@in_process
+@cases
+@shapes
+def test_newton_matrix(shape, batch, dtype):
+    support, lam1, lam2, w, h = random_batch(shape, batch, dtype, seed=3)
+    _, s = solver.pair_softmax(lam1, lam2, support)
+    close(K.newton_matrix(w, h, s, support), solver.newton_matrix(w, h, s, support), dtype)
+
+
+@in_process
+@cases
+@shapes
+def test_certificate(shape, batch, dtype):
+    support, lam1, lam2, w, _ = random_batch(shape, batch, dtype, seed=4)
+    q, value, gap = K.certificate(lam1, lam2, w, support)
+    q_ref, value_ref, gap_ref = solver.certificate(lam1, lam2, w, support)
+    close(q, q_ref, dtype)
+    close(value, value_ref, dtype)
+    close(gap, gap_ref, dtype)
+
+
+@in_process
+def test_wide_tiles():
+    """Sizes over one tile: several tiles of pairs and x2 blocks (row partials
+    summed), loops over x1; loops over the other symbol in the Newton matrix."""
+    support, lam1, lam2, w, _ = random_batch((3, 9, 300), 1, torch.float64, seed=5)
+    g, s = K.pair_softmax(lam1, lam2, support)
+    g_ref, s_ref = solver.pair_softmax(lam1, lam2, support)
+    close(g, g_ref, torch.float64)
+    close(s, s_ref, torch.float64)
+    for ours, ref in zip(K.weighted_marginals(w, s_ref), solver.weighted_marginals(w, s_ref)):
+        close(ours, ref, torch.float64)
+    support, lam1, lam2, w, h = random_batch((5, 7, 20), 1, torch.float64, seed=6)
+    _, s = solver.pair_softmax(lam1, lam2, support)
+    close(K.newton_matrix(w, h, s, support), solver.newton_matrix(w, h, s, support), torch.float64)
+
+
+def solve_batches():
+    """Batches of one shape: the canonical joints and random small ones."""
+    rng = np.random.default_rng(7)
+    by_shape: dict = {}
+    for P in CANONICAL.values():
+        by_shape.setdefault(P.shape, []).append(P)
+    by_shape[(3, 4, 5)] = [dirichlet_joint(rng, (3, 4, 5), 0.5), sparse_joint(rng, (3, 4, 5), 0.5)]
+    by_shape[(5, 3, 2)] = [dirichlet_joint(rng, (5, 3, 2), 1.0), sparse_joint(rng, (5, 3, 2), 0.5)]
+    # Empty symbols and target values, point masses: pairs without cells, pinned rows.
+    by_shape[(2, 3, 2)] = list(degenerate_joints((2, 3, 2), rng).values())
+    return [torch.tensor(np.stack(joints), device=DEVICE) for joints in by_shape.values()]
+
+
+@in_process
+@pytest.mark.parametrize("p", solve_batches(), ids=lambda p: "x".join(map(str, p.shape)))
+def test_solve_matches_reference(p):
+    """The same iteration: same iteration counts and values within 1e-9 bits."""
+    ours = solver.solve(p, passes=K.TRITON_PASSES)
+    ref = solver.solve(p)
+    support = solver.Support.of(p)
+    _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
+    _, value_ref, gap_ref = solver.certificate(ref.lam1, ref.lam2, ref.w, support)
+    assert torch.equal(ours.iterations, ref.iterations), (ours.iterations, ref.iterations)
+    assert torch.equal(ours.converged, ref.converged) and ours.converged.all()
+    assert ((value - value_ref).abs() / LN2).max() <= 1e-9
+    assert (gap / LN2).max() <= 1e-8 and (gap_ref / LN2).max() <= 1e-8
+
+
+def test_auto_never_picks_triton_on_cpu():
+    """"triton" is named explicitly, never "auto"'s choice; on the CPU only under the interpreter."""
+    cpu = torch.device("cpu")
+    assert "triton" in backends.SOLVERS
+    assert "triton" not in backends.available("cpu")
+    assert backends.resolve("auto", cpu) != "triton"
+    if backends._TRITON_INTERPRET:
+        assert backends.resolve("triton", cpu) == "triton"
+    else:
+        with pytest.raises(ValueError, match="backend 'triton' cannot solve joints on cpu"):
+            backends.resolve("triton", cpu)
+
+
+def pid_joints():
+    rng = np.random.default_rng(11)
+    joints = [(name, CANONICAL[name]) for name in ("XOR", "AND", "RDNXOR", "SUM")]
+    return joints + [("dirichlet_3x4x5", dirichlet_joint(rng, (3, 4, 5), 0.5)),
+                     ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5))]
+
+
+@in_process
+@pytest.mark.parametrize("name,P", pid_joints(), ids=[name for name, _ in pid_joints()])
+def test_pid_backend_triton(name, P):
+    """``fastpid.pid(backend="triton")`` equals ``backend="torch"``: atoms within 1e-9
+    bits, the same iteration count, a certified gap."""
+    P = torch.tensor(P, device=DEVICE)
+    ours, ref = fastpid.pid(P, backend="triton"), fastpid.pid(P, backend="torch")
+    for field in ("redundancy", "unique1", "unique2", "synergy", "mi"):
+        assert abs(float(getattr(ours, field)) - float(getattr(ref, field))) <= 1e-9, field
+    assert int(ours.iterations) == int(ref.iterations)
+    assert bool(ours.converged) and float(ours.gap) <= 1e-8
