@@ -9,7 +9,7 @@ ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
 export CUDA_HOME ?= /usr/local/cuda
 endif
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench bench-gpu clean
 
 $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -29,6 +29,9 @@ bench: $(VENV)/.installed
 	$(PY) -m pytest bench/bench_cpu.py -q --benchmark-json=bench/results/cpu.json
 	$(PY) -m pytest bench/bench_data.py -q --benchmark-json=bench/results/data.json
 	$(PY) bench/report.py bench/results/cpu.json
+
+bench-gpu: $(VENV)/.installed
+	$(PY) -m pytest bench/bench_gpu.py -q --benchmark-json=bench/results/gpu.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info fastpid/*.so
