@@ -1,7 +1,8 @@
-// Argument checks shared by the CPU and CUDA implementations of fastpid::broja_solve.
+// Argument checks shared by the CPU and CUDA implementations of the fastpid ops.
 #pragma once
 
 #include <limits>
+#include <utility>
 
 #include <ATen/ATen.h>
 
@@ -26,6 +27,26 @@ inline void check_broja_solve_args(const at::Tensor& p, int64_t max_iter, int64_
               "fastpid::broja_solve: max_iter must be a non-negative int, got ", max_iter);
   TORCH_CHECK(patience >= 0 && patience <= std::numeric_limits<int>::max(),
               "fastpid::broja_solve: patience must be a non-negative int, got ", patience);
+}
+
+// p (B, n1, n2, ny), lam1 (B, n1, ny), lam2 (B, n2, ny), grad_atoms (B, 5): float64, contiguous.
+inline void check_broja_backward_args(const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2,
+                                      const at::Tensor& grad_atoms) {
+  const std::pair<const char*, const at::Tensor*> args[] = {
+      {"p", &p}, {"lam1", &lam1}, {"lam2", &lam2}, {"grad_atoms", &grad_atoms}};
+  for (const auto& [name, tensor] : args) {
+    TORCH_CHECK(tensor->scalar_type() == at::kDouble, "fastpid::broja_backward: expected ", name,
+                " of dtype float64, got ", tensor->scalar_type());
+    TORCH_CHECK(tensor->is_contiguous(), "fastpid::broja_backward: expected a contiguous ", name);
+  }
+  TORCH_CHECK(p.dim() == 4, "fastpid::broja_backward: expected p of shape (B, n1, n2, ny), got ", p.sizes());
+  const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
+  TORCH_CHECK(lam1.sizes() == at::IntArrayRef({batch, n1, ny}) && lam2.sizes() == at::IntArrayRef({batch, n2, ny}) &&
+                  grad_atoms.sizes() == at::IntArrayRef({batch, 5}),
+              "fastpid::broja_backward: expected lam1 (B, n1, ny), lam2 (B, n2, ny), grad_atoms (B, 5) for p ",
+              p.sizes(), ", got ", lam1.sizes(), ", ", lam2.sizes(), ", ", grad_atoms.sizes());
+  TORCH_CHECK(n1 * n2 * ny <= std::numeric_limits<int>::max(), "fastpid::broja_backward: joint too large, got ",
+              p.sizes());
 }
 
 }  // namespace fastpid

@@ -4,14 +4,22 @@
 //       -> (Tensor lam1, Tensor lam2, Tensor w, Tensor iterations, Tensor converged)
 //
 // solves a batch p (B, n1, n2, ny) of float64 joints as fastpid.solver.solve
-// does and returns the fields of fastpid.solver.Solution.  Implementations:
-//   CPU   csrc/cpu/broja_cpu.cpp
-//   CUDA  csrc/cuda/broja_cuda.cu (built with FASTPID_CUDA, which defines WITH_CUDA)
+// does and returns the fields of fastpid.solver.Solution;
+//
+//   fastpid::broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor
+//
+// is the envelope gradient of the atoms with respect to p (csrc/broja_backward.h,
+// fastpid.pid's backward).  Implementations:
+//   CPU   csrc/cpu/broja_cpu.cpp, csrc/cpu/broja_backward_cpu.cpp
+//   CUDA  csrc/cuda/broja_cuda.cu, csrc/cuda/broja_backward_cuda.cu (built with
+//         FASTPID_CUDA, which defines WITH_CUDA)
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
+#include "cpu/broja_backward_cpu.h"
 #include "cpu/broja_cpu.h"
 #ifdef WITH_CUDA
+#include "cuda/broja_backward_cuda.h"
 #include "cuda/broja_cuda.h"
 #endif
 
@@ -35,19 +43,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
           at::empty_symint({batch}, p.options().dtype(at::kBool))};
 }
 
+at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, const at::Tensor& /*lam2*/,
+                               const at::Tensor& /*grad_atoms*/) {
+  return at::empty_like(p);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fastpid, CPU, m) { m.impl("broja_solve", &broja_solve_cpu); }
+TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
+  m.impl("broja_solve", &broja_solve_cpu);
+  m.impl("broja_backward", &broja_backward_cpu);
+}
 
 #ifdef WITH_CUDA
-TORCH_LIBRARY_IMPL(fastpid, CUDA, m) { m.impl("broja_solve", &broja_solve_cuda); }
+TORCH_LIBRARY_IMPL(fastpid, CUDA, m) {
+  m.impl("broja_solve", &broja_solve_cuda);
+  m.impl("broja_backward", &broja_backward_cuda);
+}
 #endif
 
-TORCH_LIBRARY_IMPL(fastpid, Meta, m) { m.impl("broja_solve", &broja_solve_meta); }
+TORCH_LIBRARY_IMPL(fastpid, Meta, m) {
+  m.impl("broja_solve", &broja_solve_meta);
+  m.impl("broja_backward", &broja_backward_meta);
+}
 
 }  // namespace fastpid
 

@@ -4,6 +4,10 @@ Each backend maps a float64 batch of normalised joints (B, n1, n2, ny) to a
 ``fastpid.solver.Solution`` (dual variables λ1, λ2, pair masses w, iterations,
 converged).  The certificate and the atoms are computed from it in one place
 (``fastpid.pid``), so every backend is checked by the same duality gap.
+
+``GRADIENTS`` holds the backends' fused backward kernels, each computing
+``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)`` (the reference,
+used by the backends without one).
 """
 from __future__ import annotations
 
@@ -42,9 +46,21 @@ def _compiled(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solv
     return solver.Solution(lam1, lam2, w, iterations, converged)
 
 
+def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
+                       grad_atoms: torch.Tensor) -> torch.Tensor:
+    """The compiled backward op (csrc/broja_backward.h) on p's device, for joints of shape (..., n1, n2, ny)."""
+    *batch, n1, n2, ny = p.shape
+    flat = p.to(torch.float64).reshape(-1, n1, n2, ny).contiguous()
+    grad = _OPS.broja_backward(flat, lam1.reshape(-1, n1, ny).contiguous(), lam2.reshape(-1, n2, ny).contiguous(),
+                               grad_atoms.to(torch.float64).reshape(-1, 5).contiguous())
+    return grad.reshape(p.shape)
+
+
 SOLVERS = {"torch": solver.solve, "cpu": _compiled}
+GRADIENTS = {"cpu": _compiled_gradient}
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled
+    GRADIENTS["cuda"] = _compiled_gradient
 
 # "triton": solver.solve with fused Triton kernels for its passes over the cells
 # (fastpid.kernels), where Triton is installed.  It solves CUDA joints, and CPU
@@ -65,8 +81,16 @@ def _triton(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver
     return solver.solve(p, tol, max_iter, patience, passes=TRITON_PASSES)
 
 
+def _triton_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
+                     grad_atoms: torch.Tensor) -> torch.Tensor:
+    """The fused Triton backward (``fastpid.kernels.envelope_gradient``)."""
+    from .kernels import envelope_gradient
+    return envelope_gradient(p, lam1, lam2, grad_atoms)
+
+
 if _HAS_TRITON:
     SOLVERS["triton"] = _triton
+    GRADIENTS["triton"] = _triton_gradient
 
 
 def _triton_solves_on(device: torch.device) -> bool:

@@ -127,18 +127,20 @@ def _broja_fake(p, normalize, backend, tol, max_iter):
             p.new_empty(batch, dtype=torch.int64), p.new_empty(batch, dtype=torch.bool))
 
 
-def _setup_context(ctx, inputs, output):
-    atoms, gap, q, lam1, lam2, iterations, converged = output
-    ctx.save_for_backward(inputs[0], lam1, lam2)
-    ctx.mark_non_differentiable(gap, q, lam1, lam2, iterations, converged)
+def envelope_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
+                      grad_atoms: torch.Tensor) -> torch.Tensor:
+    r"""∂(Σ_a grad_atoms_a · atom_a)/∂p in float64, the reference (torch) form.
 
-
-def _backward(ctx, grad_atoms, *_):
-    """Envelope gradient of the atoms with respect to the normalised joint, then
-    through the rescaling P / ΣP (a gradient tangent to the simplex)."""
-    raw, lam1, lam2 = ctx.saved_tensors
-    total = raw.to(torch.float64).sum((-3, -2, -1), keepdim=True)
-    p = raw.to(torch.float64) / total
+    ``p`` (..., n1, n2, ny) is a joint of any positive scale T, ``lam1``
+    (..., n1, ny) and ``lam2`` (..., n2, ny) its dual solution, ``grad_atoms``
+    (..., 5) the upstream gradients of (R, U1, U2, S, MI).  By the envelope
+    theorem ∂V/∂p(x1, x2, y) = λ1(x1, y) + λ2(x2, y); the entropy terms are
+    differentiated directly; the result is 0 on cells with p = 0 before the
+    rescaling, whose Jacobian makes it tangent to the simplex:
+    (G − Σ G p / T) / T.  csrc/broja_backward.h fuses the same formula.
+    """
+    total = p.to(torch.float64).sum((-3, -2, -1), keepdim=True)
+    p = p.to(torch.float64) / total
     dv = lam1[..., :, None, :] + lam2[..., None, :, :]  # ∂V/∂P
     log_x12, log_x1, log_x2, log_y = _log_conditionals(p)
     d_hy = -(log_y + 1)  # ∂H(Y)/∂P
@@ -149,7 +151,23 @@ def _backward(ctx, grad_atoms, *_):
                             d_hy + log_x12], -4) / LN2  # MI
     grad = (grad_atoms[..., :, None, None, None] * partials).sum(-4)
     grad = torch.where(p > 0, grad, torch.zeros_like(grad))
-    grad = (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
+    return (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
+
+
+def _setup_context(ctx, inputs, output):
+    atoms, gap, q, lam1, lam2, iterations, converged = output
+    ctx.backend = inputs[2]
+    ctx.save_for_backward(inputs[0], lam1, lam2)
+    ctx.mark_non_differentiable(gap, q, lam1, lam2, iterations, converged)
+
+
+def _backward(ctx, grad_atoms, *_):
+    """Envelope gradient of the atoms with respect to the input joint: the
+    backend's fused kernel (``backends.GRADIENTS``) where it has one, else
+    ``envelope_gradient``."""
+    raw, lam1, lam2 = ctx.saved_tensors
+    fused = backends.GRADIENTS.get(ctx.backend)
+    grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))
     return grad.to(raw.dtype), None, None, None, None
 
 

@@ -2,7 +2,7 @@
 
 ``fastpid.kernels.broja_triton``: fused Triton kernels for the passes of the
 BROJA iteration (``fastpid.solver.Passes``), the "triton" backend of
-``fastpid.pid``.  Importing this package never fails: without Triton,
+``fastpid.pid``, and ``envelope_gradient``, its fused backward.  Importing this package never fails: without Triton,
 ``HAS_TRITON`` is False and ``TRITON_PASSES`` is None.  To run the kernels on
 CPU tensors (Triton's interpreter: for tests), set ``TRITON_INTERPRET=1``
 before ``triton`` is first imported in the process.
@@ -21,6 +21,7 @@ if HAS_TRITON:
         TRITON_PASSES,
         certificate,
         costs,
+        envelope_gradient,
         newton_matrix,
         pair_softmax,
         weighted_marginals,
@@ -31,6 +32,7 @@ if HAS_TRITON:
         "TRITON_PASSES",
         "certificate",
         "costs",
+        "envelope_gradient",
         "newton_matrix",
         "pair_softmax",
         "weighted_marginals",

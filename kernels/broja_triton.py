@@ -11,6 +11,8 @@ its inputs once and writes its outputs once:
     newton_matrix        30 ((B, n1, n2, ny, ny) cross blocks, copies)  zero fill + _newton_matrix_kernel
     certificate          60 (the pair softmax twice, rounding, f(Q),    _certificate_kernel
                              the feasibility shift, the dual)
+    backward             ~25 (pid.envelope_gradient)                   3 sums + _envelope_gradient_kernel
+                                                                        + the projection (envelope_gradient)
 
 The Cholesky solve (``solver.solve_spd``), the step lengths and the
 bookkeeping stay in torch.  Every kernel takes float32 or float64 (it computes
@@ -30,6 +32,8 @@ imported in the process (Triton's interpreter then runs the kernels on CPU
 tensors, slowly: for tests).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import triton
@@ -326,6 +330,82 @@ def certificate(lam1, lam2, w, support: solver.Support):
     return q, value, gap
 
 
+@triton.jit
+def _envelope_gradient_kernel(p_ptr, lam1_ptr, lam2_ptr, log1_ptr, log2_ptr, logy_ptr, coef_ptr, out_ptr,
+                              partial_ptr, n1, n2, ny, BLOCK_J: tl.constexpr, BLOCK_Y: tl.constexpr):
+    """One program per joint and x1 symbol; loops over x2 in blocks of BLOCK_J
+    with all ny targets.  Writes G (0 off the support) and Σ_{x2, y} G p of its
+    slab to partial_ptr (B, n1)."""
+    b = tl.program_id(0).to(tl.int64)
+    i = tl.program_id(1)
+    y = tl.arange(0, BLOCK_Y)
+    in_y = y < ny
+    a_y = tl.load(coef_ptr + b * 5)
+    a_1 = tl.load(coef_ptr + b * 5 + 1)
+    a_2 = tl.load(coef_ptr + b * 5 + 2)
+    a_12 = tl.load(coef_ptr + b * 5 + 3)
+    a_v = tl.load(coef_ptr + b * 5 + 4)
+    row = (b * n1 + i) * ny + y
+    lam1 = tl.load(lam1_ptr + row, mask=in_y, other=0.0)
+    base = a_y * (-tl.load(logy_ptr + b * ny + y, mask=in_y, other=0.0) - 1.0) \
+        + a_1 * tl.load(log1_ptr + row, mask=in_y, other=0.0) + a_v * lam1
+    partial = tl.zeros([BLOCK_J, BLOCK_Y], dtype=p_ptr.dtype.element_ty)
+    for j0 in range(0, n2, BLOCK_J):
+        j = j0 + tl.arange(0, BLOCK_J)
+        inside = (j[:, None] < n2) & in_y[None, :]
+        at2 = (b * n2 + j[:, None]) * ny + y[None, :]
+        at = ((b * n1 + i) * n2 + j[:, None]) * ny + y[None, :]
+        p = tl.load(p_ptr + at, mask=inside, other=0.0)
+        lam2 = tl.load(lam2_ptr + at2, mask=inside, other=0.0)
+        log2 = tl.load(log2_ptr + at2, mask=inside, other=0.0)
+        pair = tl.sum(p, axis=1)
+        positive = p > 0
+        log12 = tl.log(tl.where(positive, p, 1.0)) - tl.log(tl.where(pair > 0, pair, 1.0))[:, None]
+        g = base[None, :] + a_2 * log2 + a_12 * log12 + a_v * lam2
+        g = tl.where(positive, g, 0.0)
+        tl.store(out_ptr + at, g, mask=inside)
+        partial += g * p
+    tl.store(partial_ptr + b * n1 + i, tl.sum(tl.sum(partial, axis=1), axis=0))
+
+
+def envelope_gradient(p, lam1, lam2, grad_atoms):
+    r"""``fastpid.pid.envelope_gradient``, fused: ∂(Σ_a g_a atom_a)/∂p for joints p
+    (..., n1, n2, ny) of any positive scale T (the formula of csrc/broja_backward.h):
+    G = [a_y (−log p(y) − 1) + a_1 log p(y|x1) + a_2 log p(y|x2) + a_12 log p(y|x1,x2)
+    + a_v (λ1 + λ2)] / ln 2 on the support, then (G − Σ G p / T) / T.
+
+    Torch computes the marginal logs (L + B ny values, from two sums over the
+    cells) and the five coefficients; one kernel, grid (B, n1), writes G and
+    per-program sums of G p; torch applies the projection.  Bytes: the kernel
+    reads p, and λ2 and log p(y|x2) once per x1 (3 b N), and writes G (b N);
+    torch's three sums read p (3 b N) and the projection reads G and writes the
+    gradient (2 b N): 9 b N in all, against ~25 N-sized temporaries written and
+    reread by ``fastpid.pid.envelope_gradient``.  Flops: ~12 N; transcendentals:
+    N + K logs."""
+    *batch_shape, n1, n2, ny = p.shape
+    p = p.to(torch.float64).reshape(-1, n1, n2, ny).contiguous()
+    batch = p.shape[0]
+    g = grad_atoms.to(torch.float64).reshape(batch, 5)
+    total = p.sum((-3, -2, -1))
+    p1, p2 = p.sum(-2), p.sum(-3)
+    log1 = torch.log(p1) - torch.log(p1.sum(-1, keepdim=True))
+    log2 = torch.log(p2) - torch.log(p2.sum(-1, keepdim=True))
+    logy = torch.log(p1.sum(-2)) - torch.log(total)[:, None]
+    coef = torch.stack([g[:, 0] + g[:, 4], g[:, 0] - g[:, 2], g[:, 0] - g[:, 1], g[:, 3] + g[:, 4],
+                        g[:, 1] + g[:, 2] - g[:, 0] - g[:, 3]], 1) / math.log(2.0)
+    out = torch.empty_like(p)
+    partial = torch.empty((batch, n1), dtype=p.dtype, device=p.device)
+    block_y = _pow2(ny)
+    block_j = min(_pow2(n2), max(1, TILE // block_y))
+    _envelope_gradient_kernel[(batch, n1)](p, lam1.reshape(batch, n1, ny).contiguous(),
+                                           lam2.reshape(batch, n2, ny).contiguous(), log1.contiguous(),
+                                           log2.contiguous(), logy.contiguous(), coef.contiguous(), out, partial,
+                                           n1, n2, ny, BLOCK_J=block_j, BLOCK_Y=block_y)
+    scale = total[:, None, None, None]
+    out = (out - partial.sum(1)[:, None, None, None] / scale) / scale
+    return out.reshape(*batch_shape, n1, n2, ny)
+
+
 TRITON_PASSES = solver.Passes(pair_softmax=pair_softmax, weighted_marginals=weighted_marginals,
                               newton_matrix=newton_matrix, certificate=certificate)
 
@@ -345,4 +425,6 @@ def costs(batch: int, n1: int, n2: int, ny: int, itemsize: int = 8) -> dict:
                           "flops": 10 * cells * ny, "transcendentals": 0},
         "certificate": {"bytes": b * (6 * duals + pairs + cells + 2 * batch), "flops": 21 * cells,
                         "transcendentals": 3 * cells + 2 * pairs},
+        "envelope_gradient": {"bytes": b * 9 * cells, "flops": 12 * cells,
+                              "transcendentals": cells + pairs},
     }

@@ -4,7 +4,8 @@ Build checks (need no GPU, skipped unless the built extension has CUDA): the op
 has a CUDA kernel and the library carries sm_90 code.  Solver checks (skipped
 without a GPU): backend "cuda" (csrc/cuda, one thread per joint running
 csrc/broja.h) against the reference "torch" on the same CUDA joints, with the
-tolerances of tests/test_cpu_backend.py, and against the CPU op.
+tolerances of tests/test_cpu_backend.py, and against the CPU op; the backward
+op (csrc/cuda/broja_backward_cuda.cu) against the reference formula and the CPU op.
 """
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ def cuobjdump() -> str | None:
 
 @needs_cuda_build
 def test_op_has_cuda_kernel():
-    for key in ("CPU", "CUDA", "Meta"):
-        assert torch._C._dispatch_has_kernel_for_dispatch_key("fastpid::broja_solve", key), key
+    for op in ("fastpid::broja_solve", "fastpid::broja_backward"):
+        for key in ("CPU", "CUDA", "Meta"):
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(op, key), (op, key)
 
 
 @needs_cuda_build
@@ -137,3 +139,21 @@ def test_empty_batch_and_input_checks():
     with pytest.raises(RuntimeError, match="contiguous"):
         torch.ops.fastpid.broja_solve(torch.ones(1, 2, 2, 2, dtype=torch.float64, device="cuda").transpose(1, 3),
                                       1e-8, 10, 5)
+
+
+@needs_gpu
+def test_backward_matches_reference_and_cpu_op():
+    import sys
+
+    envelope_gradient = sys.modules["fastpid.pid"].envelope_gradient
+    rng = np.random.default_rng(5)
+    gen = torch.Generator().manual_seed(5)
+    for joints in ([sparse_joint(rng, (4, 3, 5), 0.5) for _ in range(64)], list(degenerate_joints((2, 3, 2)).values())):
+        p = 2.5 * torch.tensor(np.stack(joints))
+        count, n1, n2, ny = p.shape
+        args = [p, torch.randn(count, n1, ny, generator=gen, dtype=torch.float64),
+                torch.randn(count, n2, ny, generator=gen, dtype=torch.float64),
+                torch.randn(count, 5, generator=gen, dtype=torch.float64)]
+        on_gpu = torch.ops.fastpid.broja_backward(*(t.cuda() for t in args))
+        torch.testing.assert_close(on_gpu.cpu(), torch.ops.fastpid.broja_backward(*args), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(on_gpu, envelope_gradient(*(t.cuda() for t in args)), rtol=1e-12, atol=1e-12)
