@@ -110,10 +110,23 @@ def available(device: torch.device | str = "cpu") -> list[str]:
     return names
 
 
-def resolve(name: str, device: torch.device) -> str:
-    """Check a backend name against the device; ``"auto"`` picks the fastest."""
+# "cuda" runs one thread per joint, so its time grows with the cost of one joint
+# (bench/roofline.py), whatever the batch.  bench/gpu_model.py predicts it slower
+# than the batched dense path of "torch" once a joint has more than this many
+# dual variables (n1 + n2) ny: at 20×20×6 (240) it is ahead, at one 32×32×32
+# (2,048) it would take ~3 s per forward against ~12 ms.  A prediction: to be
+# replaced by the crossover that bench_gpu.py measures.
+CUDA_MAX_DUALS = 512
+
+
+def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = None) -> str:
+    """Check a backend name against the device; ``"auto"`` picks the fastest for
+    the device and, given the joints' ``shape`` (..., n1, n2, ny), their size."""
     if name == "auto":
-        return available(device)[0]
+        names = available(device)
+        if shape is not None and names[0] == "cuda" and (shape[-3] + shape[-2]) * shape[-1] > CUDA_MAX_DUALS:
+            return names[1]
+        return names[0]
     if name not in SOLVERS:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}")
     if name not in available(device) and not (name == "triton" and _triton_solves_on(device)):

@@ -181,7 +181,7 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     Args:
         P: tensor or numpy array of shape (..., n1, n2, ny), float32 or float64
             (or a sequence of such joints on one device); leading axes are a batch.
-        backend: ``"auto"`` (fastest for the device), ``"torch"`` (reference),
+        backend: ``"auto"`` (fastest for the device and joint size), ``"torch"`` (reference),
             ``"cpu"`` (C++ extension) or ``"cuda"`` (CUDA build of the extension).
         normalize: rescale joints that do not sum to 1; otherwise such joints are
             refused (joints within float rounding of 1 are rescaled either way).
@@ -198,7 +198,7 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     check_options(tol, max_iter)
     tensor, from_numpy = as_joint_tensor(P)
     _check_layout(tensor, normalize)
-    name = backends.resolve(backend, tensor.device)
+    name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
     atoms, gap, q, _, _, iterations, converged = broja(tensor, normalize, name, tol * LN2, max_iter)
     atoms = atoms.to(tensor.dtype)
     result = PIDResult(

@@ -63,6 +63,17 @@ def test_library_has_sm90_code():
     assert ".sm_90." in listing, listing
 
 
+@needs_cuda_build
+def test_auto_picks_cuda_for_small_joints_only():
+    """One thread per joint: "auto" leaves joints with more than CUDA_MAX_DUALS
+    dual variables to the batched "torch" path (needs no device: only the rule)."""
+    cuda = torch.device("cuda")
+    assert backends.resolve("auto", cuda, (65536, 20, 20, 6)) == "cuda"
+    assert backends.resolve("auto", cuda, (1, 32, 32, 32)) == "torch"
+    assert backends.resolve("auto", cuda) == "cuda"
+    assert backends.resolve("auto", torch.device("cpu"), (1, 32, 32, 32)) == "cpu"
+
+
 def test_backend_listing():
     """"cuda" is offered for CUDA joints exactly when the op has a CUDA kernel, first in "auto" order."""
     assert "cuda" not in backends.available("cpu")
