@@ -165,6 +165,10 @@ def _backward(ctx, grad_atoms, *_):
     """Envelope gradient of the atoms with respect to the input joint: the
     backend's fused kernel (``backends.GRADIENTS``) where it has one, else
     ``envelope_gradient``."""
+    if torch.is_grad_enabled():  # backward(create_graph=True)
+        raise NotImplementedError(
+            "second derivatives of fastpid.pid are not implemented: its gradient holds the optimal dual "
+            "variables, whose derivative with respect to P is not computed; use create_graph=False")
     raw, lam1, lam2 = ctx.saved_tensors
     fused = backends.GRADIENTS.get(ctx.backend)
     grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))

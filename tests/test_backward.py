@@ -99,3 +99,13 @@ def _args(p=(1, 2, 2, 2), lam1=(1, 2, 2), lam2=(1, 2, 2), grad_atoms=(1, 5), dty
 def test_input_checks(args, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fastpid.broja_backward(*args)
+
+
+def test_second_derivatives_are_refused():
+    """The gradient holds λ*(P) as a constant, so a second derivative through it
+    would be wrong: backward(create_graph=True) raises instead."""
+    P = torch.full((2, 2, 2), 0.125, dtype=torch.float64, requires_grad=True)
+    for backend in ("cpu", "torch"):
+        synergy = fastpid.pid(P, backend=backend).synergy
+        with pytest.raises(NotImplementedError, match="second derivatives"):
+            torch.autograd.grad(synergy, P, create_graph=True)
