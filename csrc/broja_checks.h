@@ -29,7 +29,8 @@ inline void check_broja_solve_args(const at::Tensor& p, int64_t max_iter, int64_
               "fastpid::broja_solve: patience must be a non-negative int, got ", patience);
 }
 
-// p (B, n1, n2, ny), lam1 (B, n1, ny), lam2 (B, n2, ny), grad_atoms (B, 5): float64, contiguous.
+// p (B, n1, n2, ny), lam1 (B, n1, ny), lam2 (B, n2, ny), grad_atoms (B, 5): float64, contiguous,
+// on p's device (checked by each implementation).
 inline void check_broja_backward_args(const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2,
                                       const at::Tensor& grad_atoms) {
   const std::pair<const char*, const at::Tensor*> args[] = {
@@ -38,6 +39,8 @@ inline void check_broja_backward_args(const at::Tensor& p, const at::Tensor& lam
     TORCH_CHECK(tensor->scalar_type() == at::kDouble, "fastpid::broja_backward: expected ", name,
                 " of dtype float64, got ", tensor->scalar_type());
     TORCH_CHECK(tensor->is_contiguous(), "fastpid::broja_backward: expected a contiguous ", name);
+    TORCH_CHECK(tensor->device() == p.device(), "fastpid::broja_backward: expected ", name, " on ", p.device(),
+                " like p, got ", tensor->device());
   }
   TORCH_CHECK(p.dim() == 4, "fastpid::broja_backward: expected p of shape (B, n1, n2, ny), got ", p.sizes());
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);

@@ -168,3 +168,7 @@ def test_backward_matches_reference_and_cpu_op():
         on_gpu = torch.ops.fastpid.broja_backward(*(t.cuda() for t in args))
         torch.testing.assert_close(on_gpu.cpu(), torch.ops.fastpid.broja_backward(*args), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(on_gpu, envelope_gradient(*(t.cuda() for t in args)), rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="grad_atoms on cuda"):
+        torch.ops.fastpid.broja_backward(*(t.cuda() for t in args[:3]), args[3])
+    with pytest.raises(RuntimeError, match="lam1 on cuda"):
+        torch.ops.fastpid.broja_backward(args[0].cuda(), args[1], *(t.cuda() for t in args[2:]))
