@@ -70,8 +70,17 @@
 #define FASTPID_HOST_DEVICE
 #endif
 
+// The solver is compiled once per instruction set it runs on: FASTPID_ISA
+// names the copy (an inline namespace, so that copies built with different
+// flags never merge at link time; csrc/cpu/broja_cpu_avx2.cpp builds the
+// second CPU copy).
+#ifndef FASTPID_ISA
+#define FASTPID_ISA baseline
+#endif
+
 namespace fastpid {
 namespace broja {
+inline namespace FASTPID_ISA {
 
 // The constants of fastpid/solver.py (same names, upper case there).
 constexpr double kFractionToBoundary = 0.99;  // at least; then 1 − μ, up to the next bound
@@ -120,6 +129,21 @@ template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return (a !=
 // x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
 template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return x == T(0) ? T(0) : x * log_(x); }
 
+// The register tiles of rank_update: kTileRows rows of S by two vectors of
+// FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
+// this header, as csrc/cpu/broja_cpu_avx2.cpp does).  The Schur complement and
+// its stacked factors have rows padded to a multiple of kPadding, two vectors
+// of the widest build.
+#ifndef FASTPID_VECTOR_BYTES
+#define FASTPID_VECTOR_BYTES 16
+#endif
+constexpr int kTileRows = 4;
+constexpr int kPadding = 8;
+static_assert(2 * FASTPID_VECTOR_BYTES / 8 <= kPadding && kPadding % kTileRows == 0, "tiles must fit the padding");
+
+// n rounded up to a multiple of kPadding.
+FASTPID_HOST_DEVICE inline int padded(int n) { return (n + kPadding - 1) / kPadding * kPadding; }
+
 // ---------------------------------------------------------------- workspace
 
 // Free variables of one side (x1: λ1, x2: λ2), listed per symbol: symbol a has
@@ -147,6 +171,7 @@ template <typename T> struct Joint {
   const Side* E;
   const Side* K;
   int stride_e, stride_k;
+  int ldK;  // leading dimension of G and S: padded(K.total) (the padding is zero)
   // Iterate and best iterate.
   T *lam1, *lam2, *w, *h;
   T *weight;  // central-path weights Q0(x1, x2) (0 off the pairs)
@@ -163,12 +188,10 @@ template <typename T> struct Joint {
   T *lam1_0, *lam2_0;        // λ before a step, for backtracking
   // Newton matrix factors (E.total ≤ Emax = max(n1, n2) ny, K.total ≤ Kmax = min(n1, n2) ny).
   T *LE, *DE, *IE;  // per E block: Cholesky factor (ny × ny), Jacobi scales, 1 / pivots
-  T *G;             // L_e⁻¹ D_e C_e for all e, stacked (E.total × K.total)
-  T *M;             // scratch (ny × ny): (L_e⁻¹ D_e)ᵀ
-  T *V;             // scratch (ny × max(n1, n2))
-  T *S, *DS, *IS;   // Schur complement: upper factor (K.total², row-major), Jacobi scales, 1 / pivots
+  T *G;             // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
+  T *S, *DS, *IS;   // Schur complement: upper factor (ldK², row-major), Jacobi scales, 1 / pivots
   T *diagK;         // (Kmax) diagonal of A_K: the Jacobi scaling of S
-  T *sK, *tE, *xK;  // scratch (Kmax), (Emax), (Kmax)
+  T *sK, *tE, *xK;  // scratch (ny), (Emax), (Kmax)
   T *u;             // scratch (ny)
 };
 
@@ -188,6 +211,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   const size_t np = size_t(n1) * n2, c1 = size_t(n1) * ny, c2 = size_t(n2) * ny, nc = np * ny;
   const size_t e_max = (n1 > n2 ? n1 : n2) * size_t(ny);
   const size_t k_max = (n1 < n2 ? n1 : n2) * size_t(ny);
+  const size_t k_pad = padded(int(k_max));
   J.n1 = n1; J.n2 = n2; J.ny = ny; J.np = int(np);
   carve(J.p1, b, o, c1); carve(J.p2, b, o, c2); carve(J.py, b, o, ny);
   carve(J.lam1, b, o, c1); carve(J.lam2, b, o, c2);
@@ -202,11 +226,11 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   carve(J.e1, b, o, c1); carve(J.e2, b, o, c2); carve(J.f1, b, o, c1); carve(J.f2, b, o, c2);
   carve(J.lam1_0, b, o, c1); carve(J.lam2_0, b, o, c2);
   carve(J.LE, b, o, e_max * ny); carve(J.DE, b, o, e_max); carve(J.IE, b, o, e_max);
-  carve(J.G, b, o, e_max * k_max);
-  carve(J.S, b, o, k_max * k_max); carve(J.DS, b, o, k_max); carve(J.IS, b, o, k_max);
-  carve(J.diagK, b, o, k_max); carve(J.sK, b, o, k_max);
+  carve(J.G, b, o, e_max * k_pad);
+  carve(J.S, b, o, k_pad * k_pad); carve(J.DS, b, o, k_max); carve(J.IS, b, o, k_max);
+  carve(J.diagK, b, o, k_max); carve(J.sK, b, o, ny);
   carve(J.tE, b, o, e_max); carve(J.xK, b, o, k_max);
-  carve(J.u, b, o, ny); carve(J.M, b, o, size_t(ny) * ny); carve(J.V, b, o, e_max);
+  carve(J.u, b, o, ny);
   carve(J.on1, b, o, c1); carve(J.on2, b, o, c2); carve(J.free2, b, o, c2);
   carve(J.cell, b, o, nc); carve(J.pair, b, o, np);
   Side* sides[2] = {&J.side1, &J.side2};
@@ -278,71 +302,50 @@ FASTPID_HOST_DEVICE inline void backward(const T* L, int ld, int m, const T* inv
   }
 }
 
-// acc[a][c] += Σ_{i0 ≤ i < i1} G[i][r0 + a] G[i][j0 + c], a, c < 4.
-template <typename T>
-FASTPID_HOST_DEVICE inline void tile4x4(const T* G, int ldG, int i0, int i1, int r0, int j0, T acc[4][4]) {
-  for (int i = i0; i < i1; ++i) {
-    const T* Gi = G + i * ldG;
-    for (int a = 0; a < 4; ++a)
-      for (int c = 0; c < 4; ++c) acc[a][c] += Gi[r0 + a] * Gi[j0 + c];
-  }
-}
-#if defined(__GNUC__) && !defined(__CUDACC__)
-// The same with explicit 2-wide vectors (GCC/Clang vector extensions; SSE2 is
-// the x86-64 baseline), eight accumulators kept in registers.
-FASTPID_HOST_DEVICE inline void tile4x4(const double* G, int ldG, int i0, int i1, int r0, int j0,
-                                        double acc[4][4]) {
-  typedef double v2d __attribute__((vector_size(16)));
-  v2d a00 = {0, 0}, a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-  for (int i = i0; i < i1; ++i) {
-    const double* Gi = G + i * ldG;
-    v2d b0, b1;
-    __builtin_memcpy(&b0, Gi + j0, sizeof b0);
-    __builtin_memcpy(&b1, Gi + j0 + 2, sizeof b1);
-    const v2d g0 = {Gi[r0], Gi[r0]}, g1 = {Gi[r0 + 1], Gi[r0 + 1]};
-    const v2d g2 = {Gi[r0 + 2], Gi[r0 + 2]}, g3 = {Gi[r0 + 3], Gi[r0 + 3]};
-    a00 += g0 * b0; a01 += g0 * b1;
-    a10 += g1 * b0; a11 += g1 * b1;
-    a20 += g2 * b0; a21 += g2 * b1;
-    a30 += g3 * b0; a31 += g3 * b1;
-  }
-  const v2d rows[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-  for (int a = 0; a < 4; ++a)
-    for (int c = 0; c < 4; ++c) acc[a][c] = rows[a][c / 2][c % 2];
-}
-#endif
-
 // S[r][j] −= Σ_i G[i][r] G[i][j] for 0 ≤ r ≤ j < n (upper triangle, row-major,
 // leading dimensions ldS, ldG): the rank-`rows` update of the Schur complement
-// and of the blocked Cholesky below.  4 × 4 register tiles, vectorisable over j
-// without reassociation; rows are taken in chunks that stay in cache.
+// and of the blocked Cholesky below.  The arrays are padded (`padded`): G has
+// readable columns up to padded(n), zero beyond n, and S writable rows and
+// columns up to padded(n), so that every register tile is a full one.
 template <typename T>
 FASTPID_HOST_DEVICE inline void rank_update(T* S, int ldS, const T* G, int ldG, int rows, int n) {
-  constexpr int kChunk = 128;
-  for (int i0 = 0; i0 < rows; i0 += kChunk) {
-    const int i1 = rows < i0 + kChunk ? rows : i0 + kChunk;
-    for (int r0 = 0; r0 < n; r0 += 4) {
-      for (int j0 = r0; j0 < n; j0 += 4) {
-        T acc[4][4] = {};
-        if (r0 + 4 <= n && j0 + 4 <= n) {
-          tile4x4(G, ldG, i0, i1, r0, j0, acc);
-        } else {
-          const int nr = n - r0 < 4 ? n - r0 : 4, nc = n - j0 < 4 ? n - j0 : 4;
-          for (int i = i0; i < i1; ++i) {
-            const T* Gi = G + i * ldG;
-            for (int a = 0; a < nr; ++a)
-              for (int c = 0; c < nc; ++c) acc[a][c] += Gi[r0 + a] * Gi[j0 + c];
-          }
+  for (int r = 0; r < n; ++r)
+    for (int j = r; j < n; ++j) {
+      T sum = T(0);
+      for (int i = 0; i < rows; ++i) sum += G[i * ldG + r] * G[i * ldG + j];
+      S[r * ldS + j] -= sum;
+    }
+}
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// The same in tiles of kTileRows × 2 vectors of FASTPID_VECTOR_BYTES (GCC/Clang
+// vector extensions): 4 × 4 with SSE2, the x86-64 baseline, 4 × 8 where
+// csrc/cpu/broja_cpu_avx2.cpp builds the solver for AVX2 and FMA.
+FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G, int ldG, int rows, int n) {
+  constexpr int W = FASTPID_VECTOR_BYTES / sizeof(double), C = 2 * W;
+  typedef double vec __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
+  for (int r0 = 0; r0 < n; r0 += kTileRows) {
+    for (int j0 = r0 / C * C; j0 < n; j0 += C) {
+      vec acc[kTileRows][2] = {};
+      for (int i = 0; i < rows; ++i) {
+        const double* Gi = G + i * ldG;
+        vec b0, b1;
+        __builtin_memcpy(&b0, Gi + j0, sizeof b0);
+        __builtin_memcpy(&b1, Gi + j0 + W, sizeof b1);
+        for (int a = 0; a < kTileRows; ++a) {
+          const vec g = vec{} + Gi[r0 + a];
+          acc[a][0] += g * b0;
+          acc[a][1] += g * b1;
         }
-        for (int a = 0; a < 4 && r0 + a < n; ++a) {
-          T* Sr = S + (r0 + a) * ldS;
-          for (int c = 0; c < 4 && j0 + c < n; ++c)
-            if (j0 + c >= r0 + a) Sr[j0 + c] -= acc[a][c];
-        }
+      }
+      for (int a = 0; a < kTileRows; ++a) {
+        double* Sr = S + (r0 + a) * ldS;
+        for (int c = 0; c < C; ++c)
+          if (j0 + c >= r0 + a) Sr[j0 + c] -= acc[a][c / W][c % W];
       }
     }
   }
 }
+#endif
 
 // Scaled Cholesky D S D + shift I = Uᵀ U of the upper triangle of S (row-major,
 // n × n, leading dimension ld), in place, blocked right-looking, with
@@ -499,6 +502,7 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   } else {
     J.E = &J.side2; J.K = &J.side1; J.stride_e = 1; J.stride_k = n2;
   }
+  J.ldK = padded(J.K->total);
   // Start: λ1 = log P1 − log P(y) − 1, λ2 = log P2, w = Q0(x1, x2).
   for (int x1 = 0; x1 < n1; ++x1)
     for (int y = 0; y < ny; ++y) {
@@ -529,9 +533,10 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
 // ---------------------------------------------------------------- certificate
 
 // The duality gap of the current iterate (solver.certificate), given g, s of
-// pair_softmax.  Also leaves q = w s and the residuals r = marginals(q) − (P1, P2).
+// pair_softmax.  Also leaves q = w s, the residuals r = marginals(q) − (P1, P2),
+// the rounded Q in qr and f(Q) in *value (when not null).
 template <typename T>
-FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J) {
+FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   T* rows = J.t1;
   T* cols = J.t2;
@@ -608,6 +613,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J) {
     for (int y = 0; y < ny; ++y) {
       if (!ck[y]) continue;  // q and a deficit vanish off the cells
       const T v = out[y] + a[y] * b[y] / total[y];
+      out[y] = v;
       mass += v;
       value += xlogx(v);
     }
@@ -624,6 +630,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J) {
     for (int y = 0; y < ny; ++y) dual += (J.lam1[x1 * ny + y] - m) * J.p1[x1 * ny + y];
   }
   for (int i = 0; i < n2 * ny; ++i) dual += J.lam2[i] * J.p2[i];
+  if (value_out != nullptr) *value_out = value;
   return value - dual;
 }
 
@@ -637,109 +644,75 @@ FASTPID_HOST_DEVICE inline bool factor(Joint<T>& J, T shift) {
   const int ny = J.ny;
   const Side& E = *J.E;
   const Side& K = *J.K;
-  const int nE = E.total, nK = K.total;
+  const int nE = E.total, nK = K.total, ldK = J.ldK;
   T* S = J.S;
-  for (int i = 0; i < nK * nK; ++i) S[i] = T(0);
+  for (int i = 0; i < ldK * ldK; ++i) S[i] = T(0);
   for (int e = 0; e < E.n; ++e) {
-    const int m = E.count[e];
+    const int m = E.count[e], o = E.offset[e];
     const int* ys = E.ys + e * ny;
-    T* A = J.LE + E.offset[e] * ny;  // rows offset..offset+m of an (E.total × ny) array
-    T* D = J.DE + E.offset[e];
+    T* A = J.LE + o * ny;  // rows o..o+m of an (E.total × ny) array
+    T* D = J.DE + o;
+    T* Ge = J.G + o * ldK;  // rows o..o+m of G: first C_e, then L⁻¹ D C_e
     for (int i = 0; i < m * ny; ++i) A[i] = T(0);
-    // One pass over the pairs of e: its block A_e, the blocks of A_K, and sK,
-    // the compressed s_k on the free variables of K.
+    // One pass over the pairs of e: its block A_e, the blocks of A_K and the
+    // cross block C_e, whose column (b, z) is q_k[z] e_z + c_k s_k[z] s_k.
     for (int b = 0; b < K.n; ++b) {
       const int k = e * J.stride_e + b * J.stride_k;
-      const int mb = K.count[b];
+      const int mb = K.count[b], ob = K.offset[b];
       const int* zs = K.ys + b * ny;
-      T* sKb = J.sK + K.offset[b];
       if (!J.pair[k]) {
-        for (int j = 0; j < mb; ++j) sKb[j] = T(0);
+        for (int i = 0; i < m; ++i)
+          for (int j = 0; j < mb; ++j) Ge[i * ldK + ob + j] = T(0);
         continue;
       }
       const T* sk = J.s + k * ny;
       const T* qk = J.q + k * ny;
       const T ck = J.c[k];
       T* u = J.u;
+      T* sKb = J.sK;
       for (int i = 0; i < m; ++i) u[i] = sk[ys[i]];
+      for (int j = 0; j < mb; ++j) sKb[j] = sk[zs[j]];
       for (int i = 0; i < m; ++i) {  // full rows: rectangular loops run faster than triangles here
         T* Ai = A + i * ny;
+        T* Ci = Ge + i * ldK + ob;
         const T t = ck * u[i];
         for (int j = 0; j < m; ++j) Ai[j] += t * u[j];
         Ai[i] += qk[ys[i]];
+        for (int j = 0; j < mb; ++j) Ci[j] = t * sKb[j];
+        const int pz = K.pos[b * ny + ys[i]];
+        if (pz >= 0) Ci[pz] += qk[ys[i]];
       }
-      for (int j = 0; j < mb; ++j) sKb[j] = sk[zs[j]];
-      const int o = K.offset[b];
       for (int i = 0; i < mb; ++i) {
-        T* Si = S + (o + i) * nK + o;
+        T* Si = S + (ob + i) * ldK + ob;
         const T t = ck * sKb[i];
         for (int j = 0; j < mb; ++j) Si[j] += t * sKb[j];
         Si[i] += qk[zs[i]];
       }
     }
     if (m == 0) continue;
-    if (!cholesky_jacobi(A, ny, m, D, J.IE + E.offset[e], shift)) return false;
-    if (nK == 0) continue;
-    // Mt = (L⁻¹ D)ᵀ: row j holds column j of the lower triangular L⁻¹ D.
-    const T* inv = J.IE + E.offset[e];
-    T* Mt = J.M;
-    for (int j = 0; j < m; ++j) {
-      T* Mj = Mt + j * ny;
-      for (int i = 0; i < j; ++i) Mj[i] = T(0);
-      Mj[j] = D[j] * inv[j];
-      for (int i = j + 1; i < m; ++i) {
-        const T* Li = A + i * ny;
-        T sum = T(0);
-        for (int l = j; l < i; ++l) sum += Li[l] * Mj[l];
-        Mj[i] = -sum * inv[i];
-      }
-    }
-    // G_e = L⁻¹ D C_e; column (b, z) of C_e is q_k[z] e_z + c_k s_k[z] s_k, so
-    // G_e[i, (b, z)] = c_k s_k[z] V[i, b] + q_k[z] (L⁻¹ D)[i, z],  V[:, b] = L⁻¹ D s_k.
-    const int o = E.offset[e];
-    T* V = J.V;  // (m × K.n)
-    for (int i = 0; i < m * K.n; ++i) V[i] = T(0);
-    for (int b = 0; b < K.n; ++b) {
-      const int k = e * J.stride_e + b * J.stride_k;
-      if (!J.pair[k]) continue;
-      const T* sk = J.s + k * ny;
-      for (int j = 0; j < m; ++j) {
-        const T f = J.c[k] * sk[ys[j]];
-        const T* Mj = Mt + j * ny;
-        for (int i = j; i < m; ++i) V[i * K.n + b] += Mj[i] * f;
-      }
-    }
+    if (!cholesky_jacobi(A, ny, m, D, J.IE + o, shift)) return false;
+    // G_e = L⁻¹ D C_e row by row (forward substitution), in place.
+    const T* inv = J.IE + o;
     for (int i = 0; i < m; ++i) {
-      T* Gi = J.G + (o + i) * nK;
-      const T* Vi = V + i * K.n;
-      for (int b = 0; b < K.n; ++b) {
-        const T f = Vi[b];
-        const T* sKb = J.sK + K.offset[b];
-        T* Gb = Gi + K.offset[b];
-        for (int j = 0; j < K.count[b]; ++j) Gb[j] = f * sKb[j];
+      T* Gi = Ge + i * ldK;
+      const T* Li = A + i * ny;
+      for (int j = 0; j < nK; ++j) Gi[j] *= D[i];
+      for (int l = 0; l < i; ++l) {
+        const T f = Li[l];
+        const T* Gl = Ge + l * ldK;
+        for (int j = 0; j < nK; ++j) Gi[j] -= f * Gl[j];
       }
-    }
-    for (int b = 0; b < K.n; ++b) {
-      const int k = e * J.stride_e + b * J.stride_k;
-      if (!J.pair[k]) continue;
-      const int* zs = K.ys + b * ny;
-      for (int j = 0; j < K.count[b]; ++j) {
-        const int pz = E.pos[e * ny + zs[j]];
-        if (pz < 0) continue;
-        const T g = J.q[k * ny + zs[j]];
-        const T* Mz = Mt + pz * ny;
-        T* Gc = J.G + K.offset[b] + j;
-        for (int i = pz; i < m; ++i) Gc[(o + i) * nK] += g * Mz[i];
-      }
+      for (int j = 0; j < nK; ++j) Gi[j] *= inv[i];
+      for (int j = nK; j < ldK; ++j) Gi[j] = T(0);
     }
   }
-  for (int i = 0; i < nK; ++i) J.diagK[i] = S[i * nK + i];  // diagonal of A_K
+  for (int i = 0; i < nK; ++i) J.diagK[i] = S[i * ldK + i];  // diagonal of A_K
   // S −= G_Eᵀ G_E, all e at once.
-  rank_update(S, nK, J.G, nK, nE, nK);
+  rank_update(S, ldK, J.G, ldK, nE, nK);
   // Scaled by the diagonal of M (A_K's), as the reference scales the whole
   // matrix: S's pivots are then those of the reference's Cholesky, which fail
   // where S has lost its definiteness to cancellation.
-  return cholesky_upper(S, nK, nK, J.diagK, J.DS, J.IS, shift);
+  return cholesky_upper(S, ldK, nK, J.diagK, J.DS, J.IS, shift);
 }
 
 // solver.solve_spd's factorisation: no shift, then 1e-14, raised ×100 while
@@ -763,7 +736,7 @@ FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T
   const int ny = J.ny;
   const Side& E = *J.E;
   const Side& K = *J.K;
-  const int nE = E.total, nK = K.total;
+  const int nE = E.total, nK = K.total, ldK = J.ldK;
   const bool keep2 = J.E == &J.side1;
   const T* rE = keep2 ? r1 : r2;
   const T* rK = keep2 ? r2 : r1;
@@ -781,14 +754,14 @@ FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T
     for (int j = 0; j < K.count[b]; ++j) x[K.offset[b] + j] = rK[b * ny + K.ys[b * ny + j]];
   for (int i = 0; i < nE; ++i) {
     const T f = t[i];
-    const T* Gi = J.G + i * nK;
+    const T* Gi = J.G + i * ldK;
     for (int r = 0; r < nK; ++r) x[r] -= f * Gi[r];
   }
   for (int r = 0; r < nK; ++r) x[r] *= J.DS[r];
-  forward_upper(J.S, nK, nK, J.IS, x);
-  backward_upper(J.S, nK, nK, J.IS, x);
+  forward_upper(J.S, ldK, nK, J.IS, x);
+  backward_upper(J.S, ldK, nK, J.IS, x);
   for (int r = 0; r < nK; ++r) x[r] *= J.DS[r];
-  for (int i = 0; i < nE; ++i) t[i] -= dot(J.G + i * nK, x, nK);
+  for (int i = 0; i < nE; ++i) t[i] -= dot(J.G + i * ldK, x, nK);
   for (int i = 0; i < K.n * ny; ++i) dK[i] = T(0);
   for (int b = 0; b < K.n; ++b)
     for (int j = 0; j < K.count[b]; ++j) dK[b * ny + K.ys[b * ny + j]] = x[K.offset[b] + j];
@@ -1040,12 +1013,35 @@ FASTPID_HOST_DEVICE inline Result solve_joint(const T* p, int n1, int n2, int ny
   return result;
 }
 
-// Bytes of workspace solve_joint needs for an n1 × n2 × ny joint.
+// The certificate of a solution λ1 (n1 × ny), λ2 (n2 × ny), w (n1 × n2) of the
+// joint p, as solver.certificate: Q rounded onto Δ_P in q_out (n1 × n2 × ny),
+// f(Q) in *value_out; returns the gap f(Q) − dual(λ made feasible) (nats).
+// Takes the workspace of solve_joint.
+template <typename T>
+FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2,
+                                           const T* w, void* workspace, T* q_out, T* value_out) {
+  Joint<T> J;
+  char* base = static_cast<char*>(workspace);
+  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+  layout(J, base, n1, n2, ny);
+  set_up(J, p);
+  for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = lam1[i];
+  for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = lam2[i];
+  for (int k = 0; k < J.np; ++k) J.w[k] = w[k];
+  pair_softmax(J);
+  const T gap = certificate_gap(J, value_out);
+  for (int i = 0; i < J.np * ny; ++i) q_out[i] = J.qr[i];
+  return gap;
+}
+
+// Bytes of workspace solve_joint needs for an n1 × n2 × ny joint, with the 63
+// bytes it may skip to align its start to 64 bytes.
 template <typename T>
 FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny) {
   Joint<T> J;
-  return layout(J, nullptr, n1, n2, ny);
+  return layout(J, nullptr, n1, n2, ny) + 63;
 }
 
+}  // namespace FASTPID_ISA
 }  // namespace broja
 }  // namespace fastpid

@@ -9,14 +9,22 @@
 //   fastpid::broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor
 //
 // is the envelope gradient of the atoms with respect to p (csrc/broja_backward.h,
-// fastpid.pid's backward).  Implementations:
-//   CPU   csrc/cpu/broja_cpu.cpp, csrc/cpu/broja_backward_cpu.cpp
+// fastpid.pid's backward);
+//
+//   fastpid::broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w)
+//       -> (Tensor q, Tensor value, Tensor gap)
+//
+// is the certificate of a solution, as fastpid.solver.certificate (CPU only:
+// on CUDA, fastpid.pid certifies with the torch code).  Implementations:
+//   CPU   csrc/cpu/broja_cpu.cpp (+ broja_cpu_avx2.cpp, the AVX2 copy), csrc/cpu/broja_backward_cpu.cpp,
+//         csrc/cpu/broja_certificate_cpu.cpp
 //   CUDA  csrc/cuda/broja_cuda.cu, csrc/cuda/broja_backward_cuda.cu (built with
 //         FASTPID_CUDA, which defines WITH_CUDA)
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
 #include "cpu/broja_backward_cpu.h"
+#include "cpu/broja_certificate_cpu.h"
 #include "cpu/broja_cpu.h"
 #ifdef WITH_CUDA
 #include "cuda/broja_backward_cuda.h"
@@ -43,6 +51,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
           at::empty_symint({batch}, p.options().dtype(at::kBool))};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> broja_certificate_meta(const at::Tensor& p, const at::Tensor& /*lam1*/,
+                                                                      const at::Tensor& /*lam2*/,
+                                                                      const at::Tensor& /*w*/) {
+  const auto& batch = p.sym_sizes()[0];
+  return {at::empty_like(p), at::empty_symint({batch}, p.options()), at::empty_symint({batch}, p.options())};
+}
+
 at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, const at::Tensor& /*lam2*/,
                                const at::Tensor& /*grad_atoms*/) {
   return at::empty_like(p);
@@ -53,11 +68,13 @@ at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
+  m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
   m.impl("broja_solve", &broja_solve_cpu);
   m.impl("broja_backward", &broja_backward_cpu);
+  m.impl("broja_certificate", &broja_certificate_cpu);
 }
 
 #ifdef WITH_CUDA
@@ -70,10 +87,16 @@ TORCH_LIBRARY_IMPL(fastpid, CUDA, m) {
 TORCH_LIBRARY_IMPL(fastpid, Meta, m) {
   m.impl("broja_solve", &broja_solve_meta);
   m.impl("broja_backward", &broja_backward_meta);
+  m.impl("broja_certificate", &broja_certificate_meta);
 }
 
 }  // namespace fastpid
 
 // `import fastpid._C` loads this library, which registers the operators above
-// under torch.ops.fastpid; the Python module itself is empty.
-PYBIND11_MODULE(_C, m) { m.doc() = "FastPID's compiled operators (torch.ops.fastpid)."; }
+// under torch.ops.fastpid; the Python module only says which CPU copy runs.
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "FastPID's compiled operators (torch.ops.fastpid).";
+  m.def("cpu_instruction_set", &fastpid::cpu::instruction_set,
+        "The copy of the CPU solver fastpid::broja_solve runs: 'avx2' (AVX2 + FMA) or 'baseline' "
+        "(FASTPID_CPU_ISA=baseline forces it).");
+}

@@ -5,7 +5,9 @@ Each backend maps a float64 batch of normalised joints (B, n1, n2, ny) to a
 converged).  The certificate and the atoms are computed from it in one place
 (``fastpid.pid``), so every backend is checked by the same duality gap.
 
-``GRADIENTS`` holds the backends' fused backward kernels, each computing
+``CERTIFICATES`` holds the backends' compiled certificates, each computing
+``fastpid.solver.certificate`` (the reference, used by the backends without
+one) of a solution; ``GRADIENTS`` their fused backward kernels, each computing
 ``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)`` (the reference,
 used by the backends without one).
 """
@@ -56,7 +58,21 @@ def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
     return grad.reshape(p.shape)
 
 
+def _compiled_certificate(p: torch.Tensor, solution: solver.Solution
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compiled certificate op (csrc/broja.h's certify_joint): q, f(Q), gap (nats)."""
+    return _OPS.broja_certificate(p.contiguous(), solution.lam1.contiguous(), solution.lam2.contiguous(),
+                                  solution.w.contiguous())
+
+
+def torch_certificate(p: torch.Tensor, solution: solver.Solution
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``fastpid.solver.certificate`` of a solution of the normalised joints p (B, n1, n2, ny)."""
+    return solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p))
+
+
 SOLVERS = {"torch": solver.solve, "cpu": _compiled}
+CERTIFICATES = {"cpu": _compiled_certificate}
 GRADIENTS = {"cpu": _compiled_gradient}
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled

@@ -92,7 +92,8 @@ def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: 
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
     to sum 1, solves in float64 with ``backend`` (a name in
     ``backends.SOLVERS``) to a gap of ``tol`` nats in at most ``max_iter``
-    iterations and certifies the solution.  Returns, all float64 but the last two:
+    iterations and certifies the solution (``backends.CERTIFICATES``, else
+    ``fastpid.solver.certificate``).  Returns, all float64 but the last two:
 
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
@@ -103,9 +104,8 @@ def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: 
     joint = check_joint(p, normalize).to(torch.float64)
     batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
     flat = joint.reshape(-1, *cells)
-    support = solver.Support.of(flat)
     solution = backends.SOLVERS[backend](flat, tol, max_iter, solver.PATIENCE)
-    q, value, gap = solver.certificate(solution.lam1, solution.lam2, solution.w, support)
+    q, value, gap = backends.CERTIFICATES.get(backend, backends.torch_certificate)(flat, solution)
     h = conditional_entropies(flat)
     atoms = torch.stack([h["y"] - h["y|x1"] - h["y|x2"] - value,
                          value + h["y|x2"],

@@ -197,3 +197,18 @@ def test_input_checks(p, message):
 def test_argument_checks(max_iter, patience):
     with pytest.raises(RuntimeError, match="non-negative"):
         torch.ops.fastpid.broja_solve(torch.full((1, 2, 2, 2), 0.125, dtype=torch.float64), SOLVE_TOL, max_iter, patience)
+
+
+def test_instruction_set_copies_agree(monkeypatch):
+    """The solver copy built for AVX2 + FMA (csrc/cpu/broja_cpu_avx2.cpp, where the
+    processor has both) and the baseline copy: the same solution to rounding."""
+    from fastpid import _C
+
+    rng = np.random.default_rng(19)
+    small = batch(dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(16))
+    large = batch([dirichlet_joint(rng, (20, 20, 6), 0.5), sparse_joint(rng, (20, 20, 6), 0.5)])
+    default = [cpu_solve(p) for p in (small, large)]
+    monkeypatch.setenv("FASTPID_CPU_ISA", "baseline")
+    assert _C.cpu_instruction_set() == "baseline"
+    for p, ours in zip((small, large), default):
+        assert_same_solution(ours, cpu_solve(p), p)

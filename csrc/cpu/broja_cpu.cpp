@@ -1,4 +1,5 @@
-// The CPU op: csrc/broja.h run joint by joint, in parallel over the batch.
+// The CPU op: csrc/broja.h run joint by joint, in parallel over the batch, with
+// the copy of the solver built for the processor (csrc/cpu/solve_joints.h).
 #include "broja_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -6,13 +7,32 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <limits>
-#include <vector>
+#include <cstdlib>
+#include <cstring>
 
-#include "../broja.h"
 #include "../broja_checks.h"
+#include "solve_joints.h"
 
 namespace fastpid {
+namespace cpu {
+
+void solve_joints_baseline(const SolveArgs& args, int64_t begin, int64_t end) {
+  broja::baseline::solve_joints(args, begin, end);
+}
+
+const char* instruction_set() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // FASTPID_CPU_ISA=baseline forces the baseline copy (tests compare the two).
+  const char* forced = std::getenv("FASTPID_CPU_ISA");
+  if (forced != nullptr && std::strcmp(forced, "baseline") == 0) return "baseline";
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2 ? "avx2" : "baseline";
+#else
+  return "baseline";
+#endif
+}
+
+}  // namespace cpu
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(
     const at::Tensor& p, double tol, int64_t max_iter, int64_t patience) {
@@ -25,28 +45,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   auto w = at::empty({batch, n1, n2}, p.options());
   auto iterations = at::empty({batch}, p.options().dtype(at::kLong));
   auto converged = at::empty({batch}, p.options().dtype(at::kBool));
-
-  const double* p_data = p.const_data_ptr<double>();
-  double* lam1_data = lam1.mutable_data_ptr<double>();
-  double* lam2_data = lam2.mutable_data_ptr<double>();
-  double* w_data = w.mutable_data_ptr<double>();
-  int64_t* iterations_data = iterations.mutable_data_ptr<int64_t>();
-  bool* converged_data = converged.mutable_data_ptr<bool>();
-  const int a = int(n1), b = int(n2), c = int(ny);
-  const size_t bytes = broja::workspace_bytes<double>(a, b, c);
+  const cpu::SolveArgs args{p.const_data_ptr<double>(), int(n1), int(n2), int(ny), tol, int(max_iter),
+                            int(patience), lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
+                            w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
+                            converged.mutable_data_ptr<bool>()};
+  auto solve_joints = cpu::solve_joints_baseline;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) solve_joints = cpu::solve_joints_avx2;
+#endif
   // Each thread's chunk of joints gets one workspace.  A batch of fewer than
   // ~4096 cells in all is not worth a second thread.
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    std::vector<char> workspace(bytes);
-    for (int64_t i = begin; i < end; ++i) {
-      const broja::Result result = broja::solve_joint<double>(
-          p_data + i * n1 * n2 * ny, a, b, c, tol, int(max_iter), int(patience), workspace.data(),
-          lam1_data + i * n1 * ny, lam2_data + i * n2 * ny, w_data + i * n1 * n2);
-      iterations_data[i] = result.iterations;
-      converged_data[i] = result.converged;
-    }
-  });
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) { solve_joints(args, begin, end); });
   return {lam1, lam2, w, iterations, converged};
 }
 

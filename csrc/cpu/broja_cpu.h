@@ -13,4 +13,11 @@ namespace fastpid {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(
     const at::Tensor& p, double tol, int64_t max_iter, int64_t patience);
 
+namespace cpu {
+
+// The copy of the solver broja_solve_cpu runs: "avx2" (AVX2 + FMA, where the
+// processor has both) or "baseline"; FASTPID_CPU_ISA=baseline forces the latter.
+const char* instruction_set();
+
+}  // namespace cpu
 }  // namespace fastpid

@@ -1,0 +1,28 @@
+// The CPU solver compiled a second time, for AVX2 + FMA (x86-64-v3): 4-wide
+// vectors in the Schur complement's register tiles (FASTPID_VECTOR_BYTES) and
+// fused multiply-adds everywhere.  csrc/cpu/broja_cpu.cpp calls it where the
+// processor has both.
+#if defined(__x86_64__) && defined(__GNUC__)
+// System headers first, compiled for the baseline.
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vector>
+
+#define FASTPID_ISA avx2
+#define FASTPID_VECTOR_BYTES 32
+#pragma GCC target("avx2,fma")
+#include "solve_joints.h"
+
+namespace fastpid {
+namespace cpu {
+
+void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end) {
+  broja::avx2::solve_joints(args, begin, end);
+}
+
+}  // namespace cpu
+}  // namespace fastpid
+#endif

@@ -1,0 +1,51 @@
+// The CPU solver's loop over joints, compiled once per instruction set: in
+// csrc/cpu/broja_cpu.cpp for the x86-64 baseline and in
+// csrc/cpu/broja_cpu_avx2.cpp for AVX2 + FMA (x86-64-v3), each copy in the
+// inline namespace FASTPID_ISA of csrc/broja.h.  The op picks one at run time.
+#pragma once
+
+#include <stdint.h>
+
+#include <vector>
+
+#include "../broja.h"
+
+namespace fastpid {
+namespace cpu {
+
+// A batch (B, n1, n2, ny) of float64 joints and the outputs of fastpid::broja_solve.
+struct SolveArgs {
+  const double* p;
+  int n1, n2, ny;
+  double tol;
+  int max_iter, patience;
+  double *lam1, *lam2, *w;  // (B, n1, ny), (B, n2, ny), (B, n1, n2)
+  int64_t* iterations;
+  bool* converged;
+};
+
+// Solves joints [begin, end) with one workspace: the baseline copy, and the
+// AVX2 + FMA copy (defined on x86-64 with GCC or Clang only).
+void solve_joints_baseline(const SolveArgs& args, int64_t begin, int64_t end);
+void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end);
+
+}  // namespace cpu
+
+namespace broja {
+inline namespace FASTPID_ISA {
+
+inline void solve_joints(const cpu::SolveArgs& a, int64_t begin, int64_t end) {
+  std::vector<char> workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
+  for (int64_t i = begin; i < end; ++i) {
+    const Result result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience,
+                                              workspace.data(), a.lam1 + i * a.n1 * a.ny,
+                                              a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
+    a.iterations[i] = result.iterations;
+    a.converged[i] = result.converged;
+  }
+}
+
+}  // namespace FASTPID_ISA
+}  // namespace broja
+}  // namespace fastpid
