@@ -451,9 +451,9 @@ FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
   }
 }
 
-// Masks, gauge, sides and the analytic start (solver.Support.of, solver.analytic_start).
+// Marginals and masks (solver.Support.of): all the certificate needs.
 template <typename T>
-FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
+FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   for (int i = 0; i < n1 * ny; ++i) J.p1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) J.p2[i] = T(0);
@@ -472,6 +472,24 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   }
   for (int i = 0; i < n1 * ny; ++i) J.on1[i] = J.p1[i] > T(0);
   for (int i = 0; i < n2 * ny; ++i) J.on2[i] = J.p2[i] > T(0);
+  for (int k = 0; k < J.np; ++k) {
+    const unsigned char* o1 = J.on1 + (k / n2) * ny;
+    const unsigned char* o2 = J.on2 + (k % n2) * ny;
+    unsigned char any = 0;
+    for (int y = 0; y < ny; ++y) {
+      J.cell[k * ny + y] = o1[y] && o2[y];
+      any |= J.cell[k * ny + y];
+    }
+    J.pair[k] = any;
+  }
+}
+
+// Marginals, masks, gauge, sides and the analytic start (solver.Support.of,
+// solver.analytic_start).
+template <typename T>
+FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  set_up_support(J, p);
   // Gauge: pin λ2 at the first x2 of largest P2(x2, y) (torch.argmax's rule,
   // NaN counting as the largest).
   for (int y = 0; y < ny; ++y) {
@@ -482,16 +500,6 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
       if (best == best && (v > best || v != v)) { best = v; pin = x2; }
     }
     for (int x2 = 0; x2 < n2; ++x2) J.free2[x2 * ny + y] = J.on2[x2 * ny + y] && x2 != pin;
-  }
-  for (int k = 0; k < J.np; ++k) {
-    const unsigned char* o1 = J.on1 + (k / n2) * ny;
-    const unsigned char* o2 = J.on2 + (k % n2) * ny;
-    unsigned char any = 0;
-    for (int y = 0; y < ny; ++y) {
-      J.cell[k * ny + y] = o1[y] && o2[y];
-      any |= J.cell[k * ny + y];
-    }
-    J.pair[k] = any;
   }
   list_free(J.side1, n1, ny, J.on1);
   list_free(J.side2, n2, ny, J.free2);
@@ -1024,7 +1032,7 @@ FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, c
   char* base = static_cast<char*>(workspace);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
   layout(J, base, n1, n2, ny);
-  set_up(J, p);
+  set_up_support(J, p);
   for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = lam1[i];
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = lam2[i];
   for (int k = 0; k < J.np; ++k) J.w[k] = w[k];
