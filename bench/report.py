@@ -254,8 +254,8 @@ def main(argv=None):
                "notes in `bench/README.md`. steps: Newton steps per joint (the returned iterate's index, "
                "+ `solver.PATIENCE` for a joint that stalled); measured/iter = (C++ backend alone − its "
                "`max_iter=0` run) ÷ steps; set-up/joint = the backend's `max_iter=0` run (set-up, one "
-               "certificate); Python side/joint = `fastpid.pid` − backend alone (support, certificate, atoms "
-               "in torch); predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
+               "certificate); Python side/joint = `fastpid.pid` − backend alone (checks, certificate, atoms); "
+               "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
                "DRAM traffic.", "", markdown_table(roof_header, roof_rows), ""]
     out.write_text("\n".join(md))
     print(f"written: {out}")
