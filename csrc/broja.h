@@ -242,6 +242,15 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   return o + 64;  // room to align `base` itself
 }
 
+// Lays J's arrays out in `workspace` (workspace_bytes<T>(n1, n2, ny) bytes)
+// from its first 64-byte boundary on.
+template <typename T>
+FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int n1, int n2, int ny) {
+  char* base = static_cast<char*>(workspace);
+  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
+  layout(J, base, n1, n2, ny);
+}
+
 // ---------------------------------------------------------------- dense kernels
 
 // Σ a_i b_i with four partial sums (independent chains, so it pipelines).
@@ -987,9 +996,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline Result solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter, int patience,
                                               void* workspace, T* lam1_out, T* lam2_out, T* w_out) {
   Joint<T> J;
-  char* base = static_cast<char*>(workspace);
-  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
-  layout(J, base, n1, n2, ny);
+  attach(J, workspace, n1, n2, ny);
   set_up(J, p);
   const int c1 = n1 * ny, c2 = n2 * ny, np = J.np;
   for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];
@@ -1029,9 +1036,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2,
                                            const T* w, void* workspace, T* q_out, T* value_out) {
   Joint<T> J;
-  char* base = static_cast<char*>(workspace);
-  base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
-  layout(J, base, n1, n2, ny);
+  attach(J, workspace, n1, n2, ny);
   set_up_support(J, p);
   for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = lam1[i];
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = lam2[i];
