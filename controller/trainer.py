@@ -14,8 +14,8 @@ A fresh Adam optimiser starts at each stage.  An optional ``gradient_hook`` may
 rewrite the gradients of a joint step before the optimiser applies them (OGM-GE).
 
 The schedule is a ``two_stage.Schedule`` (``stage``, ``active``, ``due(epoch)``,
-``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``,
-``monitor_seconds``): ``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
+``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``):
+``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
 branches (encoder_m with head_m) as ``encoders``, so a restored initial state keeps
 each head matched to its encoder.
 """
@@ -50,7 +50,8 @@ class RunRecord:
     ``probe_accuracy[m]`` of a logistic regression fitted on modality m's frozen
     train features.  Times in seconds: ``wall_seconds`` the whole run (training and
     evaluation), ``unimodal_seconds`` stage 1 (probes included), ``monitor_seconds``
-    the schedule's PID measurements and ``monitor_share`` = monitor / unimodal
+    the probes (encoding the probe set, then the schedule's ``epoch_end``: PID and
+    decision) and ``monitor_share`` = monitor / unimodal
     (None without stage 1).  ``epochs``: one entry per epoch (stage, active set,
     mean training loss); ``decisions``: the schedule's history, PID values (bits)
     keyed by modality pair "i-j"."""
@@ -161,7 +162,7 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
     branches = net.branches()
 
     stage, step = None, None
-    unimodal_seconds, log = 0.0, []
+    unimodal_seconds, monitor_seconds, log = 0.0, 0.0, []
     bar = tqdm(range(epochs), desc=method or "train", disable=not progress, leave=False)
     for epoch in bar:
         if schedule.stage != stage:
@@ -193,12 +194,14 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
             total, batches = total + loss.item(), batches + 1
         log.append({"epoch": epoch, "stage": stage, "active": list(active), "loss": total / batches})
         if stage == "unimodal":
-            probe_features = None
+            probe_started, probe_features = time.perf_counter(), None
             if schedule.due(epoch):
                 net.eval()
                 with torch.no_grad():
                     probe_features = net.encode(probe_views)
             schedule.epoch_end(epoch, probe_features, probe_labels, branches)
+            if probe_features is not None:
+                monitor_seconds += time.perf_counter() - probe_started
         bar.set_postfix(stage=stage, loss=log[-1]["loss"])
     if stage == "unimodal":
         unimodal_seconds = time.perf_counter() - started
@@ -206,11 +209,11 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
     fused = fused_accuracy(net, test_views, test_labels)
     probes = linear_probe_accuracy(net, (train_views, train_labels), (test_views, test_labels))
     unimodal_epochs = sum(entry["stage"] == "unimodal" for entry in log)
-    monitor = float(schedule.monitor_seconds)
     return RunRecord(
         method=method, seed=seed, fused_accuracy=fused, probe_accuracy=probes,
         wall_seconds=time.perf_counter() - started, unimodal_seconds=unimodal_seconds,
-        monitor_seconds=monitor, monitor_share=monitor / unimodal_seconds if unimodal_seconds else None,
+        monitor_seconds=monitor_seconds,
+        monitor_share=monitor_seconds / unimodal_seconds if unimodal_seconds else None,
         unimodal_epochs=unimodal_epochs, joint_epochs=epochs - unimodal_epochs,
         epochs=log, decisions=[_decision_dict(d) for d in schedule.history])
 

@@ -53,10 +53,11 @@ def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Every process's rows (n_rank, d), concatenated in rank order; shards may differ in size."""
+def _gather_rows(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Every process's rows (n_rank, d), concatenated in rank order (shards may
+    differ in size), and where this process's rows start among them."""
     if not _is_distributed():
-        return rows
+        return rows, 0
     size_tensors = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(dist.get_world_size())]
     dist.all_gather(size_tensors, torch.tensor([len(rows)], device=rows.device))
     sizes = [int(size) for size in size_tensors]
@@ -64,7 +65,7 @@ def _gather_rows(rows: torch.Tensor) -> torch.Tensor:
     padded[:len(rows)] = rows
     blocks = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(blocks, padded)
-    return torch.cat([block[:size] for block, size in zip(blocks, sizes)])
+    return torch.cat([block[:size] for block, size in zip(blocks, sizes)]), sum(sizes[:dist.get_rank()])
 
 
 def _global_max(value: int, device: torch.device) -> int:
@@ -79,9 +80,7 @@ def _global_max(value: int, device: torch.device) -> int:
 class Schedule:
     """What trains next, as the last of a history of decisions (the start before any):
     the interface ``trainer.train`` drives (``stage``, ``active``, ``due``,
-    ``epoch_end``, ``history``, ``monitor_seconds``)."""
-
-    monitor_seconds = 0.0  # time spent measuring (seconds)
+    ``epoch_end``, ``history``)."""
 
     def __init__(self, start: Decision):
         self._start = start
@@ -165,7 +164,8 @@ class TwoStageController(Schedule):
     def __init__(self, n_modalities: int = 2, *, probe_every: int = 5, ratio_threshold: float = 3.0,
                  synergy_drop: float = 0.8, max_switches: int = 4, max_unimodal_epochs: int | None = None,
                  criterion: Literal["uniqueness", "mi"] = "uniqueness", n_components: int = 5,
-                 n_clusters: int = 20, seed: int = 0, backend: str = "auto", tol: float = 1e-6):
+                 n_clusters: int = 20, seed: int = 0, warm_start: bool = True, backend: str = "auto",
+                 tol: float = 1e-6):
         """
         Args:
             n_modalities: M ≥ 2 encoders.
@@ -177,6 +177,9 @@ class TwoStageController(Schedule):
             criterion: "uniqueness" (U_i/U_j) or "mi" (I(Y;X_i)/I(Y;X_j)).
             n_components, n_clusters, seed: the discretiser (PCA size, k-means
                 clusters, random state) of each modality's representation.
+            warm_start: each probe's k-means starts from the previous probe's
+                centroids (``fastpid.Discretizer(warm_start=True)``): ~5× faster
+                than k-means++ seeding, and symbols that keep their meaning.
             backend: ``fastpid.pid`` backend.
             tol: duality gap (bits) each probe's PID is solved to; decisions compare
                 ratios of atoms, so 1e-6 bits (two fewer iterations than pid's 1e-8)
@@ -206,7 +209,7 @@ class TwoStageController(Schedule):
         self.n_clusters = n_clusters
         self.backend = backend
         self.tol = tol
-        self._discretizers = [fastpid.Discretizer(n_components, n_clusters, random_state=seed)
+        self._discretizers = [fastpid.Discretizer(n_components, n_clusters, random_state=seed, warm_start=warm_start)
                               for _ in range(n_modalities)]  # refitted at every probe
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
         self.monitor_seconds = 0.0  # time spent in measure()
@@ -226,7 +229,7 @@ class TwoStageController(Schedule):
 
         Each representation (N, d_i) is discretised by a ``fastpid.Discretizer``
         (L2-normalise, PCA to ``n_components``, k-means to ``n_clusters``) fitted on
-        the whole probe set; the plug-in joints of all pairs are solved in one
+        the whole probe set, whose rows take k-means' labels; the plug-in joints of all pairs are solved in one
         batched ``fastpid.pid`` call.  Under ``torch.distributed`` each process
         passes its shard: the shards are gathered (in rank order) to fit the same
         discretisers everywhere, and the local counts are summed with
@@ -238,10 +241,11 @@ class TwoStageController(Schedule):
         """
         started = time.perf_counter()
         features, labels = self._check_probe(features, labels)
-        widths = [block.shape[1] for block in features]
-        everyone = _gather_rows(torch.cat(features, 1)).split(widths, 1)
-        symbols = [discretizer.fit(all_rows).transform(rows).to(labels.device)
-                   for discretizer, all_rows, rows in zip(self._discretizers, everyone, features)]
+        rows, start = _gather_rows(torch.cat(features, 1))
+        views = rows.split([block.shape[1] for block in features], 1)
+        mine = slice(start, start + len(labels))
+        symbols = [discretizer.fit_transform(view)[mine].to(labels.device)
+                   for discretizer, view in zip(self._discretizers, views)]
         n_labels = _global_max(int(labels.max()) + 1, labels.device)
         first, second = zip(*self.pairs)
         counts = fastpid.joint_from_samples(
@@ -296,12 +300,14 @@ class TwoStageController(Schedule):
 
     def state_dict(self) -> dict:
         """Everything needed to resume: switches, the synergy peak (value, epoch,
-        encoder weights), time spent measuring and the history, whose last
+        encoder weights), the last probe's discretisers (the next one starts
+        from them), time spent measuring and the history, whose last
         decision holds the stage and the active set.  Plain containers and
         tensors (``torch.load(weights_only=True)`` reads it)."""
         return {"n_modalities": self.n_modalities, "switches": self._switches,
                 "peak_synergy": self._peak_synergy, "peak_epoch": self._peak_epoch,
                 "peak_weights": self._peak_weights, "monitor_seconds": self.monitor_seconds,
+                "discretizers": [discretizer.state_dict() for discretizer in self._discretizers],
                 "history": [asdict(decision) for decision in self._history]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -313,6 +319,8 @@ class TwoStageController(Schedule):
         self._peak_synergy, self._peak_epoch = state["peak_synergy"], state["peak_epoch"]
         self._peak_weights = state["peak_weights"]
         self.monitor_seconds = state["monitor_seconds"]
+        for discretizer, fitted in zip(self._discretizers, state["discretizers"]):
+            discretizer.load_state_dict(fitted)
         self._history = [Decision(**{**entry, "active": tuple(entry["active"])}) for entry in state["history"]]
 
     def _balance(self, values: PairValues) -> tuple[tuple[bool, ...], str]:

@@ -50,15 +50,23 @@ class Discretizer:
         random_state: seed of the randomised PCA solver and of k-means.
         n_init: k-means restarts from k-means++ seeds; the one with the lowest
             inertia is kept (default 1, scikit-learn's own default for k-means++).
+        warm_start: a refit starts Lloyd's iterations from the previous fit's
+            centroids, carried into the new PCA basis (c ↦ (μ_old + c W_old − μ_new)
+            W_newᵀ), instead of from k-means++ seeds; the first fit, and a refit on
+            features of another width, seed as usual.  For features that drift
+            slowly between fits, such as a training run's probes: the seeding was
+            most of the fit's time, and symbols keep their meaning from one fit to
+            the next.
     """
 
     def __init__(self, n_components: int = 5, n_clusters: int = 20, *, normalize: bool = True,
-                 random_state: int | None = 0, n_init: int = 1):
+                 random_state: int | None = 0, n_init: int = 1, warm_start: bool = False):
         self.n_components = _positive_int("n_components", n_components)
         self.n_clusters = _positive_int("n_clusters", n_clusters)
         self.n_init = _positive_int("n_init", n_init)
         self.normalize = bool(normalize)
         self.random_state = random_state
+        self.warm_start = bool(warm_start)
         self._fitted: dict[str, np.ndarray] | None = None  # mean (d,), components (k, d), centroids (K, k)
         self._on_device: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
@@ -74,7 +82,13 @@ class Discretizer:
 
     def fit(self, features) -> Discretizer:
         """Fit the PCA and k-means on ``features`` (N, d) (tensor on any device, or numpy)."""
+        self._fit(features)
+        return self
+
+    def _fit(self, features) -> np.ndarray:
+        """Fit as ``fit`` does; k-means' labels of the rows (N,)."""
         # scikit-learn is loaded on use: it would add ~1 s to `import fastpid`.
+        from sklearn import config_context
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA
 
@@ -86,12 +100,41 @@ class Discretizer:
         if self.n_components > min(samples, dim):
             raise ValueError(f"n_components={self.n_components} exceeds min(N, d) = min({samples}, {dim}) "
                              "of the features; choose n_components ≤ min(N, d)")
-        pca = PCA(self.n_components, random_state=self.random_state).fit(rows)
-        kmeans = KMeans(self.n_clusters, n_init=self.n_init, random_state=self.random_state)
-        kmeans.fit(pca.transform(rows))
+        # The rows and parameters are checked above: scikit-learn's own checks would repeat ours.
+        with config_context(assume_finite=True, skip_parameter_validation=True):
+            pca = PCA(self.n_components, random_state=self.random_state)
+            projected = pca.fit_transform(rows)
+            seeds = self._previous_centroids(pca)
+            kmeans = KMeans(self.n_clusters, init="k-means++" if seeds is None else seeds,
+                            n_init=self.n_init if seeds is None else 1, random_state=self.random_state)
+            kmeans.fit(projected)
         self._fitted = {"mean": pca.mean_, "components": pca.components_, "centroids": kmeans.cluster_centers_}
         self._on_device.clear()
-        return self
+        return kmeans.labels_
+
+    def state_dict(self) -> dict:
+        """The fitted mean, components and centroids as CPU float64 tensors (empty
+        before ``fit``); ``torch.load(weights_only=True)`` reads it."""
+        return {} if self._fitted is None else {name: torch.from_numpy(array.copy())
+                                                for name, array in self._fitted.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a fit saved by ``state_dict()`` (an empty state: unfitted)."""
+        if state and set(state) != {"mean", "components", "centroids"}:
+            raise ValueError(f"a Discretizer state holds mean, components and centroids, got {sorted(state)}")
+        if state and tuple(state["centroids"].shape) != (self.n_clusters, self.n_components):
+            raise ValueError(f"the state's centroids have shape {tuple(state['centroids'].shape)}, this "
+                             f"Discretizer expects ({self.n_clusters}, {self.n_components})")
+        fitted = {name: torch.as_tensor(value, dtype=torch.float64).numpy() for name, value in state.items()}
+        self._fitted = fitted or None
+        self._on_device.clear()
+
+    def _previous_centroids(self, pca) -> np.ndarray | None:
+        """The last fit's centroids in ``pca``'s basis, when warm-starting from them."""
+        last = self._fitted
+        if not self.warm_start or last is None or last["mean"].shape != pca.mean_.shape:
+            return None
+        return (last["mean"] + last["centroids"] @ last["components"] - pca.mean_) @ pca.components_.T
 
     def transform(self, features) -> torch.Tensor:
         """Symbol argmin_k ‖z − c_k‖² of every row: LongTensor (N,) on the features' device."""
@@ -99,8 +142,11 @@ class Discretizer:
             return self._squared_distances(features).argmin(-1)
 
     def fit_transform(self, features) -> torch.Tensor:
-        """``fit(features).transform(features)``."""
-        return self.fit(features).transform(features)
+        """Fit on ``features`` and return their symbols: k-means' own assignment
+        (in float64), so ``fit(features).transform(features)`` without the second
+        pass; the two can differ only at ties within the features' rounding."""
+        device = features.device if isinstance(features, torch.Tensor) else torch.device("cpu")
+        return torch.from_numpy(self._fit(features).astype(np.int64)).to(device)
 
     def soft_assign(self, features, temperature: float = 1.0) -> torch.Tensor:
         r"""Soft symbols softmax_k(−‖z − c_k‖² / T): rows of shape (N, n_clusters) summing to 1.

@@ -283,6 +283,28 @@ def test_epoch_end_measures_and_decides():
     assert controller.history == [decision]
 
 
+def test_resume_continues_the_probes_where_they_stood():
+    """Each probe's k-means starts from the last probe's centroids; the state
+    carries them, so a resumed controller measures what the original does."""
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 4, (640,), generator=generator)
+    probes = [noisy_views([labels, labels % 2], generator, noise=0.5) for _ in range(2)]
+    original = TwoStageController()
+    original.measure(probes[0], labels)
+    resumed, cold = TwoStageController(), TwoStageController(warm_start=False)
+    resumed.load_state_dict(torch.load(io.BytesIO(save(original.state_dict())), weights_only=True))
+    cold.load_state_dict(original.state_dict())
+    expected = original.measure(probes[1], labels)
+    assert resumed.measure(probes[1], labels) == expected
+    assert cold.measure(probes[1], labels) != expected  # seeded afresh: other clusters
+
+
+def save(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
 def test_bad_probe_sets_are_refused():
     controller, labels = TwoStageController(), torch.zeros(10, dtype=torch.long)
     with pytest.raises(ValueError, match=r"one tensor per modality \(2\), got 1"):

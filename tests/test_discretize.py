@@ -1,6 +1,8 @@
 """fastpid.Discretizer: L2-normalise → PCA → k-means symbols, fitted once and reused."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -100,6 +102,46 @@ def test_runs_on_the_features_device(fitted):
     symbols = fitted.transform(features.cuda())
     assert symbols.device.type == "cuda" and fitted.soft_assign(features.cuda()).device.type == "cuda"
     assert torch.equal(symbols.cpu(), fitted.transform(features))
+
+
+def test_a_warm_refit_keeps_each_symbol_where_it_was():
+    """Refitting on drifted features starts Lloyd from the last centroids: the
+    first fit is k-means++'s, a refit on the same rows keeps (almost: k-means stops
+    at a tolerance) every point's symbol, and after a drift (a small rotation and
+    noise, which turn the PCA basis, and the rows shuffled) each symbol still names
+    the same points, where a seeded refit numbers the clusters afresh."""
+    features = torch.tensor(blobs(600, seed=5)[0])
+    warm = fastpid.Discretizer(3, 4, normalize=False, warm_start=True)
+    cold = fastpid.Discretizer(3, 4, normalize=False)
+    first = warm.fit_transform(features)
+    assert torch.equal(first, cold.fit_transform(features))
+    assert (warm.fit_transform(features) == first).double().mean() > 0.99
+    generator = torch.Generator().manual_seed(0)
+    turn = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=generator)
+    order = torch.randperm(600, generator=generator)
+    drifted = (features @ torch.linalg.matrix_exp(turn - turn.T)
+               + 0.3 * torch.randn(600, 8, dtype=torch.float64, generator=generator))[order]
+    assert torch.equal(warm.fit_transform(drifted), first[order])
+    reseeded = cold.fit_transform(drifted)
+    assert adjusted_rand_score(first[order].numpy(), reseeded.numpy()) == 1.0  # the same partition ...
+    assert not torch.equal(reseeded, first[order])  # ... under other names
+    assert warm.fit(features[:, :5]).is_fitted  # another width: seeded afresh
+
+
+def test_state_dict_restores_the_fit(fitted):
+    features, _ = blobs(100, seed=3)
+    buffer = io.BytesIO()
+    torch.save(fitted.state_dict(), buffer)
+    buffer.seek(0)
+    restored = fastpid.Discretizer(n_components=3, n_clusters=4, normalize=False)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert torch.equal(restored.transform(features), fitted.transform(features))
+    restored.load_state_dict(fastpid.Discretizer().state_dict())
+    assert not restored.is_fitted
+    with pytest.raises(ValueError, match=r"centroids have shape \(4, 3\), this Discretizer expects \(20, 5\)"):
+        fastpid.Discretizer().load_state_dict(fitted.state_dict())
+    with pytest.raises(ValueError, match="holds mean, components and centroids"):
+        fastpid.Discretizer().load_state_dict({"mean": torch.zeros(3)})
 
 
 FEATURES = torch.randn(30, 6, dtype=torch.float64)

@@ -66,8 +66,6 @@ def test_every_method_returns_a_complete_record(data, name):
 class Scripted:
     """A schedule that plays a fixed list of (stage, active) and snapshots the branches."""
 
-    monitor_seconds = 0.0
-
     def __init__(self, plan):
         self.plan, self.epoch, self.history, self.snapshots = plan, 0, [], []
 
