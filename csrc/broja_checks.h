@@ -42,26 +42,29 @@ inline void check_broja_solve_args(const at::Tensor& p, int64_t max_iter, int64_
               ": patience must be a non-negative int, got ", patience);
 }
 
-// p (B, n1, n2, ny), lam1 (B, n1, ny), lam2 (B, n2, ny), grad_atoms (B, 5).
+// p as check_joint_arg, with a dual solution lam1 (B, n1, ny), lam2 (B, n2, ny).
+inline void check_joint_and_duals(const char* op, const at::Tensor& p, const at::Tensor& lam1,
+                                  const at::Tensor& lam2) {
+  check_joint_arg(op, p);
+  const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
+  check_arg_of_joint(op, p, "lam1", lam1, "(B, n1, ny)", {batch, n1, ny});
+  check_arg_of_joint(op, p, "lam2", lam2, "(B, n2, ny)", {batch, n2, ny});
+}
+
+// p, lam1, lam2 as check_joint_and_duals; grad_atoms (B, 5).
 inline void check_broja_backward_args(const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2,
                                       const at::Tensor& grad_atoms) {
   constexpr const char* op = "fastpid::broja_backward";
-  check_joint_arg(op, p);
-  const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
-  check_arg_of_joint(op, p, "lam1", lam1, "(B, n1, ny)", {batch, n1, ny});
-  check_arg_of_joint(op, p, "lam2", lam2, "(B, n2, ny)", {batch, n2, ny});
-  check_arg_of_joint(op, p, "grad_atoms", grad_atoms, "(B, 5)", {batch, 5});
+  check_joint_and_duals(op, p, lam1, lam2);
+  check_arg_of_joint(op, p, "grad_atoms", grad_atoms, "(B, 5)", {p.size(0), 5});
 }
 
-// p (B, n1, n2, ny), lam1 (B, n1, ny), lam2 (B, n2, ny), w (B, n1, n2).
+// p, lam1, lam2 as check_joint_and_duals; w (B, n1, n2).
 inline void check_broja_certificate_args(const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2,
                                          const at::Tensor& w) {
   constexpr const char* op = "fastpid::broja_certificate";
-  check_joint_arg(op, p);
-  const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
-  check_arg_of_joint(op, p, "lam1", lam1, "(B, n1, ny)", {batch, n1, ny});
-  check_arg_of_joint(op, p, "lam2", lam2, "(B, n2, ny)", {batch, n2, ny});
-  check_arg_of_joint(op, p, "w", w, "(B, n1, n2)", {batch, n1, n2});
+  check_joint_and_duals(op, p, lam1, lam2);
+  check_arg_of_joint(op, p, "w", w, "(B, n1, n2)", {p.size(0), p.size(1), p.size(2)});
 }
 
 }  // namespace fastpid
