@@ -185,11 +185,8 @@ def test_resume_from_a_state_dict_mid_stage():
     trajectory = [two(1, 0.1, 0.2), two(0.1, 1, 0.5), two(1, 1, 0.45), two(1, 1, 0.3)]
     original, encoders = TwoStageController(max_switches=3), linear_encoders()
     run(original, trajectory[:2], encoders)
-    buffer = io.BytesIO()
-    torch.save(original.state_dict(), buffer)
-    buffer.seek(0)
     resumed, fresh = TwoStageController(max_switches=3), linear_encoders()
-    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    resumed.load_state_dict(torch.load(io.BytesIO(save(original.state_dict())), weights_only=True))
     assert resumed.stage == "unimodal" and resumed.active == (True, False) and resumed.history == original.history
     assert resumed.monitor_seconds == original.monitor_seconds
     rest = run(original, trajectory[2:], encoders, first_epoch=10)
