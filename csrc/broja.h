@@ -129,6 +129,61 @@ template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return (a !=
 // x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
 template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return x == T(0) ? T(0) : x * log_(x); }
 
+// The long passes of pair_softmax and certificate_gap: x ← exp(x), x ← log(x)
+// and Σ x log x (0 log 0 = 0) over n values.  A translation unit may define
+// FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector of
+// FASTPID_VECTOR_BYTES) before including this header, as
+// csrc/cpu/broja_cpu_avx2.cpp does with SLEEF's, for the double versions below.
+template <typename T> FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
+  T sum = T(0);
+  for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
+  return sum;
+}
+#if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
+typedef double vector_double __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
+constexpr int kVectorDoubles = FASTPID_VECTOR_BYTES / sizeof(double);
+inline void exp_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
+    vector_double v;
+    __builtin_memcpy(&v, x + i, sizeof v);
+    v = FASTPID_VECTOR_EXP(v);
+    __builtin_memcpy(x + i, &v, sizeof v);
+  }
+  for (; i < n; ++i) x[i] = exp_(x[i]);
+}
+inline void log_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
+    vector_double v;
+    __builtin_memcpy(&v, x + i, sizeof v);
+    v = FASTPID_VECTOR_LOG(v);
+    __builtin_memcpy(x + i, &v, sizeof v);
+  }
+  for (; i < n; ++i) x[i] = log_(x[i]);
+}
+inline double sum_xlogx(const double* x, int n) {
+  vector_double acc = {};
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
+    vector_double v;
+    __builtin_memcpy(&v, x + i, sizeof v);
+    const vector_double t = v * FASTPID_VECTOR_LOG(v);
+    acc += v == 0.0 ? vector_double{} : t;  // 0 log 0 = 0; NaN for x < 0 or NaN, as xlogx
+  }
+  double sum = 0.0;
+  for (; i < n; ++i) sum += xlogx(x[i]);
+  for (int l = 0; l < kVectorDoubles; ++l) sum += acc[l];
+  return sum;
+}
+#endif
+
 // The register tiles of rank_update: kTileRows rows of S by two vectors of
 // FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
 // this header, as csrc/cpu/broja_cpu_avx2.cpp does).  The Schur complement and
@@ -178,6 +233,7 @@ template <typename T> struct Joint {
   T *best_lam1, *best_lam2, *best_w;
   // Per iteration.
   T *g, *s, *q, *c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
+  T *pair_sum;               // (np): Σ_y exp in pair_softmax, Q(x1, x2) in certificate_gap
   T *qr;                     // rounded Q (np, ny)
   T *r1, *r2;                // marginals(w s) − (P1, P2)
   T *t1, *t2;                // scratch (n1, ny), (n2, ny)
@@ -217,7 +273,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   carve(J.lam1, b, o, c1); carve(J.lam2, b, o, c2);
   carve(J.w, b, o, np); carve(J.h, b, o, np); carve(J.weight, b, o, np);
   carve(J.best_lam1, b, o, c1); carve(J.best_lam2, b, o, c2); carve(J.best_w, b, o, np);
-  carve(J.g, b, o, np); carve(J.s, b, o, nc); carve(J.q, b, o, nc); carve(J.c, b, o, np);
+  carve(J.g, b, o, np); carve(J.pair_sum, b, o, np); carve(J.s, b, o, nc); carve(J.q, b, o, nc); carve(J.c, b, o, np);
   carve(J.qr, b, o, nc); carve(J.r1, b, o, c1); carve(J.r2, b, o, c2);
   carve(J.t1, b, o, c1); carve(J.t2, b, o, c2);
   carve(J.primal, b, o, np); carve(J.comp, b, o, np); carve(J.rc, b, o, np);
@@ -459,17 +515,13 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
 }
 
 // g_k = log Σ_y exp(λ1 + λ2) and s_k = softmax_y over the pair's cells
-// (solver.pair_softmax); pairs without cells get g = 0, s = 0.
+// (solver.pair_softmax); pairs without cells get g = 0, s = 0.  The exponentials
+// and the logarithms are one pass each over all pairs (exp_all, log_all).
 template <typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
-  const int n2 = J.n2, ny = J.ny;
-  for (int k = 0; k < J.np; ++k) {
+  const int n2 = J.n2, ny = J.ny, np = J.np;
+  for (int k = 0; k < np; ++k) {  // s ← λ1 + λ2 − max over the cells (−∞ off them), g ← the max
     T* sk = J.s + k * ny;
-    if (!J.pair[k]) {
-      J.g[k] = T(0);
-      for (int y = 0; y < ny; ++y) sk[y] = T(0);
-      continue;
-    }
     const T* l1 = J.lam1 + (k / n2) * ny;
     const T* l2 = J.lam2 + (k % n2) * ny;
     const unsigned char* ck = J.cell + k * ny;
@@ -478,16 +530,21 @@ FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
       const T z = l1[y] + l2[y];
       if (ck[y] && (z > m || z != z)) m = (m != m) ? m : z;
     }
-    T sum = T(0);
-    for (int y = 0; y < ny; ++y) {
-      const T e = ck[y] ? exp_(l1[y] + l2[y] - m) : T(0);
-      sk[y] = e;
-      sum += e;
-    }
-    J.g[k] = m + log_(sum);
-    const T inv = T(1) / sum;
-    for (int y = 0; y < ny; ++y) sk[y] *= inv;
+    for (int y = 0; y < ny; ++y) sk[y] = ck[y] ? l1[y] + l2[y] - m : -Limits<T>::inf();
+    J.g[k] = J.pair[k] ? m : T(0);
   }
+  exp_all(J.s, np * ny);
+  for (int k = 0; k < np; ++k) {
+    T* sk = J.s + k * ny;
+    T sum = T(0);
+    for (int y = 0; y < ny; ++y) sum += sk[y];
+    const T inv = T(1) / sum;
+    if (J.pair[k])
+      for (int y = 0; y < ny; ++y) sk[y] *= inv;
+    J.pair_sum[k] = J.pair[k] ? sum : T(1);
+  }
+  log_all(J.pair_sum, np);
+  for (int k = 0; k < np; ++k) J.g[k] += J.pair_sum[k];
 }
 
 // Marginals and masks (solver.Support.of): all the certificate needs.
@@ -649,9 +706,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
     for (int x1 = 0; x1 < n1; ++x1) sum += deficit1[x1 * ny + y];
     total[y] = sum > T(0) ? sum : T(1);
   }
-  T value = T(0);
   for (int k = 0; k < J.np; ++k) {
-    if (!J.pair[k]) continue;
     const T* a = deficit1 + (k / n2) * ny;
     const T* b = deficit2 + (k % n2) * ny;
     const unsigned char* ck = J.cell + k * ny;
@@ -662,10 +717,10 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
       const T v = out[y] + a[y] * b[y] / total[y];
       out[y] = v;
       mass += v;
-      value += xlogx(v);
     }
-    value -= xlogx(mass);
+    J.pair_sum[k] = mass;
   }
+  const T value = sum_xlogx(J.qr, J.np * ny) - sum_xlogx(J.pair_sum, J.np);
   // Dual objective at λ made feasible: λ1(x1, ·) − max(0, max_x2 g).
   T dual = T(0);
   for (int x1 = 0; x1 < n1; ++x1) {

@@ -59,7 +59,19 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
     if p.device.type == "meta":
         raise ValueError("P is on the meta device and holds no values; pass a joint on a real device")
     batch_shape = p.shape[:-3]
-    flat = p.detach().reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
+    total = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1]).sum(1)
+    fine = torch.isfinite(total) & (total > 0) & (p.reshape(total.shape[0], -1).amin(1) >= 0)
+    if not normalize:
+        fine &= (total - 1).abs() <= SUM_TOLERANCE[p.dtype]
+    if not bool(fine.all()):  # one test for the common case; the messages below find what is wrong
+        _raise_for_values(p.detach(), normalize)
+    return p / total.reshape(*batch_shape, 1, 1, 1)
+
+
+def _raise_for_values(p: torch.Tensor, normalize: bool) -> None:
+    """The ValueError for the first joint of ``p`` whose values ``check_joint`` refuses."""
+    batch_shape = p.shape[:-3]
+    flat = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
     if not torch.isfinite(flat).all():
         where = _bad_index(~torch.isfinite(flat).all(1), batch_shape)
         raise ValueError(f"P must be finite: {where} holds NaN or infinite mass")
@@ -69,6 +81,9 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
         raise ValueError(f"P must be non-negative: {_bad_index(negative, batch_shape)} holds negative mass "
                          f"(min {first.min().item():.3g})")
     total = flat.sum(1)
+    if not torch.isfinite(total).all():
+        raise ValueError(f"P's total mass overflows {p.dtype}: {_bad_index(~torch.isfinite(total), batch_shape)} "
+                         "sums to inf; rescale it")
     if (total <= 0).any():
         raise ValueError(f"P must carry mass: {_bad_index(total <= 0, batch_shape)} sums to 0")
     off = (total - 1).abs() > SUM_TOLERANCE[p.dtype]
@@ -77,7 +92,6 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
         raise ValueError(
             f"P must sum to 1 over its last three axes: {where} sums to {total[off][0].item():.10g}; "
             "pass normalize=True to rescale")
-    return p / p.sum((-3, -2, -1), keepdim=True)
 
 
 def check_options(tol: float, max_iter: int) -> None:

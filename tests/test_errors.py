@@ -51,6 +51,16 @@ def test_zero_mass(backend):
         fastpid.pid(torch.zeros(2, 2, 2, dtype=torch.float64), backend=backend)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_total_mass_overflow(dtype, backend):
+    """Finite cells whose sum overflows are refused, even with normalize=True (it would give 0 / inf)."""
+    P = good(dtype, batch=(2,))
+    P[1, 0, 0, :2] = 0.75 * torch.finfo(dtype).max
+    for normalize in (False, True):
+        with pytest.raises(ValueError, match=r"total mass overflows.*joint \(1,\) sums to inf"):
+            fastpid.pid(P, backend=backend, normalize=normalize)
+
+
 @pytest.mark.parametrize("scale", [0.5, 2.0, 1 + 1e-3])
 def test_sum_not_one(scale, backend):
     with pytest.raises(ValueError, match=r"must sum to 1.*sums to .*normalize=True"):

@@ -5,6 +5,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 // System headers first, compiled for the baseline.
 #include <float.h>
+#include <immintrin.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -14,6 +15,14 @@
 #define FASTPID_ISA avx2
 #define FASTPID_VECTOR_BYTES 32
 #pragma GCC target("avx2,fma")
+// SLEEF's vector exp and log (1 ulp), which ATen's Vectorized<double> calls too;
+// libtorch_cpu, which every torch extension links, exports them.  (torch's
+// sleef.h declares them only where __AVX__ is predefined, which the pragma
+// above does not do.)
+extern "C" __m256d Sleef_expd4_u10(__m256d);
+extern "C" __m256d Sleef_logd4_u10(__m256d);
+#define FASTPID_VECTOR_EXP Sleef_expd4_u10
+#define FASTPID_VECTOR_LOG Sleef_logd4_u10
 #include "solve_joints.h"
 
 namespace fastpid {
