@@ -1113,16 +1113,45 @@ FASTPID_HOST_DEVICE inline Result solve_joint(const T* p, int n1, int n2, int ny
   return result;
 }
 
+// H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of the joint p in nats, into out[0..3]
+// (information.conditional_entropies), from the marginals of set_up_support:
+// H(Y|X) = Σ_x P(x) log P(x) − Σ_{x,y} P(x, y) log P(x, y).
+template <typename T>
+FASTPID_HOST_DEVICE inline void conditional_entropies(Joint<T>& J, const T* p, T* out) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, np = J.np;
+  for (int k = 0; k < np; ++k) {  // P(x1, x2), P(x1), P(x2) into scratch
+    T sum = T(0);
+    for (int y = 0; y < ny; ++y) sum += p[k * ny + y];
+    J.pair_sum[k] = sum;
+  }
+  for (int x1 = 0; x1 < n1; ++x1) {
+    T sum = T(0);
+    for (int y = 0; y < ny; ++y) sum += J.p1[x1 * ny + y];
+    J.t1[x1] = sum;
+  }
+  for (int x2 = 0; x2 < n2; ++x2) {
+    T sum = T(0);
+    for (int y = 0; y < ny; ++y) sum += J.p2[x2 * ny + y];
+    J.t2[x2] = sum;
+  }
+  out[0] = -sum_xlogx(J.py, ny);
+  out[1] = sum_xlogx(J.t1, n1) - sum_xlogx(J.p1, n1 * ny);
+  out[2] = sum_xlogx(J.t2, n2) - sum_xlogx(J.p2, n2 * ny);
+  out[3] = sum_xlogx(J.pair_sum, np) - sum_xlogx(p, np * ny);
+}
+
 // The certificate of a solution λ1 (n1 × ny), λ2 (n2 × ny), w (n1 × n2) of the
 // joint p, as solver.certificate: Q rounded onto Δ_P in q_out (n1 × n2 × ny),
 // f(Q) in *value_out; returns the gap f(Q) − dual(λ made feasible) (nats).
-// Takes the workspace of solve_joint.
+// With it, the entropies that turn f(Q) into the atoms (conditional_entropies)
+// in entropies_out[0..3].  Takes the workspace of solve_joint.
 template <typename T>
 FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2,
-                                           const T* w, void* workspace, T* q_out, T* value_out) {
+                                           const T* w, void* workspace, T* q_out, T* value_out, T* entropies_out) {
   Joint<T> J;
   attach(J, workspace, n1, n2, ny);
   set_up_support(J, p);
+  conditional_entropies(J, p, entropies_out);
   for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = lam1[i];
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = lam2[i];
   for (int k = 0; k < J.np; ++k) J.w[k] = w[k];

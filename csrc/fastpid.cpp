@@ -12,9 +12,10 @@
 // fastpid.pid's backward);
 //
 //   fastpid::broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w)
-//       -> (Tensor q, Tensor value, Tensor gap)
+//       -> (Tensor q, Tensor value, Tensor gap, Tensor entropies)
 //
-// is the certificate of a solution, as fastpid.solver.certificate (CPU only:
+// is the certificate of a solution, as fastpid.solver.certificate, with the
+// entropies H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of p (CPU only:
 // on CUDA, fastpid.pid certifies with the torch code).  Implementations:
 //   CPU   csrc/cpu/broja_cpu.cpp (+ broja_cpu_avx2.cpp, the AVX2 copy), csrc/cpu/broja_backward_cpu.cpp,
 //         csrc/cpu/broja_certificate_cpu.cpp
@@ -51,11 +52,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
           at::empty_symint({batch}, p.options().dtype(at::kBool))};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> broja_certificate_meta(const at::Tensor& p, const at::Tensor& /*lam1*/,
-                                                                      const at::Tensor& /*lam2*/,
-                                                                      const at::Tensor& /*w*/) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_meta(const at::Tensor& p,
+                                                                                  const at::Tensor& /*lam1*/,
+                                                                                  const at::Tensor& /*lam2*/,
+                                                                                  const at::Tensor& /*w*/) {
   const auto& batch = p.sym_sizes()[0];
-  return {at::empty_like(p), at::empty_symint({batch}, p.options()), at::empty_symint({batch}, p.options())};
+  return {at::empty_like(p), at::empty_symint({batch}, p.options()), at::empty_symint({batch}, p.options()),
+          at::empty_symint({batch, 4}, p.options())};
 }
 
 at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, const at::Tensor& /*lam2*/,
@@ -68,7 +71,7 @@ at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
-  m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor)");
+  m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastpid, CPU, m) {

@@ -6,8 +6,9 @@ converged).  The certificate and the atoms are computed from it in one place
 (``fastpid.pid``), so every backend is checked by the same duality gap.
 
 ``CERTIFICATES`` holds the backends' compiled certificates, each computing
-``fastpid.solver.certificate`` (the reference, used by the backends without
-one) of a solution; ``GRADIENTS`` their fused backward kernels, each computing
+``torch_certificate`` (the reference, used by the backends without one) of a
+solution: ``fastpid.solver.certificate`` and the entropies of the joints;
+``GRADIENTS`` their fused backward kernels, each computing
 ``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)`` (the reference,
 used by the backends without one).
 """
@@ -19,6 +20,7 @@ import os
 import torch
 
 from . import solver
+from .information import conditional_entropies
 
 
 def _load_ops():
@@ -59,16 +61,19 @@ def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
 
 
 def _compiled_certificate(p: torch.Tensor, solution: solver.Solution
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compiled certificate op (csrc/broja.h's certify_joint): q, f(Q), gap (nats)."""
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The compiled certificate op (csrc/broja.h's certify_joint): ``torch_certificate`` in one pass."""
     return _OPS.broja_certificate(p.contiguous(), solution.lam1.contiguous(), solution.lam2.contiguous(),
                                   solution.w.contiguous())
 
 
 def torch_certificate(p: torch.Tensor, solution: solver.Solution
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``fastpid.solver.certificate`` of a solution of the normalised joints p (B, n1, n2, ny)."""
-    return solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p))
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, f(Q), gap (``fastpid.solver.certificate``) of a solution of the normalised joints p
+    (B, n1, n2, ny), and their entropies (B, 4): H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2); nats."""
+    h = conditional_entropies(p)
+    entropies = torch.stack([h["y"], h["y|x1"], h["y|x2"], h["y|x1x2"]], 1)
+    return *solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p)), entropies
 
 
 SOLVERS = {"torch": solver.solve, "cpu": _compiled}

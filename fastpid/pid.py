@@ -30,7 +30,7 @@ import torch
 
 from . import backends, solver
 from ._checks import SUM_TOLERANCE, as_joint_tensor, check_joint, check_options
-from .information import LN2, conditional_entropies
+from .information import LN2
 
 
 @dataclass
@@ -105,13 +105,13 @@ def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: 
     batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
     flat = joint.reshape(-1, *cells)
     solution = backends.SOLVERS[backend](flat, tol, max_iter, solver.PATIENCE)
-    q, value, gap = backends.CERTIFICATES.get(backend, backends.torch_certificate)(flat, solution)
-    h = conditional_entropies(flat)
-    atoms = torch.stack([h["y"] - h["y|x1"] - h["y|x2"] - value,
-                         value + h["y|x2"],
-                         value + h["y|x1"],
-                         -h["y|x1x2"] - value,
-                         h["y"] - h["y|x1x2"]], 1) / LN2
+    q, value, gap, entropies = backends.CERTIFICATES.get(backend, backends.torch_certificate)(flat, solution)
+    h_y, h_y_x1, h_y_x2, h_y_x1x2 = entropies.unbind(1)
+    atoms = torch.stack([h_y - h_y_x1 - h_y_x2 - value,
+                         value + h_y_x2,
+                         value + h_y_x1,
+                         -h_y_x1x2 - value,
+                         h_y - h_y_x1x2], 1) / LN2
     return (atoms.reshape(*batch_shape, 5), (gap / LN2).reshape(batch_shape), q.reshape(joint.shape),
             solution.lam1.reshape(*batch_shape, *solution.lam1.shape[1:]),
             solution.lam2.reshape(*batch_shape, *solution.lam2.shape[1:]),

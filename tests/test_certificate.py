@@ -17,7 +17,7 @@ from fastpid import backends, solver  # noqa: E402
 from fastpid.examples import degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
 SCHEMA = ("fastpid::broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w)"
-          " -> (Tensor, Tensor, Tensor)")
+          " -> (Tensor, Tensor, Tensor, Tensor)")
 
 
 def batches():
@@ -47,8 +47,9 @@ def solutions(p: torch.Tensor, seed: int):
 def test_matches_reference(name, joints):
     p = torch.tensor(np.stack(joints))
     for label, solution in solutions(p, seed=len(name)):
-        q, value, gap = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
-        ref_q, ref_value, ref_gap = backends.torch_certificate(p, solution)
+        q, value, gap, entropies = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
+        ref_q, ref_value, ref_gap, ref_entropies = backends.torch_certificate(p, solution)
+        torch.testing.assert_close(entropies, ref_entropies, rtol=1e-12, atol=1e-14, msg=label)
         torch.testing.assert_close(q, ref_q, rtol=1e-12, atol=1e-15, msg=label)
         torch.testing.assert_close(value, ref_value, rtol=1e-12, atol=1e-13, msg=label)
         torch.testing.assert_close(gap, ref_gap, rtol=1e-9, atol=1e-13, msg=label)
@@ -60,7 +61,7 @@ def test_q_is_exactly_feasible():
     rng = np.random.default_rng(43)
     p = torch.tensor(np.stack([sparse_joint(rng, (6, 5, 4), 0.5) for _ in range(4)]))
     solution = solver.solve(p, tol=1e-6, max_iter=2)
-    q, _, _ = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
+    q, *_ = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
     assert (q >= 0).all()
     torch.testing.assert_close(q.sum(2), p.sum(2), rtol=0, atol=1e-15)
     torch.testing.assert_close(q.sum(1), p.sum(1), rtol=0, atol=1e-15)
@@ -79,7 +80,7 @@ def test_schema_fake_and_opcheck():
 def test_empty_batch():
     out = torch.ops.fastpid.broja_certificate(*(torch.zeros(shape, dtype=torch.float64) for shape in
                                                  ((0, 3, 4, 2), (0, 3, 2), (0, 4, 2), (0, 3, 4))))
-    assert [t.shape for t in out] == [(0, 3, 4, 2), (0,), (0,)]
+    assert [t.shape for t in out] == [(0, 3, 4, 2), (0,), (0,), (0, 4)]
 
 
 def _args(p=(1, 2, 2, 2), lam1=(1, 2, 2), lam2=(1, 2, 2), w=(1, 2, 2), dtype=torch.float64):

@@ -14,14 +14,17 @@
 
 namespace fastpid {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::Tensor& p, const at::Tensor& lam1,
-                                                                     const at::Tensor& lam2, const at::Tensor& w) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::Tensor& p,
+                                                                                 const at::Tensor& lam1,
+                                                                                 const at::Tensor& lam2,
+                                                                                 const at::Tensor& w) {
   TORCH_CHECK(p.device().is_cpu(), "fastpid::broja_certificate (CPU): expected p on the CPU, got ", p.device());
   check_broja_certificate_args(p, lam1, lam2, w);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
   auto q = at::empty_like(p);
   auto value = at::empty({batch}, p.options());
   auto gap = at::empty({batch}, p.options());
+  auto entropies = at::empty({batch, 4}, p.options());
 
   const double* p_data = p.const_data_ptr<double>();
   const double* lam1_data = lam1.const_data_ptr<double>();
@@ -30,6 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::T
   double* q_data = q.mutable_data_ptr<double>();
   double* value_data = value.mutable_data_ptr<double>();
   double* gap_data = gap.mutable_data_ptr<double>();
+  double* entropies_data = entropies.mutable_data_ptr<double>();
   const int a = int(n1), b = int(n2), c = int(ny);
   const int64_t cells = n1 * n2 * ny;
   const int64_t grain = std::max<int64_t>(1, 4096 / cells);
@@ -38,9 +42,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::T
     for (int64_t i = begin; i < end; ++i)
       gap_data[i] = broja::certify_joint<double>(p_data + i * cells, a, b, c, lam1_data + i * n1 * ny,
                                                  lam2_data + i * n2 * ny, w_data + i * n1 * n2, workspace.data(),
-                                                 q_data + i * cells, value_data + i);
+                                                 q_data + i * cells, value_data + i, entropies_data + i * 4);
   });
-  return {q, value, gap};
+  return {q, value, gap, entropies};
 }
 
 }  // namespace fastpid
