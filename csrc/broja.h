@@ -215,7 +215,7 @@ struct Side {
 };
 
 template <typename T> struct Joint {
-  int n1, n2, ny, np;  // np = n1 n2 pairs, pair k = x1 n2 + x2, cell k ny + y
+  int n1, n2, ny, np;  // np = n1 n2 pairs, pair k = k1 n2 + k2 of symbols (k1, k2), cell k ny + y
   T total_weight;      // Σ_k weight_k (at least the smallest normal number)
   // Problem data and masks.
   T *p1, *p2, *py;                      // (n1, ny), (n2, ny), (ny)
@@ -519,20 +519,21 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
 // and the logarithms are one pass each over all pairs (exp_all, log_all).
 template <typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
-  const int n2 = J.n2, ny = J.ny, np = J.np;
-  for (int k = 0; k < np; ++k) {  // s ← λ1 + λ2 − max over the cells (−∞ off them), g ← the max
-    T* sk = J.s + k * ny;
-    const T* l1 = J.lam1 + (k / n2) * ny;
-    const T* l2 = J.lam2 + (k % n2) * ny;
-    const unsigned char* ck = J.cell + k * ny;
-    T m = -Limits<T>::inf();
-    for (int y = 0; y < ny; ++y) {
-      const T z = l1[y] + l2[y];
-      if (ck[y] && (z > m || z != z)) m = (m != m) ? m : z;
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, np = J.np;
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {  // s ← λ1 + λ2 − max over the cells (−∞ off them), g ← the max
+      T* sk = J.s + k * ny;
+      const T* l1 = J.lam1 + k1 * ny;
+      const T* l2 = J.lam2 + k2 * ny;
+      const unsigned char* ck = J.cell + k * ny;
+      T m = -Limits<T>::inf();
+      for (int y = 0; y < ny; ++y) {
+        const T z = l1[y] + l2[y];
+        if (ck[y] && (z > m || z != z)) m = (m != m) ? m : z;
+      }
+      for (int y = 0; y < ny; ++y) sk[y] = ck[y] ? l1[y] + l2[y] - m : -Limits<T>::inf();
+      J.g[k] = J.pair[k] ? m : T(0);
     }
-    for (int y = 0; y < ny; ++y) sk[y] = ck[y] ? l1[y] + l2[y] - m : -Limits<T>::inf();
-    J.g[k] = J.pair[k] ? m : T(0);
-  }
   exp_all(J.s, np * ny);
   for (int k = 0; k < np; ++k) {
     T* sk = J.s + k * ny;
@@ -568,16 +569,17 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
   }
   for (int i = 0; i < n1 * ny; ++i) J.on1[i] = J.p1[i] > T(0);
   for (int i = 0; i < n2 * ny; ++i) J.on2[i] = J.p2[i] > T(0);
-  for (int k = 0; k < J.np; ++k) {
-    const unsigned char* o1 = J.on1 + (k / n2) * ny;
-    const unsigned char* o2 = J.on2 + (k % n2) * ny;
-    unsigned char any = 0;
-    for (int y = 0; y < ny; ++y) {
-      J.cell[k * ny + y] = o1[y] && o2[y];
-      any |= J.cell[k * ny + y];
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const unsigned char* o1 = J.on1 + k1 * ny;
+      const unsigned char* o2 = J.on2 + k2 * ny;
+      unsigned char any = 0;
+      for (int y = 0; y < ny; ++y) {
+        J.cell[k * ny + y] = o1[y] && o2[y];
+        any |= J.cell[k * ny + y];
+      }
+      J.pair[k] = any;
     }
-    J.pair[k] = any;
-  }
 }
 
 // Marginals, masks, gauge, sides and the analytic start (solver.Support.of,
@@ -615,14 +617,15 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
       J.lam1[i] = J.on1[i] ? log_(J.p1[i]) - log_py - T(1) : T(0);
     }
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.on2[i] ? log_(J.p2[i]) : T(0);
-  for (int k = 0; k < J.np; ++k) {
-    const T* a = J.p1 + (k / n2) * ny;
-    const T* b = J.p2 + (k % n2) * ny;
-    T sum = T(0);
-    for (int y = 0; y < ny; ++y)
-      if (J.cell[k * ny + y]) sum += a[y] * b[y] / J.py[y];
-    J.w[k] = sum;
-  }
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const T* a = J.p1 + k1 * ny;
+      const T* b = J.p2 + k2 * ny;
+      T sum = T(0);
+      for (int y = 0; y < ny; ++y)
+        if (J.cell[k * ny + y]) sum += a[y] * b[y] / J.py[y];
+      J.w[k] = sum;
+    }
   pair_softmax(J);
   for (int k = 0; k < J.np; ++k) J.h[k] = J.pair[k] ? -J.g[k] : T(1);
   // Weighted central path w_k h_k = μ Q0(x1, x2).
@@ -646,51 +649,54 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
   T* cols = J.t2;
   for (int i = 0; i < n1 * ny; ++i) rows[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
-  for (int k = 0; k < J.np; ++k) {
-    const T wk = J.w[k];
-    T* qk = J.q + k * ny;
-    const T* sk = J.s + k * ny;
-    T* rk = rows + (k / n2) * ny;
-    T* ck = cols + (k % n2) * ny;
-    for (int y = 0; y < ny; ++y) {
-      const T v = wk * sk[y];
-      qk[y] = v;
-      rk[y] += v;
-      ck[y] += v;
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const T wk = J.w[k];
+      T* qk = J.q + k * ny;
+      const T* sk = J.s + k * ny;
+      T* rk = rows + k1 * ny;
+      T* ck = cols + k2 * ny;
+      for (int y = 0; y < ny; ++y) {
+        const T v = wk * sk[y];
+        qk[y] = v;
+        rk[y] += v;
+        ck[y] += v;
+      }
     }
-  }
   for (int i = 0; i < n1 * ny; ++i) J.r1[i] = rows[i] - J.p1[i];
   for (int i = 0; i < n2 * ny; ++i) J.r2[i] = cols[i] - J.p2[i];
   // Rounding: rows scaled down to P1, then columns to P2, then the rank-one deficit.
   for (int i = 0; i < n1 * ny; ++i) rows[i] = rows[i] > J.p1[i] ? J.p1[i] / rows[i] : T(1);
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
-  for (int k = 0; k < J.np; ++k) {
-    const T* scale = rows + (k / n2) * ny;
-    T* ck = cols + (k % n2) * ny;
-    const T* qk = J.q + k * ny;
-    T* out = J.qr + k * ny;
-    for (int y = 0; y < ny; ++y) {
-      out[y] = qk[y] * scale[y];
-      ck[y] += out[y];
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const T* scale = rows + k1 * ny;
+      T* ck = cols + k2 * ny;
+      const T* qk = J.q + k * ny;
+      T* out = J.qr + k * ny;
+      for (int y = 0; y < ny; ++y) {
+        out[y] = qk[y] * scale[y];
+        ck[y] += out[y];
+      }
     }
-  }
   for (int i = 0; i < n2 * ny; ++i) cols[i] = cols[i] > J.p2[i] ? J.p2[i] / cols[i] : T(1);
   // Deficits P1 − Σ_x2 Q, P2 − Σ_x1 Q of the scaled Q.
   T* deficit1 = J.rhs1;  // free until the Newton step
   T* deficit2 = J.rhs2;
   for (int i = 0; i < n1 * ny; ++i) deficit1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) deficit2[i] = T(0);
-  for (int k = 0; k < J.np; ++k) {
-    const T* scale = cols + (k % n2) * ny;
-    T* a = deficit1 + (k / n2) * ny;
-    T* b = deficit2 + (k % n2) * ny;
-    T* out = J.qr + k * ny;
-    for (int y = 0; y < ny; ++y) {
-      out[y] *= scale[y];
-      a[y] += out[y];
-      b[y] += out[y];
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const T* scale = cols + k2 * ny;
+      T* a = deficit1 + k1 * ny;
+      T* b = deficit2 + k2 * ny;
+      T* out = J.qr + k * ny;
+      for (int y = 0; y < ny; ++y) {
+        out[y] *= scale[y];
+        a[y] += out[y];
+        b[y] += out[y];
+      }
     }
-  }
   // Non-negative in exact arithmetic; clamp the rounding error (NaN stays NaN).
   for (int i = 0; i < n1 * ny; ++i) {
     const T d = J.p1[i] - deficit1[i];
@@ -706,20 +712,21 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
     for (int x1 = 0; x1 < n1; ++x1) sum += deficit1[x1 * ny + y];
     total[y] = sum > T(0) ? sum : T(1);
   }
-  for (int k = 0; k < J.np; ++k) {
-    const T* a = deficit1 + (k / n2) * ny;
-    const T* b = deficit2 + (k % n2) * ny;
-    const unsigned char* ck = J.cell + k * ny;
-    T* out = J.qr + k * ny;
-    T mass = T(0);
-    for (int y = 0; y < ny; ++y) {
-      if (!ck[y]) continue;  // q and a deficit vanish off the cells
-      const T v = out[y] + a[y] * b[y] / total[y];
-      out[y] = v;
-      mass += v;
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      const T* a = deficit1 + k1 * ny;
+      const T* b = deficit2 + k2 * ny;
+      const unsigned char* ck = J.cell + k * ny;
+      T* out = J.qr + k * ny;
+      T mass = T(0);
+      for (int y = 0; y < ny; ++y) {
+        if (!ck[y]) continue;  // q and a deficit vanish off the cells
+        const T v = out[y] + a[y] * b[y] / total[y];
+        out[y] = v;
+        mass += v;
+      }
+      J.pair_sum[k] = mass;
     }
-    J.pair_sum[k] = mass;
-  }
   const T value = sum_xlogx(J.qr, J.np * ny) - sum_xlogx(J.pair_sum, J.np);
   // Dual objective at λ made feasible: λ1(x1, ·) − max(0, max_x2 g).
   T dual = T(0);
@@ -888,33 +895,34 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, con
   T* m2 = J.t2;
   for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
-  for (int k = 0; k < J.np; ++k) {
-    if (!J.pair[k]) continue;
-    const T* sk = J.s + k * ny;
-    const T* qk = J.q + k * ny;
-    const T* a = x1 + (k / n2) * ny;
-    const T* b = x2 + (k % n2) * ny;
-    T dot = T(0), dot_abs = T(0);
-    for (int y = 0; y < ny; ++y) {
-      dot += sk[y] * (a[y] + b[y]);
-      dot_abs += sk[y] * (fabs_(a[y]) + fabs_(b[y]));
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      if (!J.pair[k]) continue;
+      const T* sk = J.s + k * ny;
+      const T* qk = J.q + k * ny;
+      const T* a = x1 + k1 * ny;
+      const T* b = x2 + k2 * ny;
+      T dot = T(0), dot_abs = T(0);
+      for (int y = 0; y < ny; ++y) {
+        dot += sk[y] * (a[y] + b[y]);
+        dot_abs += sk[y] * (fabs_(a[y]) + fabs_(b[y]));
+      }
+      const T ck = J.c[k];
+      dot *= ck;
+      dot_abs *= fabs_(ck);
+      T* o1 = e1 + k1 * ny;
+      T* o2 = e2 + k2 * ny;
+      T* p1 = m1 + k1 * ny;
+      T* p2 = m2 + k2 * ny;
+      for (int y = 0; y < ny; ++y) {
+        const T v = qk[y] * (a[y] + b[y]) + sk[y] * dot;
+        const T va = qk[y] * (fabs_(a[y]) + fabs_(b[y])) + sk[y] * dot_abs;
+        o1[y] += v;
+        o2[y] += v;
+        p1[y] += va;
+        p2[y] += va;
+      }
     }
-    const T ck = J.c[k];
-    dot *= ck;
-    dot_abs *= fabs_(ck);
-    T* o1 = e1 + (k / n2) * ny;
-    T* o2 = e2 + (k % n2) * ny;
-    T* p1 = m1 + (k / n2) * ny;
-    T* p2 = m2 + (k % n2) * ny;
-    for (int y = 0; y < ny; ++y) {
-      const T v = qk[y] * (a[y] + b[y]) + sk[y] * dot;
-      const T va = qk[y] * (fabs_(a[y]) + fabs_(b[y])) + sk[y] * dot_abs;
-      o1[y] += v;
-      o2[y] += v;
-      p1[y] += va;
-      p2[y] += va;
-    }
-  }
   T berr = T(0);
   for (int i = 0; i < n1 * ny; ++i) {
     e1[i] = J.on1[i] ? r1[i] - e1[i] : T(0);
@@ -936,19 +944,20 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
   for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
-  for (int k = 0; k < J.np; ++k) {
-    if (!J.pair[k]) continue;
-    rc[k] += J.w[k] * J.primal[k];
-    const T f = rc[k] / J.h[k];
-    const T* sk = J.s + k * ny;
-    T* a = J.rhs1 + (k / n2) * ny;
-    T* b = J.rhs2 + (k % n2) * ny;
-    for (int y = 0; y < ny; ++y) {
-      const T v = sk[y] * f;
-      a[y] += v;
-      b[y] += v;
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      if (!J.pair[k]) continue;
+      rc[k] += J.w[k] * J.primal[k];
+      const T f = rc[k] / J.h[k];
+      const T* sk = J.s + k * ny;
+      T* a = J.rhs1 + k1 * ny;
+      T* b = J.rhs2 + k2 * ny;
+      for (int y = 0; y < ny; ++y) {
+        const T v = sk[y] * f;
+        a[y] += v;
+        b[y] += v;
+      }
     }
-  }
   for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
   for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
   solve_factored(J, J.rhs1, J.rhs2, J.d1, J.d2);
@@ -961,20 +970,21 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
     for (int i = 0; i < n1 * ny; ++i) J.d1[i] += J.f1[i];
     for (int i = 0; i < n2 * ny; ++i) J.d2[i] += J.f2[i];
   }
-  for (int k = 0; k < J.np; ++k) {
-    if (!J.pair[k]) {
-      dw[k] = T(0);
-      dh[k] = T(0);
-      continue;
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      if (!J.pair[k]) {
+        dw[k] = T(0);
+        dh[k] = T(0);
+        continue;
+      }
+      const T* sk = J.s + k * ny;
+      const T* a = J.d1 + k1 * ny;
+      const T* b = J.d2 + k2 * ny;
+      T slope = T(0);
+      for (int y = 0; y < ny; ++y) slope += sk[y] * (a[y] + b[y]);
+      dh[k] = -J.primal[k] - slope;
+      dw[k] = (rc[k] + J.w[k] * slope) / J.h[k];
     }
-    const T* sk = J.s + k * ny;
-    const T* a = J.d1 + (k / n2) * ny;
-    const T* b = J.d2 + (k % n2) * ny;
-    T slope = T(0);
-    for (int y = 0; y < ny; ++y) slope += sk[y] * (a[y] + b[y]);
-    dh[k] = -J.primal[k] - slope;
-    dw[k] = (rc[k] + J.w[k] * slope) / J.h[k];
-  }
 }
 
 // Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
