@@ -7,10 +7,10 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "../broja.h"
 #include "../broja_checks.h"
+#include "workspace.h"
 
 namespace fastpid {
 
@@ -38,10 +38,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
   const int64_t cells = n1 * n2 * ny;
   const int64_t grain = std::max<int64_t>(1, 4096 / cells);
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    std::vector<char> workspace(broja::workspace_bytes<double>(a, b, c));
+    char* workspace = cpu::thread_workspace(broja::workspace_bytes<double>(a, b, c));
     for (int64_t i = begin; i < end; ++i)
       gap_data[i] = broja::certify_joint<double>(p_data + i * cells, a, b, c, lam1_data + i * n1 * ny,
-                                                 lam2_data + i * n2 * ny, w_data + i * n1 * n2, workspace.data(),
+                                                 lam2_data + i * n2 * ny, w_data + i * n1 * n2, workspace,
                                                  q_data + i * cells, value_data + i, entropies_data + i * 4);
   });
   return {q, value, gap, entropies};

@@ -53,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
 #if defined(__x86_64__) && defined(__GNUC__)
   if (std::strcmp(cpu::instruction_set(), "avx2") == 0) solve_joints = cpu::solve_joints_avx2;
 #endif
-  // Each thread's chunk of joints gets one workspace.  A batch of fewer than
+  // Each thread solves its chunk of joints in its own workspace.  A batch of fewer than
   // ~4096 cells in all is not worth a second thread.
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
   at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) { solve_joints(args, begin, end); });

@@ -10,8 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <vector>
-
 #define FASTPID_ISA avx2
 #define FASTPID_VECTOR_BYTES 32
 #pragma GCC target("avx2,fma")

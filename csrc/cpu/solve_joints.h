@@ -6,9 +6,8 @@
 
 #include <stdint.h>
 
-#include <vector>
-
 #include "../broja.h"
+#include "workspace.h"
 
 namespace fastpid {
 namespace cpu {
@@ -24,7 +23,7 @@ struct SolveArgs {
   bool* converged;
 };
 
-// Solves joints [begin, end) with one workspace: the baseline copy, and the
+// Solves joints [begin, end) with the thread's workspace: the baseline copy, and the
 // AVX2 + FMA copy (defined on x86-64 with GCC or Clang only).
 void solve_joints_baseline(const SolveArgs& args, int64_t begin, int64_t end);
 void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end);
@@ -35,11 +34,11 @@ namespace broja {
 inline namespace FASTPID_ISA {
 
 inline void solve_joints(const cpu::SolveArgs& a, int64_t begin, int64_t end) {
-  std::vector<char> workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  char* workspace = cpu::thread_workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t i = begin; i < end; ++i) {
     const Result result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience,
-                                              workspace.data(), a.lam1 + i * a.n1 * a.ny,
+                                              workspace, a.lam1 + i * a.n1 * a.ny,
                                               a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
     a.iterations[i] = result.iterations;
     a.converged[i] = result.converged;
