@@ -43,8 +43,12 @@ def solutions(p: torch.Tensor, seed: int):
                                     torch.zeros(batch, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("isa", ["default", "baseline"])
 @pytest.mark.parametrize("name,joints", list(batches()), ids=[name for name, _ in batches()])
-def test_matches_reference(name, joints):
+def test_matches_reference(name, joints, isa, monkeypatch):
+    """Both copies of the op (AVX2 + FMA where the processor has it, and the baseline)."""
+    if isa == "baseline":
+        monkeypatch.setenv("FASTPID_CPU_ISA", "baseline")
     p = torch.tensor(np.stack(joints))
     for label, solution in solutions(p, seed=len(name)):
         q, value, gap, entropies = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)

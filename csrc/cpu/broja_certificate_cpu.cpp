@@ -1,4 +1,5 @@
-// The CPU op: csrc/broja.h's certify_joint run joint by joint, in parallel over the batch.
+// The CPU op: csrc/broja.h's certify_joint run joint by joint, in parallel over
+// the batch, with the copy built for the processor (csrc/cpu/per_joint.h).
 #include "broja_certificate_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -7,12 +8,20 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstring>
 
-#include "../broja.h"
 #include "../broja_checks.h"
-#include "workspace.h"
+#include "broja_cpu.h"
+#include "per_joint.h"
 
 namespace fastpid {
+namespace cpu {
+
+void certify_joints_baseline(const CertifyArgs& args, int64_t begin, int64_t end) {
+  broja::baseline::certify_joints(args, begin, end);
+}
+
+}  // namespace cpu
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::Tensor& p,
                                                                                  const at::Tensor& lam1,
@@ -25,25 +34,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
   auto value = at::empty({batch}, p.options());
   auto gap = at::empty({batch}, p.options());
   auto entropies = at::empty({batch, 4}, p.options());
-
-  const double* p_data = p.const_data_ptr<double>();
-  const double* lam1_data = lam1.const_data_ptr<double>();
-  const double* lam2_data = lam2.const_data_ptr<double>();
-  const double* w_data = w.const_data_ptr<double>();
-  double* q_data = q.mutable_data_ptr<double>();
-  double* value_data = value.mutable_data_ptr<double>();
-  double* gap_data = gap.mutable_data_ptr<double>();
-  double* entropies_data = entropies.mutable_data_ptr<double>();
-  const int a = int(n1), b = int(n2), c = int(ny);
-  const int64_t cells = n1 * n2 * ny;
-  const int64_t grain = std::max<int64_t>(1, 4096 / cells);
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) {
-    char* workspace = cpu::thread_workspace(broja::workspace_bytes<double>(a, b, c));
-    for (int64_t i = begin; i < end; ++i)
-      gap_data[i] = broja::certify_joint<double>(p_data + i * cells, a, b, c, lam1_data + i * n1 * ny,
-                                                 lam2_data + i * n2 * ny, w_data + i * n1 * n2, workspace,
-                                                 q_data + i * cells, value_data + i, entropies_data + i * 4);
-  });
+  const cpu::CertifyArgs args{p.const_data_ptr<double>(),
+                              lam1.const_data_ptr<double>(),
+                              lam2.const_data_ptr<double>(),
+                              w.const_data_ptr<double>(),
+                              int(n1),
+                              int(n2),
+                              int(ny),
+                              q.mutable_data_ptr<double>(),
+                              value.mutable_data_ptr<double>(),
+                              gap.mutable_data_ptr<double>(),
+                              entropies.mutable_data_ptr<double>()};
+  auto certify_joints = cpu::certify_joints_baseline;
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) certify_joints = cpu::certify_joints_avx2;
+#endif
+  const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
+  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) { certify_joints(args, begin, end); });
   return {q, value, gap, entropies};
 }
 

@@ -1,5 +1,5 @@
 // The CPU op: csrc/broja.h run joint by joint, in parallel over the batch, with
-// the copy of the solver built for the processor (csrc/cpu/solve_joints.h).
+// the copy of the solver built for the processor (csrc/cpu/per_joint.h).
 #include "broja_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "../broja_checks.h"
-#include "solve_joints.h"
+#include "per_joint.h"
 
 namespace fastpid {
 namespace cpu {

@@ -21,13 +21,17 @@ extern "C" __m256d Sleef_expd4_u10(__m256d);
 extern "C" __m256d Sleef_logd4_u10(__m256d);
 #define FASTPID_VECTOR_EXP Sleef_expd4_u10
 #define FASTPID_VECTOR_LOG Sleef_logd4_u10
-#include "solve_joints.h"
+#include "per_joint.h"
 
 namespace fastpid {
 namespace cpu {
 
 void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end) {
   broja::avx2::solve_joints(args, begin, end);
+}
+
+void certify_joints_avx2(const CertifyArgs& args, int64_t begin, int64_t end) {
+  broja::avx2::certify_joints(args, begin, end);
 }
 
 }  // namespace cpu
