@@ -79,6 +79,8 @@ def per_joint(bench) -> float:
 
 
 def seconds(t: float) -> str:
+    if t < 0:  # a difference of two medians, within the run-to-run noise
+        return f"−{seconds(-t)}"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
         if t >= scale:
             return f"{t / scale:.3g} {unit}"
@@ -254,7 +256,8 @@ def main(argv=None):
                "notes in `bench/README.md`. steps: Newton steps per joint (the returned iterate's index, "
                "+ `solver.PATIENCE` for a joint that stalled); measured/iter = (C++ backend alone − its "
                "`max_iter=0` run) ÷ steps; set-up/joint = the backend's `max_iter=0` run (set-up, one "
-               "certificate); Python side/joint = `fastpid.pid` − backend alone (checks, certificate, atoms); "
+               "certificate); Python side/joint = `fastpid.pid` − backend alone (checks, certificate, atoms; a "
+               "difference of two medians, negative where it is below the noise); "
                "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
                "DRAM traffic.", "", markdown_table(roof_header, roof_rows), ""]
     out.write_text("\n".join(md))
