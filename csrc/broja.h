@@ -129,61 +129,6 @@ template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return (a !=
 // x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
 template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return x == T(0) ? T(0) : x * log_(x); }
 
-// The long passes of pair_softmax and certificate_gap: x ← exp(x), x ← log(x)
-// and Σ x log x (0 log 0 = 0) over n values.  A translation unit may define
-// FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector of
-// FASTPID_VECTOR_BYTES) before including this header, as
-// csrc/cpu/broja_cpu_avx2.cpp does with SLEEF's, for the double versions below.
-template <typename T> FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
-  for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
-}
-template <typename T> FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
-  for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
-}
-template <typename T> FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
-  T sum = T(0);
-  for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
-  return sum;
-}
-#if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
-typedef double vector_double __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
-constexpr int kVectorDoubles = FASTPID_VECTOR_BYTES / sizeof(double);
-inline void exp_all(double* x, int n) {
-  int i = 0;
-  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
-    vector_double v;
-    __builtin_memcpy(&v, x + i, sizeof v);
-    v = FASTPID_VECTOR_EXP(v);
-    __builtin_memcpy(x + i, &v, sizeof v);
-  }
-  for (; i < n; ++i) x[i] = exp_(x[i]);
-}
-inline void log_all(double* x, int n) {
-  int i = 0;
-  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
-    vector_double v;
-    __builtin_memcpy(&v, x + i, sizeof v);
-    v = FASTPID_VECTOR_LOG(v);
-    __builtin_memcpy(x + i, &v, sizeof v);
-  }
-  for (; i < n; ++i) x[i] = log_(x[i]);
-}
-inline double sum_xlogx(const double* x, int n) {
-  vector_double acc = {};
-  int i = 0;
-  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
-    vector_double v;
-    __builtin_memcpy(&v, x + i, sizeof v);
-    const vector_double t = v * FASTPID_VECTOR_LOG(v);
-    acc += v == 0.0 ? vector_double{} : t;  // 0 log 0 = 0; NaN for x < 0 or NaN, as xlogx
-  }
-  double sum = 0.0;
-  for (; i < n; ++i) sum += xlogx(x[i]);
-  for (int l = 0; l < kVectorDoubles; ++l) sum += acc[l];
-  return sum;
-}
-#endif
-
 // The register tiles of rank_update: kTileRows rows of S by two vectors of
 // FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
 // this header, as csrc/cpu/broja_cpu_avx2.cpp does).  The Schur complement and
@@ -198,6 +143,61 @@ static_assert(2 * FASTPID_VECTOR_BYTES / 8 <= kPadding && kPadding % kTileRows =
 
 // n rounded up to a multiple of kPadding.
 FASTPID_HOST_DEVICE inline int padded(int n) { return (n + kPadding - 1) / kPadding * kPadding; }
+
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// Vectors of FASTPID_VECTOR_BYTES (GCC/Clang vector extensions) for the CPU
+// kernels below, with unaligned loads and stores.
+typedef double vector_double __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
+constexpr int kVectorDoubles = FASTPID_VECTOR_BYTES / sizeof(double);
+inline vector_double load(const double* x) {
+  vector_double v;
+  __builtin_memcpy(&v, x, sizeof v);
+  return v;
+}
+inline void store(double* x, vector_double v) { __builtin_memcpy(x, &v, sizeof v); }
+#endif
+
+// The long passes of pair_softmax and certificate_gap: x ← exp(x), x ← log(x)
+// and Σ x log x (0 log 0 = 0) over n values.  A translation unit may define
+// FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector_double)
+// before including this header, as csrc/cpu/broja_cpu_avx2.cpp does with
+// SLEEF's, for the double versions below.
+template <typename T> FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
+  T sum = T(0);
+  for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
+  return sum;
+}
+#if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
+inline void exp_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_EXP(load(x + i)));
+  for (; i < n; ++i) x[i] = exp_(x[i]);
+}
+inline void log_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_LOG(load(x + i)));
+  for (; i < n; ++i) x[i] = log_(x[i]);
+}
+inline double sum_xlogx(const double* x, int n) {
+  vector_double acc = {};
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
+    const vector_double v = load(x + i);
+    const vector_double t = v * FASTPID_VECTOR_LOG(v);
+    acc += v == 0.0 ? vector_double{} : t;  // 0 log 0 = 0; NaN for x < 0 or NaN, as xlogx
+  }
+  double sum = 0.0;
+  for (; i < n; ++i) sum += xlogx(x[i]);
+  for (int l = 0; l < kVectorDoubles; ++l) sum += acc[l];
+  return sum;
+}
+#endif
 
 // ---------------------------------------------------------------- workspace
 
@@ -324,25 +324,18 @@ FASTPID_HOST_DEVICE inline T dot(const T* a, const T* b, int n) {
   return (s0 + s1) + (s2 + s3);
 }
 #if defined(__GNUC__) && !defined(__CUDACC__)
-// The same with two vector accumulators of FASTPID_VECTOR_BYTES (4 or 8 partial sums).
+// The same with two vector accumulators (4 or 8 partial sums).
 FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
-  constexpr int W = FASTPID_VECTOR_BYTES / sizeof(double);
-  typedef double vec __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
-  vec s0 = {}, s1 = {};
+  vector_double s0 = {}, s1 = {};
   int i = 0;
-  for (; i + 2 * W <= n; i += 2 * W) {
-    vec a0, a1, b0, b1;
-    __builtin_memcpy(&a0, a + i, sizeof a0);
-    __builtin_memcpy(&a1, a + i + W, sizeof a1);
-    __builtin_memcpy(&b0, b + i, sizeof b0);
-    __builtin_memcpy(&b1, b + i + W, sizeof b1);
-    s0 += a0 * b0;
-    s1 += a1 * b1;
+  for (; i + 2 * kVectorDoubles <= n; i += 2 * kVectorDoubles) {
+    s0 += load(a + i) * load(b + i);
+    s1 += load(a + i + kVectorDoubles) * load(b + i + kVectorDoubles);
   }
   s0 += s1;
   double sum = 0.0;
   for (; i < n; ++i) sum += a[i] * b[i];
-  for (int l = 0; l < W; ++l) sum += s0[l];
+  for (int l = 0; l < kVectorDoubles; ++l) sum += s0[l];
   return sum;
 }
 #endif
@@ -411,31 +404,23 @@ FASTPID_HOST_DEVICE inline void rank_update(T* S, int ldS, const T* G, int ldG, 
 // csrc/cpu/broja_cpu_avx2.cpp builds the solver for AVX2 and FMA.  Tiles that
 // cross the diagonal are written whole (their lower part is never read).
 FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G, int ldG, int rows, int n) {
-  constexpr int W = FASTPID_VECTOR_BYTES / sizeof(double), C = 2 * W;
-  typedef double vec __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
+  constexpr int W = kVectorDoubles, C = 2 * W;
   for (int r0 = 0; r0 < n; r0 += kTileRows) {
     for (int j0 = r0 / C * C; j0 < n; j0 += C) {
-      vec acc[kTileRows][2] = {};
+      vector_double acc[kTileRows][2] = {};
       for (int i = 0; i < rows; ++i) {
         const double* Gi = G + i * ldG;
-        vec b0, b1;
-        __builtin_memcpy(&b0, Gi + j0, sizeof b0);
-        __builtin_memcpy(&b1, Gi + j0 + W, sizeof b1);
+        const vector_double b0 = load(Gi + j0), b1 = load(Gi + j0 + W);
         for (int a = 0; a < kTileRows; ++a) {
-          const vec g = Gi[r0 + a] - vec{};  // a broadcast: x − (+0) = x, so no addition is emitted
+          const vector_double g = Gi[r0 + a] - vector_double{};  // a broadcast: x − (+0) = x, no addition
           acc[a][0] += g * b0;
           acc[a][1] += g * b1;
         }
       }
       for (int a = 0; a < kTileRows; ++a) {
         double* Sr = S + (r0 + a) * ldS + j0;
-        vec s0, s1;
-        __builtin_memcpy(&s0, Sr, sizeof s0);
-        __builtin_memcpy(&s1, Sr + W, sizeof s1);
-        s0 -= acc[a][0];
-        s1 -= acc[a][1];
-        __builtin_memcpy(Sr, &s0, sizeof s0);
-        __builtin_memcpy(Sr + W, &s1, sizeof s1);
+        store(Sr, load(Sr) - acc[a][0]);
+        store(Sr + W, load(Sr + W) - acc[a][1]);
       }
     }
   }
