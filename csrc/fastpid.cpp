@@ -15,11 +15,10 @@
 //       -> (Tensor q, Tensor value, Tensor gap, Tensor entropies)
 //
 // is the certificate of a solution, as fastpid.solver.certificate, with the
-// entropies H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of p (CPU only:
-// on CUDA, fastpid.pid certifies with the torch code).  Implementations:
+// entropies H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of p.  Implementations:
 //   CPU   csrc/cpu/broja_cpu.cpp (+ broja_cpu_avx2.cpp, the AVX2 copy), csrc/cpu/broja_backward_cpu.cpp,
 //         csrc/cpu/broja_certificate_cpu.cpp
-//   CUDA  csrc/cuda/broja_cuda.cu, csrc/cuda/broja_backward_cuda.cu (built with
+//   CUDA  csrc/cuda/broja_cuda.cu (solve, certificate), csrc/cuda/broja_backward_cuda.cu (built with
 //         FASTPID_CUDA, which defines WITH_CUDA)
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
@@ -84,6 +83,7 @@ TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
 TORCH_LIBRARY_IMPL(fastpid, CUDA, m) {
   m.impl("broja_solve", &broja_solve_cuda);
   m.impl("broja_backward", &broja_backward_cuda);
+  m.impl("broja_certificate", &broja_certificate_cuda);
 }
 #endif
 

@@ -62,7 +62,7 @@ def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
 
 def _compiled_certificate(p: torch.Tensor, solution: solver.Solution
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compiled certificate op (csrc/broja.h's certify_joint): ``torch_certificate`` in one pass."""
+    """The compiled certificate op (csrc/broja.h's certify_joint) on p's device: ``torch_certificate`` in one pass."""
     return _OPS.broja_certificate(p.contiguous(), solution.lam1.contiguous(), solution.lam2.contiguous(),
                                   solution.w.contiguous())
 
@@ -81,6 +81,7 @@ CERTIFICATES = {"cpu": _compiled_certificate}
 GRADIENTS = {"cpu": _compiled_gradient}
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled
+    CERTIFICATES["cuda"] = _compiled_certificate
     GRADIENTS["cuda"] = _compiled_gradient
 
 # "triton": solver.solve with fused Triton kernels for its passes over the cells

@@ -142,9 +142,30 @@ def test_pid_auto_uses_cuda_and_agrees_with_torch():
 
 
 @needs_gpu
+def test_certificate_matches_reference_and_cpu_op():
+    """The CUDA certificate (csrc/broja.h's certify_joint, one thread per joint) against the
+    reference and the CPU op, at the optimum and at an iterate part-way, with structural zeros."""
+    rng = np.random.default_rng(5)
+    joints = [dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(6)] + [sparse_joint(rng, (5, 5, 5), 0.4)]
+    p = batch(joints)
+    for max_iter in (2, 100):
+        solution = backends.SOLVERS["torch"](p, SOLVE_TOL, max_iter, solver.PATIENCE)
+        ours = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
+        assert all(t.device == p.device for t in ours)
+        cpu = torch.ops.fastpid.broja_certificate(p.cpu(), solution.lam1.cpu(), solution.lam2.cpu(), solution.w.cpu())
+        for got, ref, want in zip(ours, backends.torch_certificate(p, solution), cpu):
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-13)
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-14)
+
+
+@needs_gpu
 def test_empty_batch_and_input_checks():
     out = torch.ops.fastpid.broja_solve(torch.empty(0, 2, 3, 2, dtype=torch.float64, device="cuda"), 1e-8, 10, 5)
     assert [tuple(t.shape) for t in out] == [(0, 2, 2), (0, 3, 2), (0, 2, 3), (0,), (0,)]
+    empty = (torch.empty(shape, dtype=torch.float64, device="cuda") for shape in ((0, 2, 3, 2), (0, 2, 2), (0, 3, 2),
+                                                                              (0, 2, 3)))
+    out = torch.ops.fastpid.broja_certificate(*empty)
+    assert [tuple(t.shape) for t in out] == [(0, 2, 3, 2), (0,), (0,), (0, 4)]
     with pytest.raises(RuntimeError, match="float64"):
         torch.ops.fastpid.broja_solve(torch.ones(1, 2, 2, 2, device="cuda") / 8, 1e-8, 10, 5)
     with pytest.raises(RuntimeError, match="contiguous"):
