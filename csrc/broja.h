@@ -511,11 +511,16 @@ FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
       const T* l1 = J.lam1 + k1 * ny;
       const T* l2 = J.lam2 + k2 * ny;
       const unsigned char* ck = J.cell + k * ny;
-      T m = -Limits<T>::inf();
+      // The max over the cells, NaN if any is NaN; without branches on the values.
+      T m = -Limits<T>::inf(), nan = T(0);
+      bool any_nan = false;
       for (int y = 0; y < ny; ++y) {
-        const T z = l1[y] + l2[y];
-        if (ck[y] && (z > m || z != z)) m = (m != m) ? m : z;
+        const T z = ck[y] ? l1[y] + l2[y] : -Limits<T>::inf();
+        any_nan |= z != z;
+        nan = z != z ? z : nan;
+        m = z > m ? z : m;
       }
+      m = any_nan ? nan : m;
       for (int y = 0; y < ny; ++y) sk[y] = ck[y] ? l1[y] + l2[y] - m : -Limits<T>::inf();
       J.g[k] = J.pair[k] ? m : T(0);
     }
@@ -975,13 +980,17 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
 // Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
 template <typename T>
 FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
-  T alpha = T(1);
-  for (int k = 0; k < n; ++k)
-    if (delta[k] < T(0)) {
-      const T r = -value[k] / delta[k];
-      if (r < alpha || r != r) alpha = (alpha != alpha) ? alpha : r;
-    }
-  return alpha;
+  // The min over the decreasing entries, NaN if any ratio is NaN; without branches on the values.
+  T alpha = T(1), nan = T(0);
+  bool any_nan = false;
+  for (int k = 0; k < n; ++k) {
+    const bool down = delta[k] < T(0);
+    const T r = down ? -value[k] / delta[k] : T(1);
+    any_nan |= r != r;
+    nan = r != r ? r : nan;
+    alpha = r < alpha ? r : alpha;
+  }
+  return any_nan ? nan : alpha;
 }
 
 
