@@ -55,6 +55,18 @@ def cudart_found():
     return bool(cuda_library_dirs()) or any(path and has_cudart(path) for path in search)
 
 
+def torch_exports_sleef():
+    """Whether libtorch_cpu exports SLEEF's AVX2 exp and log (x86-64 builds of torch do:
+    ATen's vectorised kernels call them), which the AVX2 copy of the CPU solver uses."""
+    import ctypes
+    libraries = glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.*"))
+    try:
+        library = ctypes.CDLL(libraries[0]) if libraries else None
+    except OSError:
+        return False
+    return library is not None and all(hasattr(library, name) for name in ("Sleef_expd4_u10", "Sleef_logd4_u10"))
+
+
 def extension():
     cpp = sources("csrc/*.cpp") + sources("csrc/cpu/*.cpp")
     cuda = sources("csrc/cuda/*.cu")
@@ -71,6 +83,7 @@ def extension():
         sys.exit("FASTPID_CUDA=1 but there are no CUDA sources in csrc/cuda/")
     openmp = [] if sys.platform == "darwin" else ["-fopenmp"]  # at::parallel_for is OpenMP in torch's builds
     cxx = ["-O3", *openmp]
+    macros = [("FASTPID_SLEEF", None)] if torch_exports_sleef() else []
     if with_cuda:
         if CUDA_HOME is None or torch.version.cuda is None:
             sys.exit("FASTPID_CUDA=1 needs nvcc (set CUDA_HOME) and a CUDA build of torch")
@@ -81,10 +94,11 @@ def extension():
         # torch reads the architectures from TORCH_CUDA_ARCH_LIST; without it, it
         # would ask the build machine's GPUs (or use every architecture torch has).
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
-        return CUDAExtension("fastpid._C", cpp + cuda, define_macros=[("WITH_CUDA", None)],
+        return CUDAExtension("fastpid._C", cpp + cuda, define_macros=[("WITH_CUDA", None), *macros],
                              library_dirs=cuda_library_dirs(),
                              extra_compile_args={"cxx": cxx, "nvcc": ["-O3"]}, extra_link_args=openmp)
-    return CppExtension("fastpid._C", cpp, extra_compile_args={"cxx": cxx}, extra_link_args=openmp)
+    return CppExtension("fastpid._C", cpp, define_macros=macros, extra_compile_args={"cxx": cxx},
+                        extra_link_args=openmp)
 
 
 setup(

@@ -96,10 +96,18 @@ TORCH_LIBRARY_IMPL(fastpid, Meta, m) {
 }  // namespace fastpid
 
 // `import fastpid._C` loads this library, which registers the operators above
-// under torch.ops.fastpid; the Python module only says which CPU copy runs.
+// under torch.ops.fastpid; the Python module only says which CPU copy runs, and
+// with which exp and log.
 PYBIND11_MODULE(_C, m) {
   m.doc() = "FastPID's compiled operators (torch.ops.fastpid).";
   m.def("cpu_instruction_set", &fastpid::cpu::instruction_set,
         "The copy of the CPU solver fastpid::broja_solve runs: 'avx2' (AVX2 + FMA) or 'baseline' "
         "(FASTPID_CPU_ISA=baseline forces it).");
+  // The exp and log of the AVX2 copy's long passes: SLEEF's vector functions
+  // from libtorch_cpu where setup.py found them, else the C library's.
+#ifdef FASTPID_SLEEF
+  m.attr("cpu_vector_math") = "sleef";
+#else
+  m.attr("cpu_vector_math") = "libm";
+#endif
 }

@@ -9,6 +9,8 @@ the output conventions of ``fastpid.solver.Solution`` (λ = 0 at masked cells).
 """
 from __future__ import annotations
 
+import platform
+
 import numpy as np
 import pytest
 import torch
@@ -197,6 +199,15 @@ def test_input_checks(p, message):
 def test_argument_checks(max_iter, patience):
     with pytest.raises(RuntimeError, match="non-negative"):
         torch.ops.fastpid.broja_solve(torch.full((1, 2, 2, 2), 0.125, dtype=torch.float64), SOLVE_TOL, max_iter, patience)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the AVX2 copy is x86-64 only")
+def test_avx2_copy_uses_sleef():
+    """x86-64 builds of torch export SLEEF's vector exp and log; setup.py then builds the AVX2
+    copy's long passes on them (without, it would silently fall back to scalar libm calls)."""
+    from fastpid import _C
+
+    assert _C.cpu_vector_math == "sleef"
 
 
 def test_instruction_set_copies_agree(monkeypatch):

@@ -13,14 +13,16 @@
 #define FASTPID_ISA avx2
 #define FASTPID_VECTOR_BYTES 32
 #pragma GCC target("avx2,fma")
+#ifdef FASTPID_SLEEF
 // SLEEF's vector exp and log (1 ulp), which ATen's Vectorized<double> calls too;
-// libtorch_cpu, which every torch extension links, exports them.  (torch's
-// sleef.h declares them only where __AVX__ is predefined, which the pragma
-// above does not do.)
+// libtorch_cpu, which every torch extension links, exports them (setup.py
+// defines FASTPID_SLEEF where it does).  torch's sleef.h declares them only
+// where __AVX__ is predefined, which the pragma above does not do.
 extern "C" __m256d Sleef_expd4_u10(__m256d);
 extern "C" __m256d Sleef_logd4_u10(__m256d);
 #define FASTPID_VECTOR_EXP Sleef_expd4_u10
 #define FASTPID_VECTOR_LOG Sleef_logd4_u10
+#endif
 #include "per_joint.h"
 
 namespace fastpid {
