@@ -31,7 +31,7 @@ struct CertifyArgs {
   double *q, *value, *gap, *entropies;  // (B, n1, n2, ny), (B), (B), (B, 4)
 };
 
-// Solves (certifies) joints [begin, end) with the thread's workspace: the
+// Solves (certifies) joints [begin, end) in one ScopedWorkspace: the
 // baseline copy, and the AVX2 + FMA copy (defined on x86-64 with GCC or Clang only).
 void solve_joints_baseline(const SolveArgs& args, int64_t begin, int64_t end);
 void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end);
@@ -43,12 +43,22 @@ void certify_joints_avx2(const CertifyArgs& args, int64_t begin, int64_t end);
 namespace broja {
 inline namespace FASTPID_ISA {
 
+// A workspace of cpu::acquire_workspace for the scope of a loop over joints
+// (in the copy's namespace, like all code compiled once per instruction set).
+struct ScopedWorkspace {
+  explicit ScopedWorkspace(size_t bytes) : data(cpu::acquire_workspace(bytes)) {}
+  ~ScopedWorkspace() { cpu::release_workspace(data); }
+  ScopedWorkspace(const ScopedWorkspace&) = delete;
+  ScopedWorkspace& operator=(const ScopedWorkspace&) = delete;
+  char* const data;
+};
+
 inline void solve_joints(const cpu::SolveArgs& a, int64_t begin, int64_t end) {
-  char* workspace = cpu::thread_workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t i = begin; i < end; ++i) {
     const Result result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience,
-                                              workspace, a.lam1 + i * a.n1 * a.ny,
+                                              workspace.data, a.lam1 + i * a.n1 * a.ny,
                                               a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
     a.iterations[i] = result.iterations;
     a.converged[i] = result.converged;
@@ -56,11 +66,11 @@ inline void solve_joints(const cpu::SolveArgs& a, int64_t begin, int64_t end) {
 }
 
 inline void certify_joints(const cpu::CertifyArgs& a, int64_t begin, int64_t end) {
-  char* workspace = cpu::thread_workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t i = begin; i < end; ++i)
     a.gap[i] = certify_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.lam1 + i * a.n1 * a.ny,
-                                     a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2, workspace, a.q + i * cells,
+                                     a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2, workspace.data, a.q + i * cells,
                                      a.value + i, a.entropies + i * 4);
 }
 
