@@ -59,8 +59,9 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
     if p.device.type == "meta":
         raise ValueError("P is on the meta device and holds no values; pass a joint on a real device")
     batch_shape = p.shape[:-3]
-    total = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1]).sum(1)
-    fine = torch.isfinite(total) & (total > 0) & (p.reshape(total.shape[0], -1).amin(1) >= 0)
+    flat = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
+    total = flat.sum(1)
+    fine = torch.isfinite(total) & (total > 0) & (flat.amin(1) >= 0)
     if not normalize:
         fine &= (total - 1).abs() <= SUM_TOLERANCE[p.dtype]
     if not bool(fine.all()):  # one test for the common case; the messages below find what is wrong
