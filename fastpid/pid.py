@@ -24,6 +24,7 @@ one graph: everything outside the op reads only shapes, dtypes and devices.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
@@ -83,6 +84,19 @@ def _check_layout(p: torch.Tensor, normalize: bool) -> None:
         check_joint(p, normalize)  # raises: its metadata checks come before any that reads values
 
 
+@functools.cache
+def _atoms_in_bits(device: torch.device) -> torch.Tensor:
+    """The (5, 5) matrix taking [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] in nats to
+    [R, U1, U2, S, MI] in bits (the module docstring's formulas, / ln 2)."""
+    #            R   U1  U2  S   MI
+    weights = [[+1, 0, 0, 0, +1],  # H(Y)
+               [-1, 0, +1, 0, 0],  # H(Y|X1)
+               [-1, +1, 0, 0, 0],  # H(Y|X2)
+               [0, 0, 0, -1, -1],  # H(Y|X1,X2)
+               [-1, +1, +1, -1, 0]]  # V
+    return torch.tensor(weights, dtype=torch.float64, device=device) / LN2
+
+
 @torch.library.custom_op("fastpid::broja", mutates_args=())
 def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
@@ -106,12 +120,7 @@ def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: 
     flat = joint.reshape(-1, *cells)
     solution = backends.SOLVERS[backend](flat, tol, max_iter, solver.PATIENCE)
     q, value, gap, entropies = backends.CERTIFICATES.get(backend, backends.torch_certificate)(flat, solution)
-    h_y, h_y_x1, h_y_x2, h_y_x1x2 = entropies.unbind(1)
-    atoms = torch.stack([h_y - h_y_x1 - h_y_x2 - value,
-                         value + h_y_x2,
-                         value + h_y_x1,
-                         -h_y_x1x2 - value,
-                         h_y - h_y_x1x2], 1) / LN2
+    atoms = torch.cat([entropies, value[:, None]], 1) @ _atoms_in_bits(flat.device)
     return (atoms.reshape(*batch_shape, 5), (gap / LN2).reshape(batch_shape), q.reshape(joint.shape),
             solution.lam1.reshape(*batch_shape, *solution.lam1.shape[1:]),
             solution.lam2.reshape(*batch_shape, *solution.lam2.shape[1:]),
