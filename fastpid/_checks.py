@@ -61,9 +61,9 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
     batch_shape = p.shape[:-3]
     flat = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
     total = flat.sum(1)
-    fine = torch.isfinite(total) & (total > 0) & (flat.amin(1) >= 0)
-    if not normalize:
-        fine &= (total - 1).abs() <= SUM_TOLERANCE[p.dtype]
+    # A total within the tolerance of 1 is finite and positive; normalize takes any such total.
+    summed = torch.isfinite(total) & (total > 0) if normalize else (total - 1).abs() <= SUM_TOLERANCE[p.dtype]
+    fine = summed & (flat.amin(1) >= 0)
     if not bool(fine.all()):  # one test for the common case; the messages below find what is wrong
         _raise_for_values(p.detach(), normalize)
     return p / total.reshape(*batch_shape, 1, 1, 1)
