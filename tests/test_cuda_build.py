@@ -155,7 +155,7 @@ def test_certificate_matches_reference_and_cpu_op():
         cpu = torch.ops.fastpid.broja_certificate(p.cpu(), solution.lam1.cpu(), solution.lam2.cpu(), solution.w.cpu())
         for got, ref, want in zip(ours, backends.torch_certificate(p, solution), cpu):
             torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-13)
-            torch.testing.assert_close(got.cpu(), want, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-13)  # FMA contraction on the GPU
 
 
 @needs_gpu
