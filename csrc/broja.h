@@ -233,7 +233,8 @@ template <typename T> struct Joint {
   T *best_lam1, *best_lam2, *best_w;
   // Per iteration.
   T *g, *s, *q, *c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
-  T *pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap, conditional_entropies)
+  T *pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
+                             // conditional_entropies)
   T *qr;                     // rounded Q (np, ny)
   T *r1, *r2;                // marginals(w s) − (P1, P2)
   T *t1, *t2;                // scratch (n1, ny), (n2, ny)
