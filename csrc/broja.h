@@ -119,15 +119,27 @@ template <> struct Limits<float> {
   FASTPID_HOST_DEVICE static float inf() { return HUGE_VALF; }
 };
 
+// Decisions on values.  T is a scalar (one joint) or csrc/cpu/lanes.h's Lanes
+// (one joint per vector lane), so the code below never branches on a value:
+// a comparison gives a Mask (bool, or one flag per lane), `where` selects lane
+// by lane, and loops that run until every joint is done test all_ / any_.
+// Branches on the structure (cells, pairs, free variables) stay branches: the
+// joints of one Lanes share it.
+template <typename T> using Mask = decltype(T(0) < T(0));
+FASTPID_HOST_DEVICE inline double where(bool c, double a, double b) { return c ? a : b; }
+FASTPID_HOST_DEVICE inline float where(bool c, float a, float b) { return c ? a : b; }
+FASTPID_HOST_DEVICE inline bool all_(bool c) { return c; }
+FASTPID_HOST_DEVICE inline bool any_(bool c) { return c; }
+
 // False for ±inf and NaN (x − x is NaN there); no <cmath> needed on the device.
-template <typename T> FASTPID_HOST_DEVICE inline bool finite(T x) { return x - x == T(0); }
+template <typename T> FASTPID_HOST_DEVICE inline Mask<T> finite(T x) { return x - x == T(0); }
 
 // min and max that propagate NaN (like torch.minimum / torch.maximum).
-template <typename T> FASTPID_HOST_DEVICE inline T min_(T a, T b) { return (a != a || a < b) ? a : b; }
-template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return (a != a || a > b) ? a : b; }
+template <typename T> FASTPID_HOST_DEVICE inline T min_(T a, T b) { return where((a != a) | (a < b), a, b); }
+template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return where((a != a) | (a > b), a, b); }
 
 // x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
-template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return x == T(0) ? T(0) : x * log_(x); }
+template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return where(x == T(0), T(0), x * log_(x)); }
 
 // The register tiles of rank_update: kTileRows rows of S by two vectors of
 // FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
@@ -346,11 +358,10 @@ FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
 // number, as solver.solve_spd), then D A D + shift I = L Lᵀ with L in A and
 // its reciprocal pivots in inv.  False if a pivot is not positive (or NaN).
 template <typename T>
-FASTPID_HOST_DEVICE inline bool cholesky_jacobi(T* A, int ld, int m, T* D, T* inv, T shift) {
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(T* A, int ld, int m, T* D, T* inv, T shift) {
   for (int i = 0; i < m; ++i) {
-    T d = A[i * ld + i];
-    d = d < Limits<T>::tiny() ? Limits<T>::tiny() : d;  // NaN stays NaN
-    D[i] = T(1) / sqrt_(d);
+    const T d = A[i * ld + i];
+    D[i] = T(1) / sqrt_(where(d < Limits<T>::tiny(), Limits<T>::tiny(), d));  // NaN stays NaN
   }
   for (int i = 0; i < m; ++i) {
     T* Ai = A + i * ld;
@@ -358,15 +369,17 @@ FASTPID_HOST_DEVICE inline bool cholesky_jacobi(T* A, int ld, int m, T* D, T* in
     for (int j = 0; j <= i; ++j) Ai[j] = Ai[j] * di * D[j];
     Ai[i] += shift;
   }
+  Mask<T> ok = T(0) == T(0);
   for (int i = 0; i < m; ++i) {
     T* Ai = A + i * ld;
     for (int j = 0; j < i; ++j) Ai[j] = (Ai[j] - dot(Ai, A + j * ld, j)) * inv[j];
     const T pivot = Ai[i] - dot(Ai, Ai, i);
-    if (!(pivot > T(0))) return false;
+    ok = ok & (pivot > T(0));
+    if (!any_(ok)) return ok;
     Ai[i] = sqrt_(pivot);
     inv[i] = T(1) / Ai[i];
   }
-  return true;
+  return ok;
 }
 
 // x ← L⁻¹ x and x ← L⁻ᵀ x for a factor of cholesky_jacobi.
@@ -433,24 +446,24 @@ FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G,
 // D = diag^(-1/2) (clamped at the smallest normal number) from the given
 // diagonal; reciprocal pivots in inv.  False if a pivot is not positive (or NaN).
 template <typename T>
-FASTPID_HOST_DEVICE inline bool cholesky_upper(T* S, int ld, int n, const T* diag, T* D, T* inv, T shift) {
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(T* S, int ld, int n, const T* diag, T* D, T* inv, T shift) {
   constexpr int kPanel = 16;
-  for (int i = 0; i < n; ++i) {
-    const T d = diag[i] < Limits<T>::tiny() ? Limits<T>::tiny() : diag[i];  // NaN stays NaN
-    D[i] = T(1) / sqrt_(d);
-  }
+  for (int i = 0; i < n; ++i)
+    D[i] = T(1) / sqrt_(where(diag[i] < Limits<T>::tiny(), Limits<T>::tiny(), diag[i]));  // NaN stays NaN
   for (int i = 0; i < n; ++i) {
     T* Si = S + i * ld;
     const T di = D[i];
     for (int j = i; j < n; ++j) Si[j] = Si[j] * di * D[j];
     Si[i] += shift;
   }
+  Mask<T> ok = T(0) == T(0);
   for (int p0 = 0; p0 < n; p0 += kPanel) {
     const int p1 = n < p0 + kPanel ? n : p0 + kPanel;
     for (int p = p0; p < p1; ++p) {
       T* Up = S + p * ld;
       const T pivot = Up[p];
-      if (!(pivot > T(0))) return false;
+      ok = ok & (pivot > T(0));
+      if (!any_(ok)) return ok;
       Up[p] = sqrt_(pivot);
       const T r = T(1) / Up[p];
       inv[p] = r;
@@ -463,7 +476,7 @@ FASTPID_HOST_DEVICE inline bool cholesky_upper(T* S, int ld, int n, const T* dia
     }
     if (p1 < n) rank_update(S + p1 * ld + p1, ld, S + p0 * ld + p1, ld, p1 - p0, n - p1);
   }
-  return true;
+  return ok;
 }
 
 // x ← U⁻ᵀ x and x ← U⁻¹ x for a factor of cholesky_upper.
@@ -514,14 +527,14 @@ FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
       const unsigned char* ck = J.cell + k * ny;
       // The max over the cells, NaN if any is NaN; without branches on the values.
       T m = -Limits<T>::inf(), nan = T(0);
-      bool any_nan = false;
+      Mask<T> any_nan = T(0) != T(0);
       for (int y = 0; y < ny; ++y) {
         const T z = ck[y] ? l1[y] + l2[y] : -Limits<T>::inf();
-        any_nan |= z != z;
-        nan = z != z ? z : nan;
-        m = z > m ? z : m;
+        any_nan = any_nan | (z != z);
+        nan = where(z != z, z, nan);
+        m = where(z > m, z, m);
       }
-      m = any_nan ? nan : m;
+      m = where(any_nan, nan, m);
       for (int y = 0; y < ny; ++y) sk[y] = ck[y] ? l1[y] + l2[y] - m : -Limits<T>::inf();
       J.g[k] = J.pair[k] ? m : T(0);
     }
@@ -558,8 +571,8 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
     for (int x1 = 0; x1 < n1; ++x1) sum += J.p1[x1 * ny + y];
     J.py[y] = sum;
   }
-  for (int i = 0; i < n1 * ny; ++i) J.on1[i] = J.p1[i] > T(0);
-  for (int i = 0; i < n2 * ny; ++i) J.on2[i] = J.p2[i] > T(0);
+  for (int i = 0; i < n1 * ny; ++i) J.on1[i] = any_(J.p1[i] > T(0));  // the joints of a Lanes agree
+  for (int i = 0; i < n2 * ny; ++i) J.on2[i] = any_(J.p2[i] > T(0));
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
       const unsigned char* o1 = J.on1 + k1 * ny;
@@ -573,6 +586,19 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
     }
 }
 
+// The pinned x2 of a target value y: the first of largest P2(x2, y) (p2 points
+// at P2(0, y), rows `stride` apart; torch.argmax's rule, NaN counting as the largest).
+template <typename T>
+FASTPID_HOST_DEVICE inline int gauge_pin(const T* p2, const unsigned char*, int n2, int stride) {
+  int pin = 0;
+  T best = p2[0];
+  for (int x2 = 1; x2 < n2; ++x2) {
+    const T v = p2[x2 * stride];
+    if (best == best && (v > best || v != v)) { best = v; pin = x2; }
+  }
+  return pin;
+}
+
 // Marginals, masks, gauge, sides and the analytic start (solver.Support.of,
 // solver.analytic_start).
 template <typename T>
@@ -580,14 +606,10 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   set_up_support(J, p);
   // Gauge: pin λ2 at the first x2 of largest P2(x2, y) (torch.argmax's rule,
-  // NaN counting as the largest).
+  // NaN counting as the largest); Lanes, whose joints share one structure, pin
+  // at the first x2 with P2 > 0 (gauge_pin in csrc/cpu/lanes.h).
   for (int y = 0; y < ny; ++y) {
-    int pin = 0;
-    T best = J.p2[y];
-    for (int x2 = 1; x2 < n2; ++x2) {
-      const T v = J.p2[x2 * ny + y];
-      if (best == best && (v > best || v != v)) { best = v; pin = x2; }
-    }
+    const int pin = gauge_pin(J.p2 + y, J.on2 + y, n2, ny);
     for (int x2 = 0; x2 < n2; ++x2) J.free2[x2 * ny + y] = J.on2[x2 * ny + y] && x2 != pin;
   }
   list_free(J.side1, n1, ny, J.on1);
@@ -604,7 +626,7 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   for (int x1 = 0; x1 < n1; ++x1)
     for (int y = 0; y < ny; ++y) {
       const int i = x1 * ny + y;
-      const T log_py = J.py[y] > T(0) ? log_(J.py[y]) : T(0);
+      const T log_py = where(J.py[y] > T(0), log_(J.py[y]), T(0));
       J.lam1[i] = J.on1[i] ? log_(J.p1[i]) - log_py - T(1) : T(0);
     }
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.on2[i] ? log_(J.p2[i]) : T(0);
@@ -625,7 +647,7 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
     J.weight[k] = J.pair[k] ? J.w[k] : T(0);
     total += J.weight[k];
   }
-  J.total_weight = total < Limits<T>::tiny() ? Limits<T>::tiny() : total;
+  J.total_weight = where(total < Limits<T>::tiny(), Limits<T>::tiny(), total);
 }
 
 // ---------------------------------------------------------------- certificate
@@ -657,7 +679,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
   for (int i = 0; i < n1 * ny; ++i) J.r1[i] = rows[i] - J.p1[i];
   for (int i = 0; i < n2 * ny; ++i) J.r2[i] = cols[i] - J.p2[i];
   // Rounding: rows scaled down to P1, then columns to P2, then the rank-one deficit.
-  for (int i = 0; i < n1 * ny; ++i) rows[i] = rows[i] > J.p1[i] ? J.p1[i] / rows[i] : T(1);
+  for (int i = 0; i < n1 * ny; ++i) rows[i] = where(rows[i] > J.p1[i], J.p1[i] / rows[i], T(1));
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
@@ -670,7 +692,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
         ck[y] += out[y];
       }
     }
-  for (int i = 0; i < n2 * ny; ++i) cols[i] = cols[i] > J.p2[i] ? J.p2[i] / cols[i] : T(1);
+  for (int i = 0; i < n2 * ny; ++i) cols[i] = where(cols[i] > J.p2[i], J.p2[i] / cols[i], T(1));
   // Deficits P1 − Σ_x2 Q, P2 − Σ_x1 Q of the scaled Q.
   T* deficit1 = J.rhs1;  // free until the Newton step
   T* deficit2 = J.rhs2;
@@ -691,17 +713,17 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
   // Non-negative in exact arithmetic; clamp the rounding error (NaN stays NaN).
   for (int i = 0; i < n1 * ny; ++i) {
     const T d = J.p1[i] - deficit1[i];
-    deficit1[i] = d < T(0) ? T(0) : d;
+    deficit1[i] = where(d < T(0), T(0), d);
   }
   for (int i = 0; i < n2 * ny; ++i) {
     const T d = J.p2[i] - deficit2[i];
-    deficit2[i] = d < T(0) ? T(0) : d;
+    deficit2[i] = where(d < T(0), T(0), d);
   }
   T* total = J.u;
   for (int y = 0; y < ny; ++y) {
     T sum = T(0);
     for (int x1 = 0; x1 < n1; ++x1) sum += deficit1[x1 * ny + y];
-    total[y] = sum > T(0) ? sum : T(1);
+    total[y] = where(sum > T(0), sum, T(1));
   }
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
@@ -725,7 +747,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
     T m = T(0);
     for (int x2 = 0; x2 < n2; ++x2) {
       const T gk = J.g[x1 * n2 + x2];
-      if (gk > m || gk != gk) m = (m != m) ? m : gk;
+      m = where(((gk > m) | (gk != gk)) & (m == m), gk, m);
     }
     for (int y = 0; y < ny; ++y) dual += (J.lam1[x1 * ny + y] - m) * J.p1[x1 * ny + y];
   }
@@ -738,15 +760,16 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
 
 // Factorises the Newton matrix M at the current iterate (needs s, q = w s and
 // c) with the diagonal shift σ of solver.solve_spd: D M D + σ I with
-// D = diag(M)^(-1/2).  False if a factorisation breaks down.
+// D = diag(M)^(-1/2).  False (per joint) if a factorisation breaks down.
 template <typename T>
-FASTPID_HOST_DEVICE inline bool factor(Joint<T>& J, T shift) {
+FASTPID_HOST_DEVICE inline Mask<T> factor(Joint<T>& J, T shift) {
   const int ny = J.ny;
   const Side& E = *J.E;
   const Side& K = *J.K;
   const int nE = E.total, nK = K.total, ldK = J.ldK;
   T* S = J.S;
   for (int i = 0; i < ldK * ldK; ++i) S[i] = T(0);
+  Mask<T> ok = T(0) == T(0);
   for (int e = 0; e < E.n; ++e) {
     const int m = E.count[e], o = E.offset[e];
     const int* ys = E.ys + e * ny;
@@ -790,7 +813,8 @@ FASTPID_HOST_DEVICE inline bool factor(Joint<T>& J, T shift) {
       }
     }
     if (m == 0) continue;
-    if (!cholesky_jacobi(A, ny, m, D, J.IE + o, shift)) return false;
+    ok = ok & cholesky_jacobi(A, ny, m, D, J.IE + o, shift);
+    if (!any_(ok)) return ok;
     // G_e = L⁻¹ D C_e row by row (forward substitution), in place.
     const T* inv = J.IE + o;
     for (int i = 0; i < m; ++i) {
@@ -812,20 +836,23 @@ FASTPID_HOST_DEVICE inline bool factor(Joint<T>& J, T shift) {
   // Scaled by the diagonal of M (A_K's), as the reference scales the whole
   // matrix: S's pivots are then those of the reference's Cholesky, which fail
   // where S has lost its definiteness to cancellation.
-  return cholesky_upper(S, ldK, nK, J.diagK, J.DS, J.IS, shift);
+  return ok & cholesky_upper(S, ldK, nK, J.diagK, J.DS, J.IS, shift);
 }
 
 // solver.solve_spd's factorisation: no shift, then 1e-14, raised ×100 while
-// the factorisation fails, at most kMaxShiftRaises attempts in all.
+// the factorisation fails, at most kMaxShiftRaises attempts in all.  (Lanes:
+// each joint keeps the shift that worked for it; a factorisation repeated with
+// the same shift gives the same factor.)
 template <typename T>
-FASTPID_HOST_DEVICE inline bool factor_with_shift(Joint<T>& J) {
+FASTPID_HOST_DEVICE inline Mask<T> factor_with_shift(Joint<T>& J) {
   for (int k = 0; k < J.np; ++k) J.c[k] = J.pair[k] ? J.w[k] / J.h[k] - J.w[k] : T(0);
   T shift = T(0);
-  for (int attempt = 0; attempt < kMaxShiftRaises; ++attempt) {
-    if (factor(J, shift)) return true;
-    shift = shift > T(0) ? shift * T(100) : T(kRegularization);
+  Mask<T> ok = factor(J, shift);
+  for (int attempt = 1; attempt < kMaxShiftRaises && !all_(ok); ++attempt) {
+    shift = where(ok, shift, where(shift > T(0), shift * T(100), T(kRegularization)));
+    ok = factor(J, shift);
   }
-  return false;
+  return ok;
 }
 
 // (x1, x2) ← the factorised (shifted) matrix's inverse applied to (r1, r2), which
@@ -918,12 +945,12 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, con
   for (int i = 0; i < n1 * ny; ++i) {
     e1[i] = J.on1[i] ? r1[i] - e1[i] : T(0);
     const T scale = m1[i] + fabs_(r1[i]);
-    if (J.on1[i] && scale > T(0)) berr = max_(berr, fabs_(e1[i]) / scale);
+    if (J.on1[i]) berr = where(scale > T(0), max_(berr, fabs_(e1[i]) / scale), berr);
   }
   for (int i = 0; i < n2 * ny; ++i) {
     e2[i] = J.free2[i] ? r2[i] - e2[i] : T(0);
     const T scale = m2[i] + fabs_(r2[i]);
-    if (J.free2[i] && scale > T(0)) berr = max_(berr, fabs_(e2[i]) / scale);
+    if (J.free2[i]) berr = where(scale > T(0), max_(berr, fabs_(e2[i]) / scale), berr);
   }
   return berr;
 }
@@ -956,10 +983,11 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
   // steps as in the reference, while the backward error exceeds a few ulps.
   for (int t = 0; t < kRefinementSteps; ++t) {
     const T berr = residual(J, J.rhs1, J.rhs2, J.d1, J.d2, J.e1, J.e2);
-    if (berr <= T(kRefinementBerr) * Limits<T>::epsilon()) break;
+    const Mask<T> refine = !(berr <= T(kRefinementBerr) * Limits<T>::epsilon());
+    if (!any_(refine)) break;
     solve_factored(J, J.e1, J.e2, J.f1, J.f2);
-    for (int i = 0; i < n1 * ny; ++i) J.d1[i] += J.f1[i];
-    for (int i = 0; i < n2 * ny; ++i) J.d2[i] += J.f2[i];
+    for (int i = 0; i < n1 * ny; ++i) J.d1[i] = where(refine, J.d1[i] + J.f1[i], J.d1[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.d2[i] = where(refine, J.d2[i] + J.f2[i], J.d2[i]);
   }
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
@@ -983,26 +1011,26 @@ template <typename T>
 FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
   // The min over the decreasing entries, NaN if any ratio is NaN; without branches on the values.
   T alpha = T(1), nan = T(0);
-  bool any_nan = false;
+  Mask<T> any_nan = T(0) != T(0);
   for (int k = 0; k < n; ++k) {
-    const bool down = delta[k] < T(0);
-    const T r = down ? -value[k] / delta[k] : T(1);
-    any_nan |= r != r;
-    nan = r != r ? r : nan;
-    alpha = r < alpha ? r : alpha;
+    const T r = where(delta[k] < T(0), -value[k] / delta[k], T(1));
+    any_nan = any_nan | (r != r);
+    nan = where(r != r, r, nan);
+    alpha = where(r < alpha, r, alpha);
   }
-  return any_nan ? nan : alpha;
+  return where(any_nan, nan, alpha);
 }
 
 
-// One predictor-corrector step from the current iterate (g, s, q and r of the
-// certificate pass); on success g and s are those of the new iterate.  False,
-// with the iterate untouched, where the reference could make no more progress:
-// the factorisation fails, the step is not finite, or every backtrack violates
-// the constraints by more than allowed (the reference then takes α = 0, or steps
+// One predictor-corrector step, for the joints in `active`, from the current
+// iterate (g, s, q and r of the certificate pass); g and s are then those of the
+// new iterate.  False (per joint), with the iterate untouched, for joints not
+// active and where the reference could make no more progress: the
+// factorisation fails, the step is not finite, or every backtrack violates the
+// constraints by more than allowed (the reference then takes α = 0, or steps
 // into NaN, from where its best iterate can no longer change).
 template <typename T>
-FASTPID_HOST_DEVICE inline bool step(Joint<T>& J) {
+FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
   const int np = J.np, n1 = J.n1, n2 = J.n2, ny = J.ny;
   T mu = T(0);
   for (int k = 0; k < np; ++k) {
@@ -1011,7 +1039,8 @@ FASTPID_HOST_DEVICE inline bool step(Joint<T>& J) {
     mu += J.comp[k];
   }
   mu /= J.total_weight;
-  if (!factor_with_shift(J)) return false;
+  Mask<T> ok = active & factor_with_shift(J);
+  if (!any_(ok)) return ok;
   // Predictor: the affine-scaling direction.
   for (int k = 0; k < np; ++k) J.rc[k] = -J.comp[k];
   newton_direction(J, J.rc, J.dw_a, J.dh_a);
@@ -1020,71 +1049,72 @@ FASTPID_HOST_DEVICE inline bool step(Joint<T>& J) {
   for (int k = 0; k < np; ++k)
     if (J.pair[k]) mu_a += (J.w[k] + alpha_a * J.dw_a[k]) * (J.h[k] + alpha_a * J.dh_a[k]);
   mu_a /= J.total_weight;
-  T ratio = mu_a / (mu < Limits<T>::tiny() ? Limits<T>::tiny() : mu);
-  ratio = ratio < T(0) ? T(0) : (ratio > T(1) ? T(1) : ratio);
+  const T mu_floor = where(mu < Limits<T>::tiny(), Limits<T>::tiny(), mu);
+  T ratio = mu_a / mu_floor;
+  ratio = where(ratio < T(0), T(0), where(ratio > T(1), T(1), ratio));
   // σ ≥ kInfeasibilityCentring max |r_d| / μ (solver.py: μ falls no faster than
   // the marginal residual), at most 1.
   T infeasibility = T(0);
   for (int i = 0; i < n1 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
   for (int i = 0; i < n2 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r2[i]));
-  T sigma_floor = T(kInfeasibilityCentring) * infeasibility / (mu < Limits<T>::tiny() ? Limits<T>::tiny() : mu);
-  sigma_floor = sigma_floor > T(1) ? T(1) : sigma_floor;  // NaN stays NaN
+  T sigma_floor = T(kInfeasibilityCentring) * infeasibility / mu_floor;
+  sigma_floor = where(sigma_floor > T(1), T(1), sigma_floor);  // NaN stays NaN
   const T sigma_mu = max_(ratio * ratio * ratio, sigma_floor) * mu;
   // Corrector: centring plus the second-order term.
   for (int k = 0; k < np; ++k)
     J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
   newton_direction(J, J.rc, J.dw, J.dh);
   T fraction = T(1) - mu;
-  fraction = fraction < T(kFractionToBoundary) ? T(kFractionToBoundary)
-                                               : (fraction > T(kMaxFractionToBoundary) ? T(kMaxFractionToBoundary)
-                                                                                        : fraction);
+  fraction = where(fraction < T(kFractionToBoundary), T(kFractionToBoundary),
+                   where(fraction > T(kMaxFractionToBoundary), T(kMaxFractionToBoundary), fraction));
   T alpha = fraction * min_(max_step(J.w, J.dw, np), max_step(J.h, J.dh, np));
-  bool ok = finite(alpha) && alpha > T(0);
-  for (int k = 0; k < np; ++k) ok = ok && finite(J.dw[k]) && finite(J.dh[k]);
-  for (int i = 0; i < n1 * ny; ++i) ok = ok && finite(J.d1[i]);
-  for (int i = 0; i < n2 * ny; ++i) ok = ok && finite(J.d2[i]);
-  if (!ok) return false;
+  ok = ok & finite(alpha) & (alpha > T(0));
+  for (int k = 0; k < np; ++k) ok = ok & finite(J.dw[k]) & finite(J.dh[k]);
+  for (int i = 0; i < n1 * ny; ++i) ok = ok & finite(J.d1[i]);
+  for (int i = 0; i < n2 * ny; ++i) ok = ok & finite(J.d2[i]);
+  if (!any_(ok)) return ok;
   // Safeguard: λ may leave the feasible set by no more than it already has or
   // kMaxViolation; halve the step until it does not.
   T allowed = T(kMaxViolation);
   for (int k = 0; k < np; ++k) allowed = max_(allowed, J.g[k]);
   for (int i = 0; i < n1 * ny; ++i) J.lam1_0[i] = J.lam1[i];
   for (int i = 0; i < n2 * ny; ++i) J.lam2_0[i] = J.lam2[i];
-  bool accepted = false;
-  for (int t = 0; t < kMaxBacktracks && !accepted; ++t) {
-    if (t > 0) alpha = alpha / T(2);
-    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = J.lam1_0[i] + alpha * J.d1[i];
-    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.lam2_0[i] + alpha * J.d2[i];
+  Mask<T> pending = ok;  // joints still looking for a step length
+  for (int t = 0; t < kMaxBacktracks && any_(pending); ++t) {
+    if (t > 0) alpha = where(pending, alpha / T(2), alpha);
+    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(ok, J.lam1_0[i] + alpha * J.d1[i], J.lam1_0[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(ok, J.lam2_0[i] + alpha * J.d2[i], J.lam2_0[i]);
     pair_softmax(J);
-    accepted = true;
-    for (int k = 0; k < np; ++k) accepted = accepted && J.g[k] <= allowed;
+    Mask<T> within = T(0) == T(0);
+    for (int k = 0; k < np; ++k) within = within & (J.g[k] <= allowed);
+    pending = pending & !within;
   }
-  if (!accepted) {
-    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = J.lam1_0[i];
-    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.lam2_0[i];
+  const Mask<T> stepped = ok & !pending;
+  if (any_(pending)) {
+    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(stepped, J.lam1[i], J.lam1_0[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(stepped, J.lam2[i], J.lam2_0[i]);
     pair_softmax(J);
-    return false;
   }
   for (int k = 0; k < np; ++k) {
-    J.w[k] += alpha * J.dw[k];
-    J.h[k] += alpha * J.dh[k];
+    J.w[k] = where(stepped, J.w[k] + alpha * J.dw[k], J.w[k]);
+    J.h[k] = where(stepped, J.h[k] + alpha * J.dh[k], J.h[k]);
   }
-  return true;
+  return stepped;
 }
 
 // ---------------------------------------------------------------- the solve
 
-struct Result {
-  int64_t iterations;  // index of the returned (best) iterate
-  bool converged;      // its gap ≤ tol
+template <typename T> struct Result {
+  T iterations;        // index of the returned (best) iterate
+  Mask<T> converged;   // its gap ≤ tol
 };
 
 // Solves one joint p (n1 × n2 × ny, contiguous) as solver.solve does and writes
 // the best iterate's λ1 (n1 × ny), λ2 (n2 × ny) and w (n1 × n2).  `workspace`
 // holds workspace_bytes<T>(n1, n2, ny) bytes; it needs no initialisation.
 template <typename T>
-FASTPID_HOST_DEVICE inline Result solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter, int patience,
-                                              void* workspace, T* lam1_out, T* lam2_out, T* w_out) {
+FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter,
+                                                 int patience, void* workspace, T* lam1_out, T* lam2_out, T* w_out) {
   Joint<T> J;
   attach(J, workspace, n1, n2, ny);
   set_up(J, p);
@@ -1092,24 +1122,25 @@ FASTPID_HOST_DEVICE inline Result solve_joint(const T* p, int n1, int n2, int ny
   for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];
   for (int i = 0; i < c2; ++i) J.best_lam2[i] = J.lam2[i];
   for (int k = 0; k < np; ++k) J.best_w[k] = J.w[k];
-  Result result{0, false};
-  T best_gap = Limits<T>::inf();
-  int stalled = 0;
+  Result<T> result{T(0), T(0) != T(0)};
+  T best_gap = Limits<T>::inf(), stalled = T(0);
+  Mask<T> stopped = T(0) != T(0);  // done, or no step possible
   for (int iteration = 0; iteration <= max_iter; ++iteration) {
     const T gap = certificate_gap(J);  // g, s are current: set_up and step leave them so
-    const bool improved = gap < best_gap / T(2);
-    if (gap < best_gap) {
-      best_gap = gap;
-      for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];
-      for (int i = 0; i < c2; ++i) J.best_lam2[i] = J.lam2[i];
-      for (int k = 0; k < np; ++k) J.best_w[k] = J.w[k];
-      result.iterations = iteration;
+    const Mask<T> improved = gap < best_gap / T(2);
+    const Mask<T> better = (!stopped) & (gap < best_gap);
+    if (any_(better)) {
+      best_gap = where(better, gap, best_gap);
+      for (int i = 0; i < c1; ++i) J.best_lam1[i] = where(better, J.lam1[i], J.best_lam1[i]);
+      for (int i = 0; i < c2; ++i) J.best_lam2[i] = where(better, J.lam2[i], J.best_lam2[i]);
+      for (int k = 0; k < np; ++k) J.best_w[k] = where(better, J.w[k], J.best_w[k]);
+      result.iterations = where(better, T(iteration), result.iterations);
     }
-    stalled = improved ? 0 : stalled + 1;
-    if (gap != gap) stalled = patience;
-    const bool done = best_gap <= tol || (stalled >= patience && best_gap <= T(kStallGap));
-    if (done || iteration == max_iter) break;
-    if (!step(J)) break;
+    stalled = where(stopped, stalled, where(gap != gap, T(patience), where(improved, T(0), stalled + T(1))));
+    stopped = stopped | (best_gap <= tol) | ((stalled >= T(patience)) & (best_gap <= T(kStallGap)));
+    if (all_(stopped) || iteration == max_iter) break;
+    stopped = stopped | !step(J, !stopped);
+    if (all_(stopped)) break;
   }
   result.converged = best_gap <= tol;
   for (int i = 0; i < c1; ++i) lam1_out[i] = J.best_lam1[i];

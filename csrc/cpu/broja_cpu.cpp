@@ -1,5 +1,7 @@
-// The CPU op: csrc/broja.h run joint by joint, in parallel over the batch, with
-// the copy of the solver built for the processor (csrc/cpu/per_joint.h).
+// The CPU op: csrc/broja.h run on the joints of a batch in parallel, with the
+// copy of the solver built for the processor (csrc/cpu/per_joint.h): small
+// joints whose marginals have no zero kLanes at a time (csrc/cpu/lanes.h), the
+// others, and those the lanes leave unconverged, one by one.
 #include "broja_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -9,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "../broja_checks.h"
 #include "per_joint.h"
@@ -16,8 +19,12 @@
 namespace fastpid {
 namespace cpu {
 
-void solve_joints_baseline(const SolveArgs& args, int64_t begin, int64_t end) {
-  broja::baseline::solve_joints(args, begin, end);
+void solve_joints_baseline(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::baseline::solve_joints(args, index, begin, end);
+}
+
+void solve_lanes_baseline(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::baseline::solve_lanes(args, index, begin, end);
 }
 
 const char* instruction_set() {
@@ -50,13 +57,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
                             w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
                             converged.mutable_data_ptr<bool>()};
   auto solve_joints = cpu::solve_joints_baseline;
+  auto solve_lanes = cpu::solve_lanes_baseline;
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) solve_joints = cpu::solve_joints_avx2;
+  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) {
+    solve_joints = cpu::solve_joints_avx2;
+    solve_lanes = cpu::solve_lanes_avx2;
+  }
 #endif
   // Each thread solves its chunk of joints in its own workspace.  A batch of fewer than
   // ~4096 cells in all is not worth a second thread.
-  const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) { solve_joints(args, begin, end); });
+  const int64_t cells = n1 * n2 * ny;
+  const int64_t grain = std::max<int64_t>(1, 4096 / cells);
+  const auto one_by_one = [&](const int64_t* index, int64_t count) {
+    at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) { solve_joints(args, index, begin, end); });
+  };
+  if ((n1 + n2) * ny > cpu::kLaneMaxDuals) {
+    one_by_one(nullptr, batch);
+    return {lam1, lam2, w, iterations, converged};
+  }
+  std::vector<int64_t> in_lanes, alone;
+  std::vector<double> marginals((n1 + n2) * ny);
+  for (int64_t i = 0; i < batch; ++i) {
+    const bool positive = cpu::marginals_positive(args.p + i * cells, int(n1), int(n2), int(ny), marginals.data(),
+                                                  marginals.data() + n1 * ny);
+    (positive ? in_lanes : alone).push_back(i);
+  }
+  const int64_t lanes = cpu::kLanes, groups = (int64_t(in_lanes.size()) + lanes - 1) / lanes;
+  at::parallel_for(0, groups, std::max<int64_t>(1, grain / lanes), [&](int64_t begin, int64_t end) {
+    solve_lanes(args, in_lanes.data(), begin * lanes, std::min<int64_t>(end * lanes, in_lanes.size()));
+  });
+  for (const int64_t i : in_lanes)  // a joint the lanes leave unconverged gets the one-by-one solve's answer
+    if (!args.converged[i]) alone.push_back(i);
+  one_by_one(alone.data(), int64_t(alone.size()));
   return {lam1, lam2, w, iterations, converged};
 }
 

@@ -28,8 +28,12 @@ extern "C" __m256d Sleef_logd4_u10(__m256d);
 namespace fastpid {
 namespace cpu {
 
-void solve_joints_avx2(const SolveArgs& args, int64_t begin, int64_t end) {
-  broja::avx2::solve_joints(args, begin, end);
+void solve_joints_avx2(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::avx2::solve_joints(args, index, begin, end);
+}
+
+void solve_lanes_avx2(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::avx2::solve_lanes(args, index, begin, end);
 }
 
 void certify_joints_avx2(const CertifyArgs& args, int64_t begin, int64_t end) {

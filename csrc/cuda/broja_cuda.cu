@@ -34,10 +34,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch) return;
   const int64_t cells = int64_t(n1) * n2 * ny;
-  const broja::Result result = broja::solve_joint<double>(
+  const broja::Result<double> result = broja::solve_joint<double>(
       p + i * cells, n1, n2, ny, tol, max_iter, patience, workspace + size_t(i) * workspace_stride,
       lam1 + i * int64_t(n1) * ny, lam2 + i * int64_t(n2) * ny, w + i * int64_t(n1) * n2);
-  iterations[i] = result.iterations;
+  iterations[i] = int64_t(result.iterations);
   converged[i] = result.converged;
 }
 

@@ -1,0 +1,147 @@
+// Joints side by side in vector lanes: `Lanes` is a scalar type for
+// csrc/broja.h's solver that holds one value of each of kLanes joints, so that
+// solve_joint<Lanes> solves kLanes joints with the instruction count of one.
+// Small joints (loops of a few cells) leave most of a vector unused when solved
+// one by one; in lanes every operation is a full vector operation.
+//
+// What the lanes share, and what they do not.  Every decision on a value is a
+// per-lane Mask with `where` (broja.h never branches on a value); loops whose
+// trip count depends on values (shift raises, refinement steps, backtracks,
+// iterations) run until every lane is done, and a lane that is done is not
+// changed by the extra passes.  So a joint's result does not depend on the
+// joints beside it.  The structure (cells, pairs, free variables) is shared:
+// the CPU op puts only joints whose marginals P1, P2 have no zero in lanes, and
+// the gauge pins λ2 at the first x2 rather than the heaviest (gauge_pin below);
+// the pin leaves λ1 + λ2, Q and the gap unchanged, and the op moves λ to the
+// reference's gauge afterwards (cpu::to_heaviest_gauge).
+#pragma once
+
+#include "../broja.h"
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed by value in the baseline (SSE2) copy
+
+namespace fastpid {
+namespace cpu {
+constexpr int kLanes = 4;  // joints per Lanes: one AVX2 vector of doubles
+}  // namespace cpu
+
+namespace broja {
+inline namespace FASTPID_ISA {
+
+using cpu::kLanes;
+typedef double lane_doubles __attribute__((vector_size(kLanes * sizeof(double))));
+typedef decltype(lane_doubles{} < lane_doubles{}) lane_flags;  // all bits set where true
+
+struct LaneMask {
+  lane_flags v;
+};
+inline LaneMask operator&(LaneMask a, LaneMask b) { return {a.v & b.v}; }
+inline LaneMask operator|(LaneMask a, LaneMask b) { return {a.v | b.v}; }
+inline LaneMask operator!(LaneMask a) { return {~a.v}; }
+inline bool all_(LaneMask m) {
+  for (int l = 0; l < kLanes; ++l)
+    if (!m.v[l]) return false;
+  return true;
+}
+inline bool any_(LaneMask m) {
+  for (int l = 0; l < kLanes; ++l)
+    if (m.v[l]) return true;
+  return false;
+}
+
+struct Lanes {
+  lane_doubles v;
+  Lanes() = default;
+  Lanes(double x) : v(x - lane_doubles{}) {}  // every lane x (x − (+0) = x, also for −0)
+  explicit Lanes(lane_doubles x) : v(x) {}
+  Lanes& operator+=(Lanes o) { v += o.v; return *this; }
+  Lanes& operator-=(Lanes o) { v -= o.v; return *this; }
+  Lanes& operator*=(Lanes o) { v *= o.v; return *this; }
+  Lanes& operator/=(Lanes o) { v /= o.v; return *this; }
+};
+inline Lanes operator+(Lanes a, Lanes b) { return Lanes(a.v + b.v); }
+inline Lanes operator-(Lanes a, Lanes b) { return Lanes(a.v - b.v); }
+inline Lanes operator*(Lanes a, Lanes b) { return Lanes(a.v * b.v); }
+inline Lanes operator/(Lanes a, Lanes b) { return Lanes(a.v / b.v); }
+inline Lanes operator-(Lanes a) { return Lanes(-a.v); }
+inline LaneMask operator<(Lanes a, Lanes b) { return {a.v < b.v}; }
+inline LaneMask operator>(Lanes a, Lanes b) { return {a.v > b.v}; }
+inline LaneMask operator<=(Lanes a, Lanes b) { return {a.v <= b.v}; }
+inline LaneMask operator>=(Lanes a, Lanes b) { return {a.v >= b.v}; }
+inline LaneMask operator==(Lanes a, Lanes b) { return {a.v == b.v}; }
+inline LaneMask operator!=(Lanes a, Lanes b) { return {a.v != b.v}; }
+inline Lanes where(LaneMask c, Lanes a, Lanes b) { return Lanes(c.v ? a.v : b.v); }
+
+// Lane by lane: libm, or SLEEF's vector functions where the copy has them (AVX2).
+template <double (*f)(double)> inline Lanes each_lane(Lanes x) {
+  for (int l = 0; l < kLanes; ++l) x.v[l] = f(x.v[l]);
+  return x;
+}
+inline Lanes exp_(Lanes x) {
+#if defined(FASTPID_VECTOR_EXP) && FASTPID_VECTOR_BYTES == 32
+  return Lanes(FASTPID_VECTOR_EXP(x.v));
+#else
+  return each_lane<::exp>(x);
+#endif
+}
+inline Lanes log_(Lanes x) {
+#if defined(FASTPID_VECTOR_LOG) && FASTPID_VECTOR_BYTES == 32
+  return Lanes(FASTPID_VECTOR_LOG(x.v));
+#else
+  return each_lane<::log>(x);
+#endif
+}
+inline Lanes sqrt_(Lanes x) { return each_lane<::sqrt>(x); }
+inline Lanes fabs_(Lanes x) { return each_lane<::fabs>(x); }
+
+template <> struct Limits<Lanes> {
+  static Lanes tiny() { return Lanes(DBL_MIN); }
+  static Lanes epsilon() { return Lanes(DBL_EPSILON); }
+  static Lanes inf() { return Lanes(HUGE_VAL); }
+};
+
+// The gauge of joints in lanes: the first x2 with P2(x2, y) > 0, the same for
+// every lane (broja.h's scalar rule, the heaviest x2, differs from joint to joint).
+inline int gauge_pin(const Lanes*, const unsigned char* on2, int n2, int stride) {
+  for (int x2 = 0; x2 < n2; ++x2)
+    if (on2[x2 * stride]) return x2;
+  return 0;
+}
+
+// broja.h's rank_update with four independent sums per row (the generic one
+// has a single chain of dependent additions).
+inline void rank_update(Lanes* S, int ldS, const Lanes* G, int ldG, int rows, int n) {
+  for (int r = 0; r < n; ++r) {
+    int j = r;
+    for (; j + 4 <= n; j += 4) {
+      lane_doubles a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      for (int i = 0; i < rows; ++i) {
+        const lane_doubles g = G[i * ldG + r].v;
+        const Lanes* Gi = G + i * ldG + j;
+        a0 += g * Gi[0].v;
+        a1 += g * Gi[1].v;
+        a2 += g * Gi[2].v;
+        a3 += g * Gi[3].v;
+      }
+      Lanes* Sr = S + r * ldS + j;
+      Sr[0].v -= a0;
+      Sr[1].v -= a1;
+      Sr[2].v -= a2;
+      Sr[3].v -= a3;
+    }
+    for (; j < n; ++j) {
+      lane_doubles a = {};
+      for (int i = 0; i < rows; ++i) a += G[i * ldG + r].v * G[i * ldG + j].v;
+      S[r * ldS + j].v -= a;
+    }
+  }
+}
+
+}  // namespace FASTPID_ISA
+}  // namespace broja
+}  // namespace fastpid
+
+#pragma GCC diagnostic pop
+#endif
