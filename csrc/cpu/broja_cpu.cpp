@@ -39,6 +39,13 @@ const char* instruction_set() {
 #endif
 }
 
+// Whether small joints go in lanes; FASTPID_CPU_LANES=0 solves every joint one
+// by one (tests compare the two, benchmarks time them).
+bool lanes_enabled() {
+  const char* lanes = std::getenv("FASTPID_CPU_LANES");
+  return lanes == nullptr || std::strcmp(lanes, "0") != 0;
+}
+
 }  // namespace cpu
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(
@@ -71,7 +78,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   const auto one_by_one = [&](const int64_t* index, int64_t count) {
     at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) { solve_joints(args, index, begin, end); });
   };
-  if ((n1 + n2) * ny > cpu::kLaneMaxDuals) {
+  if ((n1 + n2) * ny > cpu::kLaneMaxDuals || !cpu::lanes_enabled()) {
     one_by_one(nullptr, batch);
     return {lam1, lam2, w, iterations, converged};
   }

@@ -40,16 +40,12 @@ struct LaneMask {
 inline LaneMask operator&(LaneMask a, LaneMask b) { return {a.v & b.v}; }
 inline LaneMask operator|(LaneMask a, LaneMask b) { return {a.v | b.v}; }
 inline LaneMask operator!(LaneMask a) { return {~a.v}; }
-inline bool all_(LaneMask m) {
-  for (int l = 0; l < kLanes; ++l)
-    if (!m.v[l]) return false;
-  return true;
-}
 inline bool any_(LaneMask m) {
-  for (int l = 0; l < kLanes; ++l)
-    if (m.v[l]) return true;
-  return false;
+  lane_flags folded = m.v;
+  for (int l = 1; l < kLanes; ++l) folded[0] |= m.v[l];
+  return folded[0] != 0;
 }
+inline bool all_(LaneMask m) { return !any_(!m); }
 
 struct Lanes {
   lane_doubles v;
@@ -93,8 +89,16 @@ inline Lanes log_(Lanes x) {
   return each_lane<::log>(x);
 #endif
 }
-inline Lanes sqrt_(Lanes x) { return each_lane<::sqrt>(x); }
-inline Lanes fabs_(Lanes x) { return each_lane<::fabs>(x); }
+inline Lanes sqrt_(Lanes x) {
+#if FASTPID_VECTOR_BYTES == 32 && defined(__x86_64__)  // the AVX2 copy, which includes <immintrin.h>
+  return Lanes(lane_doubles(_mm256_sqrt_pd(__m256d(x.v))));
+#else
+  return each_lane<::sqrt>(x);
+#endif
+}
+inline Lanes fabs_(Lanes x) {  // the sign bits cleared
+  return Lanes(lane_doubles(lane_flags(x.v) & ~lane_flags(Lanes(-0.0).v)));
+}
 
 template <> struct Limits<Lanes> {
   static Lanes tiny() { return Lanes(DBL_MIN); }
