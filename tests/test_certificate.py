@@ -26,6 +26,10 @@ def batches():
     yield "sparse_4x3x6", [sparse_joint(rng, (4, 3, 6), 0.4) for _ in range(5)]
     yield "degenerate_2x3x2", list(degenerate_joints((2, 3, 2), rng).values())
     yield "dirichlet_20x20x6", [dirichlet_joint(rng, (20, 20, 6), 0.1)]
+    # Joints with positive marginals are certified four at a time (csrc/cpu/lanes.h), the others alone.
+    yield "mixed_4x4x3", ([dirichlet_joint(rng, (4, 4, 3), 0.3) for _ in range(7)]
+                          + [sparse_joint(rng, (4, 4, 3), 0.4) for _ in range(3)]
+                          + list(degenerate_joints((4, 4, 3), rng).values()))
 
 
 def solutions(p: torch.Tensor, seed: int):
@@ -43,12 +47,15 @@ def solutions(p: torch.Tensor, seed: int):
                                     torch.zeros(batch, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("isa", ["default", "baseline"])
+@pytest.mark.parametrize("isa", ["default", "baseline", "no_lanes"])
 @pytest.mark.parametrize("name,joints", list(batches()), ids=[name for name, _ in batches()])
 def test_matches_reference(name, joints, isa, monkeypatch):
-    """Both copies of the op (AVX2 + FMA where the processor has it, and the baseline)."""
+    """Both copies of the op (AVX2 + FMA where the processor has it, and the
+    baseline), with small joints in lanes and (FASTPID_CPU_LANES=0) without."""
     if isa == "baseline":
         monkeypatch.setenv("FASTPID_CPU_ISA", "baseline")
+    if isa == "no_lanes":
+        monkeypatch.setenv("FASTPID_CPU_LANES", "0")
     p = torch.tensor(np.stack(joints))
     for label, solution in solutions(p, seed=len(name)):
         q, value, gap, entropies = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)

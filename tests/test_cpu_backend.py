@@ -223,3 +223,81 @@ def test_instruction_set_copies_agree(monkeypatch):
     assert _C.cpu_instruction_set() == "baseline"
     for p, ours in zip((small, large), default):
         assert_same_solution(ours, cpu_solve(p), p)
+
+
+def one_by_one(monkeypatch, p: torch.Tensor, **kwargs) -> solver.Solution:
+    """The op with the lanes off (FASTPID_CPU_LANES=0): every joint solved alone."""
+    with monkeypatch.context() as patch:
+        patch.setenv("FASTPID_CPU_LANES", "0")
+        return cpu_solve(p, **kwargs)
+
+
+def mixed_small_batch(rng, shape, count: int) -> torch.Tensor:
+    """Dirichlet joints of several concentrations (positive marginals: they go in
+    lanes) and, every fifth, a sparse joint or one with an empty target class."""
+    joints = []
+    for i in range(count):
+        if i % 5 == 4:
+            P = sparse_joint(rng, shape, 0.5) if i % 10 == 4 else dirichlet_joint(rng, shape, 1.0)
+            if i % 10 == 9:
+                P[..., 0] = 0.0
+                P = P / P.sum()
+        else:
+            P = dirichlet_joint(rng, shape, (0.2, 1.0, 5.0, 0.5)[i % 4])
+        joints.append(P)
+    return batch(joints)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (3, 4, 2), (5, 5, 5), (4, 3, 6), (8, 8, 4)])
+def test_lanes_match_one_by_one_and_the_reference(monkeypatch, shape):
+    """Small joints with positive marginals are solved four at a time (csrc/cpu/lanes.h,
+    pinned at the first x2, moved to the heaviest-x2 gauge afterwards): certified, the
+    reference's value and gauge, and the one-by-one solve's iteration count within one."""
+    rng = np.random.default_rng(sum(shape) + 31)
+    p = mixed_small_batch(rng, shape, 23)  # not a multiple of four: the last group is padded
+    assert_matches_reference(p)
+    ours, alone = cpu_solve(p), one_by_one(monkeypatch, p)
+    assert_same_solution(ours, alone, p)
+    support = solver.Support.of(p)
+    in_lanes = (support.p1 > 0).flatten(1).all(1) & (support.p2 > 0).flatten(1).all(1)
+    assert not torch.equal(ours.w[in_lanes], alone.w[in_lanes])  # the lanes ran: other roundings
+
+
+def test_a_joints_lane_solution_does_not_depend_on_its_neighbours():
+    """Lanes decide per joint (masks), so a joint's answer is bit for bit the same
+    alone, in any order and beside any other joints."""
+    rng = np.random.default_rng(37)
+    p = mixed_small_batch(rng, (4, 4, 3), 18)
+    together = cpu_solve(p)
+    order = torch.from_numpy(rng.permutation(len(p)))
+    shuffled = cpu_solve(p[order].contiguous())
+    for field in ("lam1", "lam2", "w", "iterations", "converged"):
+        assert torch.equal(getattr(shuffled, field), getattr(together, field)[order]), field
+    for i in (0, 5, 17):
+        alone = cpu_solve(p[i:i + 1])
+        for field in ("lam1", "lam2", "w", "iterations", "converged"):
+            assert torch.equal(getattr(alone, field), getattr(together, field)[i:i + 1]), field
+
+
+@pytest.mark.parametrize("max_iter", [0, 3])
+def test_joints_the_lanes_leave_unconverged_get_the_one_by_one_answer(monkeypatch, max_iter):
+    """A joint not converged in lanes (here: too few iterations) is solved again alone."""
+    rng = np.random.default_rng(41)
+    p = mixed_small_batch(rng, (5, 5, 5), 9)
+    ours, alone = cpu_solve(p, max_iter=max_iter), one_by_one(monkeypatch, p, max_iter=max_iter)
+    assert not ours.converged.any()
+    for field in ("lam1", "lam2", "w", "iterations", "converged"):
+        assert torch.equal(getattr(ours, field), getattr(alone, field)), field
+
+
+def test_joints_with_an_empty_marginal_cell_are_solved_one_by_one(monkeypatch):
+    """Lanes share one structure; a joint with P1 or P2 = 0 somewhere keeps its own
+    (the one-by-one solve's answer, bit for bit)."""
+    rng = np.random.default_rng(43)
+    p = mixed_small_batch(rng, (3, 4, 2), 20)
+    support = solver.Support.of(p)
+    sparse = ~(support.p1 > 0).flatten(1).all(1) | ~(support.p2 > 0).flatten(1).all(1)
+    assert 0 < int(sparse.sum()) < len(p)
+    ours, alone = cpu_solve(p), one_by_one(monkeypatch, p)
+    for field in ("lam1", "lam2", "w", "iterations", "converged"):
+        assert torch.equal(getattr(ours, field)[sparse], getattr(alone, field)[sparse]), field

@@ -1,5 +1,6 @@
-// The CPU op: csrc/broja.h's certify_joint run joint by joint, in parallel over
-// the batch, with the copy built for the processor (csrc/cpu/per_joint.h).
+// The CPU op: csrc/broja.h's certify_joint run on the joints of a batch in
+// parallel, with the copy built for the processor (csrc/cpu/per_joint.h): in
+// lanes where the solve op uses them (cpu::split_for_lanes), else joint by joint.
 #include "broja_certificate_cpu.h"
 
 #include <ATen/Parallel.h>
@@ -17,8 +18,12 @@
 namespace fastpid {
 namespace cpu {
 
-void certify_joints_baseline(const CertifyArgs& args, int64_t begin, int64_t end) {
-  broja::baseline::certify_joints(args, begin, end);
+void certify_joints_baseline(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::baseline::certify_joints(args, index, begin, end);
+}
+
+void certify_lanes_baseline(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::baseline::certify_lanes(args, index, begin, end);
 }
 
 }  // namespace cpu
@@ -46,11 +51,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
                               gap.mutable_data_ptr<double>(),
                               entropies.mutable_data_ptr<double>()};
   auto certify_joints = cpu::certify_joints_baseline;
+  auto certify_lanes = cpu::certify_lanes_baseline;
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) certify_joints = cpu::certify_joints_avx2;
+  if (std::strcmp(cpu::instruction_set(), "avx2") == 0) {
+    certify_joints = cpu::certify_joints_avx2;
+    certify_lanes = cpu::certify_lanes_avx2;
+  }
 #endif
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
-  at::parallel_for(0, batch, grain, [&](int64_t begin, int64_t end) { certify_joints(args, begin, end); });
+  std::vector<int64_t> in_lanes, alone;
+  cpu::split_for_lanes(args.p, batch, n1, n2, ny, in_lanes, alone);
+  cpu::parallel_over(in_lanes, cpu::kLanes, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
+    certify_lanes(args, index, begin, end);
+  });
+  cpu::parallel_over(alone, 1, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
+    certify_joints(args, index, begin, end);
+  });
   return {q, value, gap, entropies};
 }
 

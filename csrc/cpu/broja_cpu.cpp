@@ -39,11 +39,32 @@ const char* instruction_set() {
 #endif
 }
 
-// Whether small joints go in lanes; FASTPID_CPU_LANES=0 solves every joint one
-// by one (tests compare the two, benchmarks time them).
-bool lanes_enabled() {
+// Whether the marginals P1(x1, y), P2(x2, y) of the joint p (n1 × n2 × ny) are
+// all positive; p1, p2 hold n1 ny and n2 ny values of scratch.
+static bool marginals_positive(const double* p, int64_t n1, int64_t n2, int64_t ny, double* p1, double* p2) {
+  std::fill(p1, p1 + n1 * ny, 0.0);
+  std::fill(p2, p2 + n2 * ny, 0.0);
+  for (int64_t x1 = 0; x1 < n1; ++x1)
+    for (int64_t x2 = 0; x2 < n2; ++x2)
+      for (int64_t y = 0; y < ny; ++y) {
+        const double v = p[(x1 * n2 + x2) * ny + y];
+        p1[x1 * ny + y] += v;
+        p2[x2 * ny + y] += v;
+      }
+  return std::all_of(p1, p1 + n1 * ny, [](double v) { return v > 0.0; }) &&
+         std::all_of(p2, p2 + n2 * ny, [](double v) { return v > 0.0; });
+}
+
+void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny,
+                     std::vector<int64_t>& in_lanes, std::vector<int64_t>& alone) {
   const char* lanes = std::getenv("FASTPID_CPU_LANES");
-  return lanes == nullptr || std::strcmp(lanes, "0") != 0;
+  const bool small = (n1 + n2) * ny <= kLaneMaxDuals && (lanes == nullptr || std::strcmp(lanes, "0") != 0);
+  std::vector<double> marginals((n1 + n2) * ny);
+  for (int64_t i = 0; i < batch; ++i) {
+    const bool positive =
+        small && marginals_positive(p + i * n1 * n2 * ny, n1, n2, ny, marginals.data(), marginals.data() + n1 * ny);
+    (positive ? in_lanes : alone).push_back(i);
+  }
 }
 
 }  // namespace cpu
@@ -73,29 +94,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
 #endif
   // Each thread solves its chunk of joints in its own workspace.  A batch of fewer than
   // ~4096 cells in all is not worth a second thread.
-  const int64_t cells = n1 * n2 * ny;
-  const int64_t grain = std::max<int64_t>(1, 4096 / cells);
-  const auto one_by_one = [&](const int64_t* index, int64_t count) {
-    at::parallel_for(0, count, grain, [&](int64_t begin, int64_t end) { solve_joints(args, index, begin, end); });
-  };
-  if ((n1 + n2) * ny > cpu::kLaneMaxDuals || !cpu::lanes_enabled()) {
-    one_by_one(nullptr, batch);
-    return {lam1, lam2, w, iterations, converged};
-  }
+  const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
   std::vector<int64_t> in_lanes, alone;
-  std::vector<double> marginals((n1 + n2) * ny);
-  for (int64_t i = 0; i < batch; ++i) {
-    const bool positive = cpu::marginals_positive(args.p + i * cells, int(n1), int(n2), int(ny), marginals.data(),
-                                                  marginals.data() + n1 * ny);
-    (positive ? in_lanes : alone).push_back(i);
-  }
-  const int64_t lanes = cpu::kLanes, groups = (int64_t(in_lanes.size()) + lanes - 1) / lanes;
-  at::parallel_for(0, groups, std::max<int64_t>(1, grain / lanes), [&](int64_t begin, int64_t end) {
-    solve_lanes(args, in_lanes.data(), begin * lanes, std::min<int64_t>(end * lanes, in_lanes.size()));
-  });
+  cpu::split_for_lanes(args.p, batch, n1, n2, ny, in_lanes, alone);
+  const auto run = [&](auto solve, const std::vector<int64_t>& joints, int64_t group) {
+    cpu::parallel_over(joints, group, grain,
+                       [&](const int64_t* index, int64_t begin, int64_t end) { solve(args, index, begin, end); });
+  };
+  run(solve_lanes, in_lanes, cpu::kLanes);
   for (const int64_t i : in_lanes)  // a joint the lanes leave unconverged gets the one-by-one solve's answer
     if (!args.converged[i]) alone.push_back(i);
-  one_by_one(alone.data(), int64_t(alone.size()));
+  run(solve_joints, alone, 1);
   return {lam1, lam2, w, iterations, converged};
 }
 

@@ -1,9 +1,12 @@
 // The CPU implementation of fastpid::broja_solve (registered in csrc/fastpid.cpp).
 #pragma once
 
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
+#include <algorithm>
 #include <tuple>
+#include <vector>
 
 namespace fastpid {
 
@@ -18,6 +21,23 @@ namespace cpu {
 // The copy of the solver broja_solve_cpu runs: "avx2" (AVX2 + FMA, where the
 // processor has both) or "baseline"; FASTPID_CPU_ISA=baseline forces the latter.
 const char* instruction_set();
+
+// The joints of a batch p (B, n1, n2, ny) that the CPU ops take in lanes
+// (csrc/cpu/lanes.h), in_lanes, and the others, alone: in lanes go joints of at
+// most kLaneMaxDuals dual variables (n1 + n2) ny whose marginals P1, P2 have no
+// zero, unless FASTPID_CPU_LANES=0 (tests compare the two, benchmarks time them).
+void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny,
+                     std::vector<int64_t>& in_lanes, std::vector<int64_t>& alone);
+
+// f(begin, end) on the joints of `joints` (B of them) in parallel, in chunks of
+// whole groups of `group` joints and at least `grain` joints.
+template <typename F>
+void parallel_over(const std::vector<int64_t>& joints, int64_t group, int64_t grain, const F& f) {
+  const int64_t count = int64_t(joints.size()), groups = (count + group - 1) / group;
+  at::parallel_for(0, groups, std::max<int64_t>(1, grain / group), [&](int64_t begin, int64_t end) {
+    f(joints.data(), begin * group, std::min(end * group, count));
+  });
+}
 
 }  // namespace cpu
 }  // namespace fastpid

@@ -36,8 +36,12 @@ void solve_lanes_avx2(const SolveArgs& args, const int64_t* index, int64_t begin
   broja::avx2::solve_lanes(args, index, begin, end);
 }
 
-void certify_joints_avx2(const CertifyArgs& args, int64_t begin, int64_t end) {
-  broja::avx2::certify_joints(args, begin, end);
+void certify_joints_avx2(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::avx2::certify_joints(args, index, begin, end);
+}
+
+void certify_lanes_avx2(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end) {
+  broja::avx2::certify_lanes(args, index, begin, end);
 }
 
 }  // namespace cpu

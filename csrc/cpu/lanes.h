@@ -114,33 +114,36 @@ inline int gauge_pin(const Lanes*, const unsigned char* on2, int n2, int stride)
   return 0;
 }
 
-// broja.h's rank_update with four independent sums per row (the generic one
-// has a single chain of dependent additions).
+// broja.h's rank_update in register tiles of two rows by four columns (the
+// generic one has a single chain of dependent additions); like the double
+// version, it may update entries below the diagonal, which no caller reads.
 inline void rank_update(Lanes* S, int ldS, const Lanes* G, int ldG, int rows, int n) {
-  for (int r = 0; r < n; ++r) {
+  int r = 0;
+  for (; r + 2 <= n; r += 2) {
     int j = r;
     for (; j + 4 <= n; j += 4) {
-      lane_doubles a0 = {}, a1 = {}, a2 = {}, a3 = {};
+      lane_doubles a[2][4] = {};
       for (int i = 0; i < rows; ++i) {
-        const lane_doubles g = G[i * ldG + r].v;
-        const Lanes* Gi = G + i * ldG + j;
-        a0 += g * Gi[0].v;
-        a1 += g * Gi[1].v;
-        a2 += g * Gi[2].v;
-        a3 += g * Gi[3].v;
+        const Lanes* Gi = G + i * ldG;
+        for (int t = 0; t < 2; ++t)
+          for (int u = 0; u < 4; ++u) a[t][u] += Gi[r + t].v * Gi[j + u].v;
       }
-      Lanes* Sr = S + r * ldS + j;
-      Sr[0].v -= a0;
-      Sr[1].v -= a1;
-      Sr[2].v -= a2;
-      Sr[3].v -= a3;
+      for (int t = 0; t < 2; ++t)
+        for (int u = 0; u < 4; ++u) S[(r + t) * ldS + j + u].v -= a[t][u];
     }
     for (; j < n; ++j) {
+      lane_doubles a[2] = {};
+      for (int i = 0; i < rows; ++i)
+        for (int t = 0; t < 2; ++t) a[t] += G[i * ldG + r + t].v * G[i * ldG + j].v;
+      for (int t = 0; t < 2; ++t) S[(r + t) * ldS + j].v -= a[t];
+    }
+  }
+  for (; r < n; ++r)
+    for (int j = r; j < n; ++j) {
       lane_doubles a = {};
       for (int i = 0; i < rows; ++i) a += G[i * ldG + r].v * G[i * ldG + j].v;
       S[r * ldS + j].v -= a;
     }
-  }
 }
 
 }  // namespace FASTPID_ISA
