@@ -2,8 +2,10 @@
 //
 // fastpid/solver.py is the readable (batched torch) version and the reference;
 // this header runs the same iteration on one joint at a time, for the compiled
-// backends.  It is plain C++ over raw pointers and a caller-provided workspace
-// (no allocation, no STL, no exceptions, no torch types), so that a CUDA kernel
+// backends, with T = double, or on four joints side by side in vector lanes
+// with T = Lanes (csrc/cpu/lanes.h; the CPU op's path for small joints).  It
+// is plain C++ over raw pointers and a caller-provided workspace (no
+// allocation, no STL, no exceptions, no torch types), so that a CUDA kernel
 // can compile the same code: every function is FASTPID_HOST_DEVICE.
 //
 // Problem.  For a joint P(x1, x2, y) with marginals P1(x1, y), P2(x2, y),
