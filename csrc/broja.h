@@ -721,22 +721,24 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
     const T d = J.p2[i] - deficit2[i];
     deficit2[i] = where(d < T(0), T(0), d);
   }
+  // Q += deficit1 deficit2 / total(y), as (deficit1 / total) deficit2; off the
+  // cells Q and one of the deficits vanish, so they stay 0.
   T* total = J.u;
   for (int y = 0; y < ny; ++y) {
     T sum = T(0);
     for (int x1 = 0; x1 < n1; ++x1) sum += deficit1[x1 * ny + y];
     total[y] = where(sum > T(0), sum, T(1));
   }
+  for (int x1 = 0; x1 < n1; ++x1)
+    for (int y = 0; y < ny; ++y) deficit1[x1 * ny + y] /= total[y];
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
       const T* a = deficit1 + k1 * ny;
       const T* b = deficit2 + k2 * ny;
-      const unsigned char* ck = J.cell + k * ny;
       T* out = J.qr + k * ny;
       T mass = T(0);
       for (int y = 0; y < ny; ++y) {
-        if (!ck[y]) continue;  // q and a deficit vanish off the cells
-        const T v = out[y] + a[y] * b[y] / total[y];
+        const T v = out[y] + a[y] * b[y];
         out[y] = v;
         mass += v;
       }
