@@ -22,9 +22,6 @@ void certify_joints_baseline(const CertifyArgs& args, const int64_t* index, int6
   broja::baseline::certify_joints(args, index, begin, end);
 }
 
-void certify_lanes_baseline(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end) {
-  broja::baseline::certify_lanes(args, index, begin, end);
-}
 
 }  // namespace cpu
 
@@ -51,7 +48,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
                               gap.mutable_data_ptr<double>(),
                               entropies.mutable_data_ptr<double>()};
   auto certify_joints = cpu::certify_joints_baseline;
-  auto certify_lanes = cpu::certify_lanes_baseline;
+  decltype(certify_joints) certify_lanes = nullptr;  // the AVX2 copy's only (cpu::split_for_lanes)
 #if defined(__x86_64__) && defined(__GNUC__)
   if (std::strcmp(cpu::instruction_set(), "avx2") == 0) {
     certify_joints = cpu::certify_joints_avx2;
@@ -60,7 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
 #endif
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
   std::vector<int64_t> in_lanes, alone;
-  cpu::split_for_lanes(args.p, batch, n1, n2, ny, in_lanes, alone);
+  cpu::split_for_lanes(args.p, batch, n1, n2, ny, certify_lanes != nullptr, in_lanes, alone);
   cpu::parallel_over(in_lanes, cpu::kLanes, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
     certify_lanes(args, index, begin, end);
   });

@@ -23,10 +23,6 @@ void solve_joints_baseline(const SolveArgs& args, const int64_t* index, int64_t 
   broja::baseline::solve_joints(args, index, begin, end);
 }
 
-void solve_lanes_baseline(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end) {
-  broja::baseline::solve_lanes(args, index, begin, end);
-}
-
 const char* instruction_set() {
 #if defined(__x86_64__) && defined(__GNUC__)
   // FASTPID_CPU_ISA=baseline forces the baseline copy (tests compare the two).
@@ -55,10 +51,11 @@ static bool marginals_positive(const double* p, int64_t n1, int64_t n2, int64_t 
          std::all_of(p2, p2 + n2 * ny, [](double v) { return v > 0.0; });
 }
 
-void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny,
+void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny, bool has_lanes,
                      std::vector<int64_t>& in_lanes, std::vector<int64_t>& alone) {
   const char* lanes = std::getenv("FASTPID_CPU_LANES");
-  const bool small = (n1 + n2) * ny <= kLaneMaxDuals && (lanes == nullptr || std::strcmp(lanes, "0") != 0);
+  const bool small =
+      has_lanes && (n1 + n2) * ny <= kLaneMaxDuals && (lanes == nullptr || std::strcmp(lanes, "0") != 0);
   std::vector<double> marginals((n1 + n2) * ny);
   for (int64_t i = 0; i < batch; ++i) {
     const bool positive =
@@ -85,7 +82,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
                             w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
                             converged.mutable_data_ptr<bool>()};
   auto solve_joints = cpu::solve_joints_baseline;
-  auto solve_lanes = cpu::solve_lanes_baseline;
+  decltype(solve_joints) solve_lanes = nullptr;  // the AVX2 copy's only (cpu::split_for_lanes)
 #if defined(__x86_64__) && defined(__GNUC__)
   if (std::strcmp(cpu::instruction_set(), "avx2") == 0) {
     solve_joints = cpu::solve_joints_avx2;
@@ -96,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   // ~4096 cells in all is not worth a second thread.
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
   std::vector<int64_t> in_lanes, alone;
-  cpu::split_for_lanes(args.p, batch, n1, n2, ny, in_lanes, alone);
+  cpu::split_for_lanes(args.p, batch, n1, n2, ny, solve_lanes != nullptr, in_lanes, alone);
   const auto run = [&](auto solve, const std::vector<int64_t>& joints, int64_t group) {
     cpu::parallel_over(joints, group, grain,
                        [&](const int64_t* index, int64_t begin, int64_t end) { solve(args, index, begin, end); });

@@ -25,8 +25,11 @@ const char* instruction_set();
 // The joints of a batch p (B, n1, n2, ny) that the CPU ops take in lanes
 // (csrc/cpu/lanes.h), in_lanes, and the others, alone: in lanes go joints of at
 // most kLaneMaxDuals dual variables (n1 + n2) ny whose marginals P1, P2 have no
-// zero, unless FASTPID_CPU_LANES=0 (tests compare the two, benchmarks time them).
-void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny,
+// zero, where the copy of the solver has lanes (has_lanes: the AVX2 copy; in
+// the baseline one 32-byte vectors are pairs of SSE2 ones and exp/log scalar
+// calls, slower than one joint at a time) and FASTPID_CPU_LANES is not 0 (tests
+// compare the two, benchmarks time them).
+void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny, bool has_lanes,
                      std::vector<int64_t>& in_lanes, std::vector<int64_t>& alone);
 
 // f(begin, end) on the joints of `joints` (B of them) in parallel, in chunks of

@@ -13,20 +13,25 @@
 // the CPU op puts only joints whose marginals P1, P2 have no zero in lanes, and
 // the gauge pins λ2 at the first x2 rather than the heaviest (gauge_pin below);
 // the pin leaves λ1 + λ2, Q and the gap unchanged, and the op moves λ to the
-// reference's gauge afterwards (cpu::to_heaviest_gauge).
+// reference's gauge afterwards (to_heaviest_gauge in csrc/cpu/per_joint.h).
+//
+// Only the AVX2 copy of the solver (csrc/cpu/broja_cpu_avx2.cpp) has lanes
+// (FASTPID_LANES): in the x86-64 baseline a Lanes would be two SSE2 vectors
+// and exp/log scalar calls, slower than one joint at a time.
 #pragma once
 
 #include "../broja.h"
-
-#if defined(__GNUC__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"  // 32-byte vectors passed by value in the baseline (SSE2) copy
 
 namespace fastpid {
 namespace cpu {
 constexpr int kLanes = 4;  // joints per Lanes: one AVX2 vector of doubles
 }  // namespace cpu
+}  // namespace fastpid
 
+#if FASTPID_VECTOR_BYTES == 32 && defined(__x86_64__) && defined(__GNUC__)
+#define FASTPID_LANES 1
+
+namespace fastpid {
 namespace broja {
 inline namespace FASTPID_ISA {
 
@@ -70,32 +75,26 @@ inline LaneMask operator==(Lanes a, Lanes b) { return {a.v == b.v}; }
 inline LaneMask operator!=(Lanes a, Lanes b) { return {a.v != b.v}; }
 inline Lanes where(LaneMask c, Lanes a, Lanes b) { return Lanes(c.v ? a.v : b.v); }
 
-// Lane by lane: libm, or SLEEF's vector functions where the copy has them (AVX2).
+// SLEEF's vector exp and log where libtorch_cpu exports them (FASTPID_SLEEF), else libm lane by lane.
 template <double (*f)(double)> inline Lanes each_lane(Lanes x) {
   for (int l = 0; l < kLanes; ++l) x.v[l] = f(x.v[l]);
   return x;
 }
 inline Lanes exp_(Lanes x) {
-#if defined(FASTPID_VECTOR_EXP) && FASTPID_VECTOR_BYTES == 32
+#ifdef FASTPID_VECTOR_EXP
   return Lanes(FASTPID_VECTOR_EXP(x.v));
 #else
   return each_lane<::exp>(x);
 #endif
 }
 inline Lanes log_(Lanes x) {
-#if defined(FASTPID_VECTOR_LOG) && FASTPID_VECTOR_BYTES == 32
+#ifdef FASTPID_VECTOR_LOG
   return Lanes(FASTPID_VECTOR_LOG(x.v));
 #else
   return each_lane<::log>(x);
 #endif
 }
-inline Lanes sqrt_(Lanes x) {
-#if FASTPID_VECTOR_BYTES == 32 && defined(__x86_64__)  // the AVX2 copy, which includes <immintrin.h>
-  return Lanes(lane_doubles(_mm256_sqrt_pd(__m256d(x.v))));
-#else
-  return each_lane<::sqrt>(x);
-#endif
-}
+inline Lanes sqrt_(Lanes x) { return Lanes(lane_doubles(_mm256_sqrt_pd(__m256d(x.v)))); }
 inline Lanes fabs_(Lanes x) {  // the sign bits cleared
   return Lanes(lane_doubles(lane_flags(x.v) & ~lane_flags(Lanes(-0.0).v)));
 }
@@ -150,5 +149,4 @@ inline void rank_update(Lanes* S, int ldS, const Lanes* G, int ldG, int rows, in
 }  // namespace broja
 }  // namespace fastpid
 
-#pragma GCC diagnostic pop
-#endif
+#endif  // FASTPID_LANES

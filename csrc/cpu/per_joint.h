@@ -36,16 +36,14 @@ struct CertifyArgs {
 
 // Solve (certify) the joints index[begin], …, index[end − 1] of the batch in
 // one ScopedWorkspace: the baseline copy, and the AVX2 + FMA copy (defined on
-// x86-64 with GCC or Clang only).  The *_lanes functions take them kLanes at a
-// time (csrc/cpu/lanes.h: joints whose marginals have no zero, pinned at the
-// first x2), and move λ to the reference's gauge (heaviest x2 pinned).
+// x86-64 with GCC or Clang only).  The *_lanes functions (AVX2 only) take them
+// kLanes at a time (csrc/cpu/lanes.h: joints whose marginals have no zero,
+// pinned at the first x2), and move λ to the reference's gauge (heaviest x2 pinned).
 void solve_joints_baseline(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end);
 void solve_joints_avx2(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end);
-void solve_lanes_baseline(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end);
 void solve_lanes_avx2(const SolveArgs& args, const int64_t* index, int64_t begin, int64_t end);
 void certify_joints_baseline(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end);
 void certify_joints_avx2(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end);
-void certify_lanes_baseline(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end);
 void certify_lanes_avx2(const CertifyArgs& args, const int64_t* index, int64_t begin, int64_t end);
 
 // Joints with more dual variables (n1 + n2) ny than this are solved one by one:
@@ -91,6 +89,7 @@ inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int6
   }
 }
 
+#ifdef FASTPID_LANES  // csrc/cpu/lanes.h: the AVX2 copy only
 // ---------------------------------------------------------------- lanes
 
 // The workspace of solve_joint / certify_joint on Lanes for n1 × n2 × ny
@@ -198,6 +197,7 @@ inline void certify_lanes(const cpu::CertifyArgs& a, const int64_t* index, int64
     }
   }
 }
+#endif  // FASTPID_LANES
 
 }  // namespace FASTPID_ISA
 }  // namespace broja
