@@ -22,6 +22,10 @@ the certificate is computed in Python from the returned dual variables
 (``solver.certificate``), so it holds whichever backend produced them.  fastpid
 benchmarks also store ``gap_bits``, their own certified bound on every atom.
 
+The "lanes" group times the C++ backend alone on batches of small joints with
+lanes (four joints per AVX2 vector, csrc/cpu/lanes.h) and without
+(``FASTPID_CPU_LANES=0``): the measurement behind ``kLaneMaxDuals``.
+
 The "roofline" groups feed bench/roofline.py's model: the machine's ceilings
 (single-thread DGEMM, vectorised exp, DRAM copy bandwidth), and the C++ backend
 alone (``fastpid.backends.SOLVERS["cpu"]``, without fastpid.pid's Python side)
@@ -201,6 +205,28 @@ def test_small_fastpid(benchmark, small_batch, small_reference, small_index):
     result = benchmark.pedantic(fastpid.pid, args=(P,), kwargs={"backend": "cpu", "tol": TOL},
                                 rounds=200, iterations=1, warmup_rounds=5)
     record_fastpid(benchmark, "small", "cpu", result, small_reference["atoms"][small_index], small_reference, SMALL)
+
+
+# ---------------------------------------------------------------- lanes
+
+LANE_SHAPES = [(2, 2, 2), (5, 5, 5), (8, 8, 4), (10, 10, 6), (4, 4, 16)]  # up to kLaneMaxDuals = 128
+
+
+@pytest.mark.benchmark(group="lanes: C++ backend alone")
+@pytest.mark.parametrize("lanes", ["on", "off"])
+@pytest.mark.parametrize("shape", LANE_SHAPES, ids=["x".join(map(str, s)) for s in LANE_SHAPES])
+def test_lanes(benchmark, monkeypatch, shape, lanes):
+    """Dirichlet(1) joints of a small shape, ~16,000 cells per call, four at a time in
+    vector lanes and (FASTPID_CPU_LANES=0) one at a time."""
+    if lanes == "off":
+        monkeypatch.setenv("FASTPID_CPU_LANES", "0")
+    rng = np.random.default_rng(SEED)
+    count = max(32, 16384 // int(np.prod(shape)))
+    joints = torch.tensor(np.stack([dirichlet_joint(rng, shape) for _ in range(count)]))
+    solution = benchmark.pedantic(backends.SOLVERS["cpu"], args=(joints, TOL * LN2, 100, solver.PATIENCE),
+                                  rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info.update({"key": f"lanes/{'x'.join(map(str, shape))}/{lanes}", "joints": count,
+                                 "shape": list(shape), "converged_fraction": float(solution.converged.double().mean())})
 
 
 # ---------------------------------------------------------------- fixed cost and machine ceilings

@@ -165,6 +165,22 @@ def roofline_table(benchmarks):
     return header, rows, ceilings
 
 
+def lanes_table(benchmarks):
+    """Per joint, the C++ backend with small joints in lanes and one at a time (bench_cpu.test_lanes)."""
+    header = ["shape", "dual variables", "one at a time", "in lanes", "lanes faster by"]
+    rows = []
+    for key in sorted(k for k in benchmarks if k.startswith("lanes/") and k.endswith("/on")):
+        off = benchmarks.get(key[:-len("on")] + "off")
+        if off is None:
+            continue
+        n1, n2, ny = benchmarks[key]["shape"]
+        on_time, off_time = per_joint(benchmarks[key]), per_joint(off)
+        rows.append([f"{n1}×{n2}×{ny}", f"{(n1 + n2) * ny}", seconds(off_time), seconds(on_time),
+                     f"{off_time / on_time:.2f}×"])
+    rows.sort(key=lambda row: int(row[1]))
+    return header, rows
+
+
 def text_table(header, rows) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
@@ -217,6 +233,7 @@ def main(argv=None):
     facts = run_facts(data)
     header, rows, verdicts = comparison(benchmarks)
     roof_header, roof_rows, ceilings = roofline_table(benchmarks)
+    lane_header, lane_rows = lanes_table(benchmarks)
 
     references = sorted({(b["case"], b["reference"], b["reference_bound_bits"])
                          for b in benchmarks.values() if "reference" in b})
@@ -240,6 +257,9 @@ def main(argv=None):
     if roof_rows:
         print(f"Roofline (bench/roofline.py; ceilings measured in this run: {ceilings})\n")
         print(text_table(roof_header, roof_rows), "\n")
+    if lane_rows:
+        print("Small joints in vector lanes (C++ backend alone, per joint)\n")
+        print(text_table(lane_header, lane_rows), "\n")
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"cpu-{stamp}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +280,10 @@ def main(argv=None):
                "difference of two medians, negative where it is below the noise); "
                "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
                "DRAM traffic.", "", markdown_table(roof_header, roof_rows), ""]
+    if lane_rows:
+        md += ["## Small joints in vector lanes", "", "The C++ backend alone, per joint, on batches of "
+               "Dirichlet(1) joints (~16,000 cells per call): four joints per AVX2 vector (`csrc/cpu/lanes.h`) "
+               "against one at a time (`FASTPID_CPU_LANES=0`).", "", markdown_table(lane_header, lane_rows), ""]
     out.write_text("\n".join(md))
     print(f"written: {out}")
 
