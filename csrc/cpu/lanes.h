@@ -75,25 +75,19 @@ inline LaneMask operator==(Lanes a, Lanes b) { return {a.v == b.v}; }
 inline LaneMask operator!=(Lanes a, Lanes b) { return {a.v != b.v}; }
 inline Lanes where(LaneMask c, Lanes a, Lanes b) { return Lanes(c.v ? a.v : b.v); }
 
-// SLEEF's vector exp and log where libtorch_cpu exports them (FASTPID_SLEEF), else libm lane by lane.
+// SLEEF's vector exp and log where libtorch_cpu exports them (FASTPID_SLEEF:
+// broja_cpu_avx2.cpp defines both macros or neither), else libm lane by lane.
+#ifdef FASTPID_VECTOR_EXP
+inline Lanes exp_(Lanes x) { return Lanes(FASTPID_VECTOR_EXP(x.v)); }
+inline Lanes log_(Lanes x) { return Lanes(FASTPID_VECTOR_LOG(x.v)); }
+#else
 template <double (*f)(double)> inline Lanes each_lane(Lanes x) {
   for (int l = 0; l < kLanes; ++l) x.v[l] = f(x.v[l]);
   return x;
 }
-inline Lanes exp_(Lanes x) {
-#ifdef FASTPID_VECTOR_EXP
-  return Lanes(FASTPID_VECTOR_EXP(x.v));
-#else
-  return each_lane<::exp>(x);
+inline Lanes exp_(Lanes x) { return each_lane<::exp>(x); }
+inline Lanes log_(Lanes x) { return each_lane<::log>(x); }
 #endif
-}
-inline Lanes log_(Lanes x) {
-#ifdef FASTPID_VECTOR_LOG
-  return Lanes(FASTPID_VECTOR_LOG(x.v));
-#else
-  return each_lane<::log>(x);
-#endif
-}
 inline Lanes sqrt_(Lanes x) { return Lanes(lane_doubles(_mm256_sqrt_pd(__m256d(x.v)))); }
 inline Lanes fabs_(Lanes x) {  // the sign bits cleared
   return Lanes(lane_doubles(lane_flags(x.v) & ~lane_flags(Lanes(-0.0).v)));
