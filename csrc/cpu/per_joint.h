@@ -125,12 +125,10 @@ inline void lane_of(double* dst, const Lanes* src, int l, int64_t n) {
 
 // Moves a solution λ of a joint with positive marginals P2 (n2 × ny) to the
 // reference's gauge: λ1(·, y) + c, λ2(·, y) − c (λ1 + λ2, Q and the dual value
-// unchanged) with λ2 = log P2 at the first x2 of largest P2(x2, y).
+// unchanged) with λ2 = log P2 at broja.h's pin for one joint (gauge_pin<double>).
 inline void to_heaviest_gauge(const double* p2, int n1, int n2, int ny, double* lam1, double* lam2) {
   for (int y = 0; y < ny; ++y) {
-    int pin = 0;
-    for (int x2 = 1; x2 < n2; ++x2)
-      if (p2[x2 * ny + y] > p2[pin * ny + y]) pin = x2;
+    const int pin = gauge_pin<double>(p2 + y, nullptr, n2, ny);
     const double pinned = log(p2[pin * ny + y]);
     const double c = lam2[pin * ny + y] - pinned;
     for (int x1 = 0; x1 < n1; ++x1) lam1[x1 * ny + y] += c;
@@ -172,7 +170,7 @@ inline void solve_lanes(const cpu::SolveArgs& a, const int64_t* index, int64_t b
 // certify_joint<Lanes> over groups of kLanes joints.
 inline void certify_lanes(const cpu::CertifyArgs& a, const int64_t* index, int64_t begin, int64_t end) {
   const int n1 = a.n1, n2 = a.n2, ny = a.ny, c1 = n1 * ny, c2 = n2 * ny, np = n1 * n2, cells = np * ny;
-  const LaneWorkspace workspace(n1, n2, ny, 2 * cells + c1 + c2 + np + 5);
+  const LaneWorkspace workspace(n1, n2, ny, 2 * cells + c1 + c2 + np + 1 + 4);  // … q, value, 4 entropies
   Lanes* p = workspace.staging();
   Lanes* lam1 = p + cells;
   Lanes* lam2 = lam1 + c1;
