@@ -15,7 +15,15 @@
 //       -> (Tensor q, Tensor value, Tensor gap, Tensor entropies)
 //
 // is the certificate of a solution, as fastpid.solver.certificate, with the
-// entropies H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of p.  Implementations:
+// entropies H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of p;
+//
+//   fastpid::broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience)
+//       -> (Tensor measures, Tensor gap, Tensor q, Tensor lam1, Tensor lam2, Tensor iterations,
+//           Tensor converged, Tensor fine)
+//
+// is fastpid.pid's forward for the compiled backends: the checks and rescaling
+// of fastpid._checks.check_joint, broja_solve and broja_certificate in one call
+// (csrc/broja_forward.cpp, one implementation for every device).  Implementations:
 //   CPU   csrc/cpu/broja_cpu.cpp (+ broja_cpu_avx2.cpp, the AVX2 copy), csrc/cpu/broja_backward_cpu.cpp,
 //         csrc/cpu/broja_certificate_cpu.cpp
 //   CUDA  csrc/cuda/broja_cuda.cu (solve, certificate), csrc/cuda/broja_backward_cuda.cu (built with
@@ -23,6 +31,7 @@
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
+#include "broja_forward.h"
 #include "cpu/broja_backward_cpu.h"
 #include "cpu/broja_certificate_cpu.h"
 #include "cpu/broja_cpu.h"
@@ -65,18 +74,46 @@ at::Tensor broja_backward_meta(const at::Tensor& p, const at::Tensor& /*lam1*/, 
   return at::empty_like(p);
 }
 
+BrojaForward broja_forward_meta(const at::Tensor& p, bool /*normalize*/, double /*sum_tolerance*/, double /*tol*/,
+                                int64_t /*max_iter*/, int64_t /*patience*/) {
+  TORCH_CHECK(p.dim() >= 3, "fastpid::broja_forward: expected p of shape (..., n1, n2, ny), got ", p.dim(),
+              " dimensions");
+  const auto size = p.sym_sizes();
+  const c10::SymIntArrayRef batch = size.slice(0, p.dim() - 3);
+  const auto with = [&](std::initializer_list<c10::SymInt> more) {
+    std::vector<c10::SymInt> out(batch.begin(), batch.end());
+    out.insert(out.end(), more);
+    return out;
+  };
+  const auto real = p.options().dtype(at::kDouble);
+  const auto& n1 = size[p.dim() - 3];
+  const auto& n2 = size[p.dim() - 2];
+  const auto& ny = size[p.dim() - 1];
+  return {at::empty_symint(with({5}), real),
+          at::empty_symint(batch, real),
+          at::empty_symint(size, real),
+          at::empty_symint(with({n1, ny}), real),
+          at::empty_symint(with({n2, ny}), real),
+          at::empty_symint(batch, p.options().dtype(at::kLong)),
+          at::empty_symint(batch, p.options().dtype(at::kBool)),
+          at::empty_symint(batch, p.options().dtype(at::kBool))};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
   m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience) -> "
+        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
   m.impl("broja_solve", &broja_solve_cpu);
   m.impl("broja_backward", &broja_backward_cpu);
   m.impl("broja_certificate", &broja_certificate_cpu);
+  m.impl("broja_forward", &broja_forward);
 }
 
 #ifdef WITH_CUDA
@@ -84,6 +121,7 @@ TORCH_LIBRARY_IMPL(fastpid, CUDA, m) {
   m.impl("broja_solve", &broja_solve_cuda);
   m.impl("broja_backward", &broja_backward_cuda);
   m.impl("broja_certificate", &broja_certificate_cuda);
+  m.impl("broja_forward", &broja_forward);
 }
 #endif
 
@@ -91,6 +129,7 @@ TORCH_LIBRARY_IMPL(fastpid, Meta, m) {
   m.impl("broja_solve", &broja_solve_meta);
   m.impl("broja_backward", &broja_backward_meta);
   m.impl("broja_certificate", &broja_certificate_meta);
+  m.impl("broja_forward", &broja_forward_meta);
 }
 
 }  // namespace fastpid

@@ -9,14 +9,6 @@ import torch
 SUM_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-5}
 
 
-def _bad_index(mask: torch.Tensor, batch_shape) -> str:
-    """The batch index of the first joint flagged by ``mask`` (flattened batch)."""
-    flat = int(torch.nonzero(mask)[0, 0])
-    if not batch_shape:
-        return "the joint"
-    return f"joint {tuple(int(i) for i in np.unravel_index(flat, tuple(batch_shape)))}"
-
-
 def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
     """Turn ``p`` (tensor, array, or a sequence of joints) into one tensor.
 
@@ -44,12 +36,10 @@ def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
         f"P must be a torch.Tensor, a numpy.ndarray or a sequence of them, of shape (..., n1, n2, ny); got {type(p).__name__}")
 
 
-def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """Check a batch of joints of shape (..., n1, n2, ny) and return it summing to 1.
+def check_layout(p: torch.Tensor) -> None:
+    """The checks of ``check_joint`` that read no values: dtype, rank, empty axes, the meta device.
 
-    Raises TypeError for non-float dtypes and ValueError for wrong rank, empty
-    axes, NaN/inf/negative mass, and sums off 1 (beyond float rounding) unless
-    ``normalize``; the error names the first bad joint of a batch."""
+    They depend only on metadata, so they stay in a ``torch.compile`` graph."""
     if p.dtype not in SUM_TOLERANCE:
         raise TypeError(f"P must be float32 or float64, got {p.dtype}; convert counts with P / P.sum()")
     if p.dim() < 3:
@@ -58,41 +48,46 @@ def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
         raise ValueError(f"P has an empty axis: shape {tuple(p.shape)}; every axis needs at least one entry")
     if p.device.type == "meta":
         raise ValueError("P is on the meta device and holds no values; pass a joint on a real device")
+
+
+def check_joint(p: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Check a batch of joints of shape (..., n1, n2, ny) and return it summing to 1.
+
+    Raises TypeError for non-float dtypes and ValueError for wrong rank, empty
+    axes, NaN/inf/negative mass, and sums off 1 (beyond float rounding) unless
+    ``normalize``; the error names the first bad joint of a batch.  The compiled
+    forward (csrc/broja_forward.cpp) makes the same test and rescaling with the
+    same ops, so both accept the same joints and rescale them alike."""
+    check_layout(p)
     batch_shape = p.shape[:-3]
     flat = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
     total = flat.sum(1)
     # A total within the tolerance of 1 is finite and positive; normalize takes any such total.
     summed = torch.isfinite(total) & (total > 0) if normalize else (total - 1).abs() <= SUM_TOLERANCE[p.dtype]
     fine = summed & (flat.amin(1) >= 0)
-    if not bool(fine.all()):  # one test for the common case; the messages below find what is wrong
-        _raise_for_values(p.detach(), normalize)
+    if not bool(fine.all()):  # one test for the common case; raise_for_values finds what is wrong
+        raise_for_values(p, normalize, fine)
     return p / total.reshape(*batch_shape, 1, 1, 1)
 
 
-def _raise_for_values(p: torch.Tensor, normalize: bool) -> None:
-    """The ValueError for the first joint of ``p`` whose values ``check_joint`` refuses."""
+def raise_for_values(p: torch.Tensor, normalize: bool, fine: torch.Tensor) -> None:
+    """The ValueError for the first joint of ``p`` that ``fine`` (one flag per joint,
+    False where ``check_joint``'s test refuses it) flags, naming its problem."""
     batch_shape = p.shape[:-3]
-    flat = p.reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])
-    if not torch.isfinite(flat).all():
-        where = _bad_index(~torch.isfinite(flat).all(1), batch_shape)
+    index = int(torch.nonzero(~fine.reshape(-1))[0, 0])
+    where = f"joint {tuple(int(i) for i in np.unravel_index(index, tuple(batch_shape)))}" if batch_shape else "the joint"
+    joint = p.detach().reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])[index]
+    if not bool(torch.isfinite(joint).all()):
         raise ValueError(f"P must be finite: {where} holds NaN or infinite mass")
-    negative = (flat < 0).any(1)
-    if negative.any():
-        first = flat[negative][0]
-        raise ValueError(f"P must be non-negative: {_bad_index(negative, batch_shape)} holds negative mass "
-                         f"(min {first.min().item():.3g})")
-    total = flat.sum(1)
-    if not torch.isfinite(total).all():
-        raise ValueError(f"P's total mass overflows {p.dtype}: {_bad_index(~torch.isfinite(total), batch_shape)} "
-                         "sums to inf; rescale it")
-    if (total <= 0).any():
-        raise ValueError(f"P must carry mass: {_bad_index(total <= 0, batch_shape)} sums to 0")
-    off = (total - 1).abs() > SUM_TOLERANCE[p.dtype]
-    if off.any() and not normalize:
-        where = _bad_index(off, batch_shape)
-        raise ValueError(
-            f"P must sum to 1 over its last three axes: {where} sums to {total[off][0].item():.10g}; "
-            "pass normalize=True to rescale")
+    if bool((joint < 0).any()):
+        raise ValueError(f"P must be non-negative: {where} holds negative mass (min {joint.min().item():.3g})")
+    total = joint.sum()
+    if not bool(torch.isfinite(total)):
+        raise ValueError(f"P's total mass overflows {p.dtype}: {where} sums to inf; rescale it")
+    if not total > 0:
+        raise ValueError(f"P must carry mass: {where} sums to 0")
+    raise ValueError(f"P must sum to 1 over its last three axes: {where} sums to {total.item():.10g}; "
+                     "pass normalize=True to rescale")
 
 
 def check_options(tol: float, max_iter: int) -> None:

@@ -2,24 +2,30 @@
 
 Each backend maps a float64 batch of normalised joints (B, n1, n2, ny) to a
 ``fastpid.solver.Solution`` (dual variables λ1, λ2, pair masses w, iterations,
-converged).  The certificate and the atoms are computed from it in one place
-(``fastpid.pid``), so every backend is checked by the same duality gap.
+converged) (``SOLVERS``), and every solution is certified by the same duality
+gap (``torch_certificate``: ``fastpid.solver.certificate`` and the entropies
+of the joints, or the compiled op that computes both).
 
-``CERTIFICATES`` holds the backends' compiled certificates, each computing
-``torch_certificate`` (the reference, used by the backends without one) of a
-solution: ``fastpid.solver.certificate`` and the entropies of the joints;
-``GRADIENTS`` their fused backward kernels, each computing
-``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)`` (the reference,
-used by the backends without one).
+``FORWARDS`` holds the forward of ``fastpid.pid`` for each backend: check and
+rescale the joints (``fastpid._checks.check_joint``), solve, certify, and
+return the measures [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] (..., 5) that the
+atoms are made of, the gap, Q, λ1, λ2, iterations and converged, shaped like
+the batch.  The compiled backends do all of it in one op
+(``fastpid::broja_forward``, csrc/broja_forward.cpp); the others compose it
+here (``python_forward``).  ``GRADIENTS`` holds the fused backward kernels,
+each computing ``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)``
+(the reference, used by the backends without one).
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
 import torch
 
 from . import solver
+from ._checks import SUM_TOLERANCE, check_joint, raise_for_values
 from .information import conditional_entropies
 
 
@@ -60,11 +66,12 @@ def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
     return grad.reshape(p.shape)
 
 
-def _compiled_certificate(p: torch.Tensor, solution: solver.Solution
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The compiled certificate op (csrc/broja.h's certify_joint) on p's device: ``torch_certificate`` in one pass."""
-    return _OPS.broja_certificate(p.contiguous(), solution.lam1.contiguous(), solution.lam2.contiguous(),
-                                  solution.w.contiguous())
+def _compiled_forward(p: torch.Tensor, normalize: bool, tol: float, max_iter: int) -> tuple[torch.Tensor, ...]:
+    """``python_forward`` of the compiled ops in one call (``fastpid::broja_forward``), on p's device."""
+    *outputs, fine = _OPS.broja_forward(p, normalize, SUM_TOLERANCE[p.dtype], tol, max_iter, solver.PATIENCE)
+    if not bool(fine.all()):
+        raise_for_values(p, normalize, fine)
+    return tuple(outputs)
 
 
 def torch_certificate(p: torch.Tensor, solution: solver.Solution
@@ -76,12 +83,25 @@ def torch_certificate(p: torch.Tensor, solution: solver.Solution
     return *solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p)), entropies
 
 
+def python_forward(name: str, p: torch.Tensor, normalize: bool, tol: float, max_iter: int
+                   ) -> tuple[torch.Tensor, ...]:
+    """The forward of ``fastpid.pid`` (``FORWARDS``) with backend ``name``'s solver and ``torch_certificate``."""
+    joint = check_joint(p, normalize).to(torch.float64)
+    batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
+    flat = joint.reshape(-1, *cells)
+    solution = SOLVERS[name](flat, tol, max_iter, solver.PATIENCE)
+    q, value, gap, entropies = torch_certificate(flat, solution)
+    outputs = (torch.cat([entropies, value[:, None]], 1), gap, q, solution.lam1, solution.lam2,
+               solution.iterations, solution.converged)
+    return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
+
+
 SOLVERS = {"torch": solver.solve, "cpu": _compiled}
-CERTIFICATES = {"cpu": _compiled_certificate}
+FORWARDS = {"torch": functools.partial(python_forward, "torch"), "cpu": _compiled_forward}
 GRADIENTS = {"cpu": _compiled_gradient}
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled
-    CERTIFICATES["cuda"] = _compiled_certificate
+    FORWARDS["cuda"] = _compiled_forward
     GRADIENTS["cuda"] = _compiled_gradient
 
 # "triton": solver.solve with fused Triton kernels for its passes over the cells
@@ -112,6 +132,7 @@ def _triton_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
 
 if _HAS_TRITON:
     SOLVERS["triton"] = _triton
+    FORWARDS["triton"] = functools.partial(python_forward, "triton")
     GRADIENTS["triton"] = _triton_gradient
 
 

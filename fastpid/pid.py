@@ -21,6 +21,8 @@ The solve, its checks of the values of P and the certificate are one custom op,
 (shapes only) and the closed-form backward registered with it, so that
 ``torch.compile(fullgraph=True)`` traces ``fastpid.pid`` and its gradient as
 one graph: everything outside the op reads only shapes, dtypes and devices.
+Where neither autograd nor ``torch.compile`` is involved, ``fastpid.pid``
+calls the op's function directly.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from . import backends, solver
-from ._checks import SUM_TOLERANCE, as_joint_tensor, check_joint, check_options
+from ._checks import as_joint_tensor, check_layout, check_options
 from .information import LN2
 
 
@@ -75,15 +77,6 @@ def _log_conditionals(p: torch.Tensor):
             torch.log(p.sum((-3, -2), keepdim=True)))
 
 
-def _check_layout(p: torch.Tensor, normalize: bool) -> None:
-    """The checks of ``check_joint`` that read no values (dtype, rank, size, device).
-
-    They depend only on metadata, so they stay in a ``torch.compile`` graph; the
-    value checks (finite, non-negative, sums) run inside ``fastpid::broja``."""
-    if p.dtype not in SUM_TOLERANCE or p.dim() < 3 or p.numel() == 0 or p.device.type == "meta":
-        check_joint(p, normalize)  # raises: its metadata checks come before any that reads values
-
-
 @functools.cache
 def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     """The (5, 5) matrix taking [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] in nats to
@@ -97,34 +90,27 @@ def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float64, device=device) / LN2
 
 
-@torch.library.custom_op("fastpid::broja", mutates_args=())
-def broja(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int
-          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                     torch.Tensor, torch.Tensor]:
-    r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64, as an op.
+def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                        torch.Tensor, torch.Tensor]:
+    r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64.
 
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
     to sum 1, solves in float64 with ``backend`` (a name in
-    ``backends.SOLVERS``) to a gap of ``tol`` nats in at most ``max_iter``
-    iterations and certifies the solution (``backends.CERTIFICATES``, else
-    ``fastpid.solver.certificate``).  Returns, all float64 but the last two:
+    ``backends.FORWARDS``) to a gap of ``tol`` nats in at most ``max_iter``
+    iterations and certifies the solution.  Returns, all float64 but the last two:
 
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
-    int64; converged (...) bool.
+    int64; converged (...) bool."""
+    measures, gap, q, lam1, lam2, iterations, converged = backends.FORWARDS[backend](p, normalize, tol, max_iter)
+    return measures @ _atoms_in_bits(p.device), gap / LN2, q, lam1, lam2, iterations, converged
 
-    Only the atoms are differentiable: the gradient is the closed-form envelope
-    gradient (``_backward``), through the rescaling."""
-    joint = check_joint(p, normalize).to(torch.float64)
-    batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
-    flat = joint.reshape(-1, *cells)
-    solution = backends.SOLVERS[backend](flat, tol, max_iter, solver.PATIENCE)
-    q, value, gap, entropies = backends.CERTIFICATES.get(backend, backends.torch_certificate)(flat, solution)
-    atoms = torch.cat([entropies, value[:, None]], 1) @ _atoms_in_bits(flat.device)
-    return (atoms.reshape(*batch_shape, 5), (gap / LN2).reshape(batch_shape), q.reshape(joint.shape),
-            solution.lam1.reshape(*batch_shape, *solution.lam1.shape[1:]),
-            solution.lam2.reshape(*batch_shape, *solution.lam2.shape[1:]),
-            solution.iterations.reshape(batch_shape), solution.converged.reshape(batch_shape))
+
+# The op ``fastpid::broja``: ``_forward`` with its fake implementation and its
+# closed-form backward (``_backward``; only the atoms are differentiable, through
+# the rescaling), for autograd and ``torch.compile``.
+broja = torch.library.custom_op("fastpid::broja", _forward, mutates_args=())
 
 
 @broja.register_fake
@@ -210,13 +196,16 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     """
     check_options(tol, max_iter)
     tensor, from_numpy = as_joint_tensor(P)
-    _check_layout(tensor, normalize)
+    check_layout(tensor)
     name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
-    atoms, gap, q, _, _, iterations, converged = broja(tensor, normalize, name, tol * LN2, max_iter)
-    atoms = atoms.to(tensor.dtype)
+    # The op's dispatch (~30 µs a call) only where autograd or torch.compile needs it.
+    needs_op = (tensor.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
+    atoms, gap, q, _, _, iterations, converged = (broja if needs_op else _forward)(
+        tensor, normalize, name, tol * LN2, max_iter)
+    redundancy, unique1, unique2, synergy, mi = atoms.to(tensor.dtype).unbind(-1)
     result = PIDResult(
-        redundancy=atoms[..., 0], unique1=atoms[..., 1], unique2=atoms[..., 2],
-        synergy=atoms[..., 3], mi=atoms[..., 4], gap=gap.to(tensor.dtype),
+        redundancy=redundancy, unique1=unique1, unique2=unique2,
+        synergy=synergy, mi=mi, gap=gap.to(tensor.dtype),
         converged=converged, iterations=iterations,
         q=q.to(tensor.dtype) if return_q else None)
     return result.numpy() if from_numpy else result
