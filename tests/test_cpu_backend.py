@@ -48,7 +48,24 @@ def test_reference_constants_are_the_compiled_ones():
     """csrc/broja.h repeats these constants of fastpid/solver.py; change both together."""
     assert (solver.FRACTION_TO_BOUNDARY, solver.MAX_FRACTION_TO_BOUNDARY, solver.REGULARIZATION,
             solver.MAX_SHIFT_RAISES, solver.REFINEMENT_STEPS, solver.MAX_VIOLATION, solver.MAX_BACKTRACKS,
-            solver.STALL_GAP, solver.INFEASIBILITY_CENTRING) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2)
+            solver.STALL_GAP, solver.INFEASIBILITY_CENTRING, solver.CERTIFY_ABOVE
+            ) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2, 100)
+
+
+@pytest.mark.parametrize("tol", [1e-8, 1e-12, 1e-2])
+def test_certificates_far_from_the_optimum_are_skipped_without_effect(tol):
+    """Certificates are taken only where Σ w h ≤ CERTIFY_ABOVE max(tol, STALL_GAP) or at
+    max_iter: every max_iter still returns its last iterate (the gaps fall on these
+    joints), converged where the full solve would be, alike in both implementations."""
+    rng = np.random.default_rng(29)
+    for shape, concentration in (((12, 10, 6), 1.0), ((5, 5, 5), 0.3)):
+        p = batch(dirichlet_joint(rng, shape, concentration) for _ in range(3))
+        full = cpu_solve(p, tol)
+        assert full.converged.all()
+        for k in range(int(full.iterations.max()) + 1):
+            ours, ref = cpu_solve(p, tol, k), solver.solve(p, tol=tol, max_iter=k)
+            assert torch.equal(ours.iterations, torch.minimum(torch.tensor(k), full.iterations))
+            assert torch.equal(ours.iterations, ref.iterations) and torch.equal(ours.converged, ref.converged)
 
 
 def test_trajectory_follows_the_reference():
