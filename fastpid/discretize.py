@@ -57,6 +57,8 @@ class Discretizer:
             slowly between fits, such as a training run's probes: the seeding
             (about half of a 1,280-row fit's time) is skipped, Lloyd needs fewer
             iterations, and symbols keep their meaning from one fit to the next.
+            A refit on features equal to the last fit's keeps that fit and its
+            symbols (a paused encoder's probes: nothing to refit).
     """
 
     def __init__(self, n_components: int = 5, n_clusters: int = 20, *, normalize: bool = True,
@@ -68,6 +70,7 @@ class Discretizer:
         self.random_state = random_state
         self.warm_start = bool(warm_start)
         self._fitted: dict[str, np.ndarray] | None = None  # mean (d,), components (k, d), centroids (K, k)
+        self._last: dict[str, np.ndarray] | None = None  # warm_start: the last fit's rows (N, d) and labels (N,)
         self._on_device: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -93,6 +96,9 @@ class Discretizer:
         from sklearn.decomposition import PCA
 
         rows = self._prepare(features).detach().cpu().to(torch.float64).numpy()
+        last = self._last
+        if last is not None and last["rows"].shape == rows.shape and np.array_equal(last["rows"], rows):
+            return last["labels"]
         samples, dim = rows.shape
         if samples < self.n_clusters:
             raise ValueError(f"features have {samples} rows, fewer than n_clusters={self.n_clusters}; "
@@ -109,24 +115,29 @@ class Discretizer:
                             n_init=self.n_init if seeds is None else 1, random_state=self.random_state)
             kmeans.fit(projected)
         self._fitted = {"mean": pca.mean_, "components": pca.components_, "centroids": kmeans.cluster_centers_}
+        self._last = {"rows": rows, "labels": kmeans.labels_} if self.warm_start else None
         self._on_device.clear()
         return kmeans.labels_
 
     def state_dict(self) -> dict:
         """The fitted mean, components and centroids as CPU float64 tensors (empty
-        before ``fit``); ``torch.load(weights_only=True)`` reads it."""
-        return {} if self._fitted is None else {name: torch.from_numpy(array.copy())
-                                                for name, array in self._fitted.items()}
+        before ``fit``), with ``warm_start`` the last fit's rows and labels too;
+        ``torch.load(weights_only=True)`` reads it."""
+        arrays = {**(self._fitted or {}), **(self._last or {})}
+        return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a fit saved by ``state_dict()`` (an empty state: unfitted)."""
-        if state and set(state) != {"mean", "components", "centroids"}:
-            raise ValueError(f"a Discretizer state holds mean, components and centroids, got {sorted(state)}")
+        fit, last = {"mean", "components", "centroids"}, {"rows", "labels"}
+        if state and set(state) not in (fit, fit | last):
+            raise ValueError(f"a Discretizer state holds mean, components and centroids (and, warm-started, "
+                             f"rows and labels), got {sorted(state)}")
         if state and tuple(state["centroids"].shape) != (self.n_clusters, self.n_components):
             raise ValueError(f"the state's centroids have shape {tuple(state['centroids'].shape)}, this "
                              f"Discretizer expects ({self.n_clusters}, {self.n_components})")
-        fitted = {name: torch.as_tensor(value, dtype=torch.float64).numpy() for name, value in state.items()}
-        self._fitted = fitted or None
+        arrays = {name: torch.as_tensor(value).numpy() for name, value in state.items()}
+        self._fitted = {name: arrays[name].astype(np.float64) for name in fit} if state else None
+        self._last = {name: arrays[name] for name in last} if last <= set(state) else None
         self._on_device.clear()
 
     def _previous_centroids(self, pca) -> np.ndarray | None:

@@ -106,8 +106,8 @@ def test_runs_on_the_features_device(fitted):
 
 def test_a_warm_refit_keeps_each_symbol_where_it_was():
     """Refitting on drifted features starts Lloyd from the last centroids: the
-    first fit is k-means++'s, a refit on the same rows keeps (almost: k-means stops
-    at a tolerance) every point's symbol, and after a drift (a small rotation and
+    first fit is k-means++'s, a refit on the same rows keeps the fit and every
+    point's symbol, and after a drift (a small rotation and
     noise, which turn the PCA basis, and the rows shuffled) each symbol still names
     the same points, where a seeded refit numbers the clusters afresh."""
     features = torch.tensor(blobs(600, seed=5)[0])
@@ -115,7 +115,12 @@ def test_a_warm_refit_keeps_each_symbol_where_it_was():
     cold = fastpid.Discretizer(3, 4, normalize=False)
     first = warm.fit_transform(features)
     assert torch.equal(first, cold.fit_transform(features))
-    assert (warm.fit_transform(features) == first).double().mean() > 0.99
+    centroids = warm.state_dict()["centroids"]
+    assert torch.equal(warm.fit_transform(features.clone()), first)
+    assert torch.equal(warm.state_dict()["centroids"], centroids)
+    nudged = features.clone()
+    nudged[0, 0] += 1e-9  # any change refits
+    assert (warm.fit_transform(nudged) == first).double().mean() > 0.99
     generator = torch.Generator().manual_seed(0)
     turn = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=generator)
     order = torch.randperm(600, generator=generator)
@@ -142,6 +147,22 @@ def test_state_dict_restores_the_fit(fitted):
         fastpid.Discretizer().load_state_dict(fitted.state_dict())
     with pytest.raises(ValueError, match="holds mean, components and centroids"):
         fastpid.Discretizer().load_state_dict({"mean": torch.zeros(3)})
+
+
+def test_warm_state_dict_keeps_the_last_fit():
+    """A warm-started Discretizer restored from its state treats the last fit's
+    features as the uninterrupted one does: they are not refitted."""
+    features, _ = blobs(200, seed=4)
+    warm = fastpid.Discretizer(3, 4, normalize=False, warm_start=True)
+    symbols = warm.fit_transform(features)
+    buffer = io.BytesIO()
+    torch.save(warm.state_dict(), buffer)
+    buffer.seek(0)
+    restored = fastpid.Discretizer(3, 4, normalize=False, warm_start=True)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    assert set(restored.state_dict()) == {"mean", "components", "centroids", "rows", "labels"}
+    assert torch.equal(restored.fit_transform(features), symbols)
+    assert torch.equal(restored.state_dict()["centroids"], warm.state_dict()["centroids"])
 
 
 FEATURES = torch.randn(30, 6, dtype=torch.float64)
