@@ -48,7 +48,7 @@ def cuobjdump() -> str | None:
 
 @needs_cuda_build
 def test_op_has_cuda_kernel():
-    for op in ("fastpid::broja_solve", "fastpid::broja_backward"):
+    for op in ("fastpid::broja_solve", "fastpid::broja_backward", "fastpid::broja_certificate", "fastpid::broja_forward"):
         for key in ("CPU", "CUDA", "Meta"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(op, key), (op, key)
 
@@ -156,6 +156,24 @@ def test_certificate_matches_reference_and_cpu_op():
         for got, ref, want in zip(ours, backends.torch_certificate(p, solution), cpu):
             torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-13)
             torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-13)  # FMA contraction on the GPU
+
+
+@needs_gpu
+def test_forward_matches_the_cpu_op():
+    """fastpid::broja_forward on the GPU (the same C++ function, the CUDA solve and
+    certificate) against the CPU op, with a refused joint flagged alike."""
+    rng = np.random.default_rng(8)
+    p = torch.tensor(np.stack([dirichlet_joint(rng, (5, 4, 3), 0.5) for _ in range(6)])).reshape(2, 3, 5, 4, 3)
+    args = (False, 1e-5, SOLVE_TOL, 100, solver.PATIENCE)
+    *ours, fine = torch.ops.fastpid.broja_forward(p.cuda(), *args)
+    *cpu, cpu_fine = torch.ops.fastpid.broja_forward(p, *args)
+    assert fine.all() and torch.equal(fine.cpu(), cpu_fine)
+    for got, want in zip(ours, cpu):
+        assert got.device.type == "cuda" and got.shape == want.shape
+        torch.testing.assert_close(got.cpu().double(), want.double(), rtol=1e-9, atol=1e-11)
+    p[1, 2, 0, 0, 0] = -1.0
+    *outputs, fine = torch.ops.fastpid.broja_forward(p.cuda(), *args)
+    assert not fine[1, 2] and fine.sum() == 5 and all(out.numel() == 0 for out in outputs)
 
 
 @needs_gpu
