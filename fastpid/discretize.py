@@ -97,7 +97,7 @@ class Discretizer:
 
         rows = self._prepare(features).detach().cpu().to(torch.float64).numpy()
         last = self._last
-        if last is not None and last["rows"].shape == rows.shape and np.array_equal(last["rows"], rows):
+        if last is not None and np.array_equal(last["rows"], rows):
             return last["labels"]
         samples, dim = rows.shape
         if samples < self.n_clusters:
@@ -137,7 +137,7 @@ class Discretizer:
                              f"Discretizer expects ({self.n_clusters}, {self.n_components})")
         arrays = {name: torch.as_tensor(value).numpy() for name, value in state.items()}
         self._fitted = {name: arrays[name].astype(np.float64) for name in fit} if state else None
-        self._last = {name: arrays[name] for name in last} if last <= set(state) else None
+        self._last = {name: arrays[name] for name in last} if self.warm_start and last <= set(state) else None
         self._on_device.clear()
 
     def _previous_centroids(self, pca) -> np.ndarray | None:

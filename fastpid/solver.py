@@ -312,8 +312,9 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
     for iteration in range(max_iter + 1):
         g, s = passes.pair_softmax(lam1, lam2, support)
         complementarity = w * h * support.pair
+        complementarity_sum = complementarity.flatten(1).sum(1)
         # Certified only where the gap can decide something (module docstring).
-        take = ~(complementarity.flatten(1).sum(1) > far) | (iteration == max_iter)
+        take = ~(complementarity_sum > far) | (iteration == max_iter)
         if take.any():
             _, _, gap = passes.certificate(lam1, lam2, w, support)
             improved = gap < best_gap / 2
@@ -331,7 +332,7 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
         rows, cols = passes.weighted_marginals(w, s)
         residual = (rows - support.p1, cols - support.p2)
         primal = (g + h) * support.pair
-        mu = complementarity.flatten(1).sum(1) / total_weight
+        mu = complementarity_sum / total_weight
         matrix = passes.newton_matrix(w, h, s, support)
         # Predictor: the affine-scaling direction (μ target 0).
         _, _, dw_a, dh_a = newton_direction(matrix, w, h, s, residual, primal, -complementarity, support,
