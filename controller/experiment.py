@@ -174,11 +174,14 @@ def run_demo(out: str | Path = "results", *, seeds: Sequence[int] = (0, 1, 2), n
     if monitored:
         shares = [r.monitor_share for r in monitored]
         probes = sum(sum(d["pid"] is not None for d in r.decisions) for r in monitored)
+        per_probe = 1e3 * sum(r.monitor_seconds for r in monitored) / probes
+        fitting = 1e3 * sum(r.discretize_seconds for r in monitored) / probes
+        fitting_share = statistics.fmean(r.discretize_seconds / r.unimodal_seconds for r in monitored)
+        epoch = 1e3 * statistics.fmean(r.unimodal_seconds / r.unimodal_epochs for r in monitored)
         print(f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
-              f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; "
-              f"{1e3 * sum(r.monitor_seconds for r in monitored) / probes:.1f} ms per probe, "
-              f"{1e3 * statistics.fmean(r.unimodal_seconds / r.unimodal_epochs for r in monitored):.1f} ms "
-              "per stage-1 epoch")
+              f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; {per_probe:.1f} ms "
+              f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms, then scikit-learn's "
+              f"PCA and k-means: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch")
     plot_schedules(records, out / "pid_over_epochs.png")
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),

@@ -14,8 +14,8 @@ A fresh Adam optimiser starts at each stage.  An optional ``gradient_hook`` may
 rewrite the gradients of a joint step before the optimiser applies them (OGM-GE).
 
 The schedule is a ``two_stage.Schedule`` (``stage``, ``active``, ``due(epoch)``,
-``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``):
-``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
+``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``, and
+optionally ``discretize_seconds``): ``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
 branches (encoder_m with head_m) as ``encoders``, so a restored initial state keeps
 each head matched to its encoder.
 """
@@ -51,8 +51,9 @@ class RunRecord:
     train features.  Times in seconds: ``wall_seconds`` the whole run (training and
     evaluation), ``unimodal_seconds`` stage 1 (probes included), ``monitor_seconds``
     the probes (encoding the probe set, then the schedule's ``epoch_end``: PID and
-    decision) and ``monitor_share`` = monitor / unimodal
-    (None without stage 1).  ``epochs``: one entry per epoch (stage, active set,
+    decision), ``discretize_seconds`` the part of them spent fitting the
+    discretisers (scikit-learn's PCA and k-means), and ``monitor_share`` =
+    monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch (stage, active set,
     mean training loss); ``decisions``: the schedule's history, PID values (bits)
     keyed by modality pair "i-j"."""
 
@@ -63,6 +64,7 @@ class RunRecord:
     wall_seconds: float
     unimodal_seconds: float
     monitor_seconds: float
+    discretize_seconds: float
     monitor_share: float | None
     unimodal_epochs: int
     joint_epochs: int
@@ -212,7 +214,7 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
     return RunRecord(
         method=method, seed=seed, fused_accuracy=fused, probe_accuracy=probes,
         wall_seconds=time.perf_counter() - started, unimodal_seconds=unimodal_seconds,
-        monitor_seconds=monitor_seconds,
+        monitor_seconds=monitor_seconds, discretize_seconds=getattr(schedule, "discretize_seconds", 0.0),
         monitor_share=monitor_seconds / unimodal_seconds if unimodal_seconds else None,
         unimodal_epochs=unimodal_epochs, joint_epochs=epochs - unimodal_epochs,
         epochs=log, decisions=[_decision_dict(d) for d in schedule.history])

@@ -221,6 +221,7 @@ class TwoStageController(Schedule):
             for _ in range(n_modalities)]
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
         self.monitor_seconds = 0.0  # time spent in measure()
+        self.discretize_seconds = 0.0  # the part of it spent fitting the discretisers
         super().__init__(Decision(-1, "unimodal", (True,) * n_modalities,
                                   "start: every modality trains with its own head"))
         self._switches = 0
@@ -252,8 +253,10 @@ class TwoStageController(Schedule):
         rows, start = _gather_rows(torch.cat(features, 1))
         views = rows.split([block.shape[1] for block in features], 1)
         mine = slice(start, start + len(labels))
+        fitting = time.perf_counter()
         symbols = [discretizer.fit_transform(view)[mine].to(labels.device)
                    for discretizer, view in zip(self._discretizers, views)]
+        self.discretize_seconds += time.perf_counter() - fitting
         n_labels = _global_max(int(labels.max()) + 1, labels.device)
         first, second = zip(*self.pairs)
         counts = fastpid.joint_from_samples(
@@ -315,6 +318,7 @@ class TwoStageController(Schedule):
         return {"n_modalities": self.n_modalities, "switches": self._switches,
                 "peak_synergy": self._peak_synergy, "peak_epoch": self._peak_epoch,
                 "peak_weights": self._peak_weights, "monitor_seconds": self.monitor_seconds,
+                "discretize_seconds": self.discretize_seconds,
                 "discretizers": [discretizer.state_dict() for discretizer in self._discretizers],
                 "history": [asdict(decision) for decision in self._history]}
 
@@ -326,7 +330,7 @@ class TwoStageController(Schedule):
         self._switches = state["switches"]
         self._peak_synergy, self._peak_epoch = state["peak_synergy"], state["peak_epoch"]
         self._peak_weights = state["peak_weights"]
-        self.monitor_seconds = state["monitor_seconds"]
+        self.monitor_seconds, self.discretize_seconds = state["monitor_seconds"], state["discretize_seconds"]
         for discretizer, fitted in zip(self._discretizers, state["discretizers"]):
             discretizer.load_state_dict(fitted)
         self._history = [Decision(**{**entry, "active": tuple(entry["active"])}) for entry in state["history"]]

@@ -188,7 +188,8 @@ def test_resume_from_a_state_dict_mid_stage():
     resumed, fresh = TwoStageController(max_switches=3), linear_encoders()
     resumed.load_state_dict(torch.load(io.BytesIO(save(original.state_dict())), weights_only=True))
     assert resumed.stage == "unimodal" and resumed.active == (True, False) and resumed.history == original.history
-    assert resumed.monitor_seconds == original.monitor_seconds
+    assert (resumed.monitor_seconds, resumed.discretize_seconds) == (original.monitor_seconds,
+                                                                     original.discretize_seconds)
     rest = run(original, trajectory[2:], encoders, first_epoch=10)
     resumed_rest = run(resumed, trajectory[2:], fresh, first_epoch=10)
     assert rest == resumed_rest and resumed.history == original.history
@@ -253,7 +254,7 @@ def test_measure_finds_the_modality_that_determines_the_label():
     atoms = values[(0, 1)]
     assert atoms["unique1"] > 1.9 and atoms["unique2"] < 0.05 and atoms["redundancy"] < 0.05  # of 2 bits
     assert abs(atoms["mi"] - sum(atoms[name] for name in ("redundancy", "unique1", "unique2", "synergy"))) < 1e-9
-    assert 0 <= atoms["gap"] < 1e-6 and controller.monitor_seconds > 0
+    assert 0 <= atoms["gap"] < 1e-6 and controller.monitor_seconds > controller.discretize_seconds > 0
     assert controller.step(4, values).active == (False, True)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -186,13 +187,15 @@ FEATURES = torch.randn(30, 6, dtype=torch.float64)
      ValueError, "NaN or infinite"),
     (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES * float("inf")), ValueError,
      "NaN or infinite"),
+    (lambda: fastpid.Discretizer(2, 3).fit(torch.where(FEATURES == FEATURES[5, 2], -math.inf, FEATURES)),
+     ValueError, "NaN or infinite"),
     (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.long()), TypeError, "floating point"),
     (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.tolist()), TypeError, "torch.Tensor or numpy.ndarray"),
     (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, 0.0), ValueError, "temperature"),
     (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, float("inf")), ValueError,
      "temperature"),
 ], ids=["clusters", "components", "n_init", "transform_unfitted", "soft_unfitted", "rank1", "rank3", "empty",
-        "width", "few_samples", "components_over_d", "components_over_n", "nan", "inf", "integer", "list",
+        "width", "few_samples", "components_over_d", "components_over_n", "nan", "inf", "one_minus_inf", "integer", "list",
         "zero_temperature", "inf_temperature"])
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):

@@ -60,7 +60,7 @@ def test_every_method_returns_a_complete_record(data, name):
         pid = record.decisions[-1]["pid"]["0-1"]
         assert {"redundancy", "unique1", "unique2", "synergy", "mi"} <= set(pid)
         assert record.decisions[-1]["restored_epoch"] == 1
-        assert record.monitor_seconds > 0 and 0 < record.monitor_share <= 1
+        assert record.monitor_seconds > record.discretize_seconds > 0 and 0 < record.monitor_share <= 1
 
 
 class Scripted:
