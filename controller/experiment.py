@@ -42,8 +42,10 @@ def uci_data(seed: int = 0) -> TrainTest:
 
 
 def synthetic_data(seed: int = 0) -> TrainTest:
-    """The competition task (an easy, less informative view and a slow, complementary one), 50/50 split."""
-    return standardize(stratified_split(synthetic_competition(2000, seed), 0.5, seed))
+    """The competition task (an easy, less informative view and a slow, complementary one), 4000
+    samples, 50/50 split: the default probe set (1,280 samples) is then a subset of the training
+    split, as in the paper, and not all of it."""
+    return standardize(stratified_split(synthetic_competition(4000, seed), 0.5, seed))
 
 
 DATASETS: dict[str, Callable[[int], TrainTest]] = {"uci": uci_data, "synthetic": synthetic_data}

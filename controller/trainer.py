@@ -139,7 +139,7 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
 
     Before each epoch the schedule's ``stage`` and ``active`` say what trains; after
     it, the schedule gets the features of a fixed probe set (``probe_size`` random
-    train samples) when a probe is ``due``.  ``seed`` seeds torch's global generator
+    train samples, or all of them if fewer) when a probe is ``due``.  ``seed`` seeds torch's global generator
     and the shuffling, so a run is repeatable given the net's initial weights.
     ``gradient_hook(net, features, labels, epoch)`` runs between backward and the
     optimiser step of every joint batch.
