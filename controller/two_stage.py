@@ -75,15 +75,6 @@ def _copy_state(module: torch.nn.Module) -> dict:
             for name, value in module.state_dict().items()}
 
 
-def _global_max(value: int, device: torch.device) -> int:
-    """The largest ``value`` over every process."""
-    if not _is_distributed():
-        return value
-    top = torch.tensor([value], device=device)
-    dist.all_reduce(top, op=dist.ReduceOp.MAX)
-    return int(top)
-
-
 class Schedule:
     """What trains next, as the last of a history of decisions (the start before any):
     the interface ``trainer.train`` drives (``stage``, ``active``, ``due``,
@@ -257,7 +248,7 @@ class TwoStageController(Schedule):
         symbols = [discretizer.fit_transform(view)[mine].to(labels.device)
                    for discretizer, view in zip(self._discretizers, views)]
         self.discretize_seconds += time.perf_counter() - fitting
-        n_labels = _global_max(int(labels.max()) + 1, labels.device)
+        n_labels = fastpid.all_reduce_label_count(labels)
         first, second = zip(*self.pairs)
         counts = fastpid.joint_from_samples(
             torch.stack([symbols[i] for i in first]), torch.stack([symbols[j] for j in second]),

@@ -137,7 +137,7 @@ def all_reduce_joint(counts: torch.Tensor, *, normalize: bool = True) -> torch.T
     Returns:
         The global joint, divided by its total mass if ``normalize``.
     """
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _distributed():
         if counts.requires_grad:
             from torch.distributed.nn.functional import all_reduce  # differentiable; loaded on use
             counts = all_reduce(counts)
@@ -145,3 +145,20 @@ def all_reduce_joint(counts: torch.Tensor, *, normalize: bool = True) -> torch.T
             counts = counts.clone()
             dist.all_reduce(counts)
     return counts / counts.sum((-3, -2, -1), keepdim=True) if normalize else counts
+
+
+def all_reduce_label_count(labels: torch.Tensor) -> int:
+    """ny for the joints of sharded samples: max(labels) + 1 over every process of the
+    default group, so that every process's counts have one shape for
+    ``all_reduce_joint``.  Without an initialised process group, this process's
+    max(labels) + 1.  ``labels`` (..., N): integer symbols ≥ 0, N ≥ 1."""
+    count = _check_symbols("labels", labels, None)
+    if not _distributed():
+        return count
+    top = torch.tensor([count], device=labels.device)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    return int(top)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

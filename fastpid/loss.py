@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from .discretize import Discretizer, _positive_int, _positive_real
-from .joints import all_reduce_joint, joint_from_probs
+from .joints import all_reduce_joint, all_reduce_label_count, joint_from_probs
 from .pid import PIDResult, pid
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")
@@ -115,12 +115,8 @@ class PIDLoss(torch.nn.Module):
         return sum(weight * getattr(result, name) for name, weight in self.weights.items())
 
     def _label_count(self, y: torch.Tensor) -> int | None:
-        """``num_classes``, else the largest label + 1 over every synchronised process."""
-        if self.num_classes is not None or not (self.sync and dist.is_available() and dist.is_initialized()):
-            return self.num_classes
-        top = torch.as_tensor(int(y.max()) + 1 if y.numel() else 0, device=y.device)
-        dist.all_reduce(top, op=dist.ReduceOp.MAX)
-        return int(top)
+        """``num_classes``, else (synchronised) the largest label + 1 over every process."""
+        return self.num_classes if self.num_classes is not None or not self.sync else all_reduce_label_count(y)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={weight:g}" for name, weight in self.weights.items())

@@ -135,6 +135,14 @@ def test_all_reduce_without_process_group_normalises_only():
     assert fastpid.all_reduce_joint(counts, normalize=False) is counts
 
 
+def test_label_count_without_process_group_is_the_local_one():
+    assert fastpid.all_reduce_label_count(torch.tensor([[0, 4], [2, 1]])) == 5
+    with pytest.raises(TypeError, match="labels must hold integer symbols"):
+        fastpid.all_reduce_label_count(torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="labels holds a negative symbol"):
+        fastpid.all_reduce_label_count(torch.tensor([0, -1]))
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,7 +160,8 @@ def _reduce_shard(rank, world, port, x1, x2, y, logits, results):
         soft_joint = fastpid.all_reduce_joint(
             fastpid.joint_from_probs(soft, soft[:, :2], y[shard], 2, logits=True, normalize=False))
         soft_joint.sum().backward()
-        results[rank] = (fastpid.all_reduce_joint(counts), soft_joint.detach(), soft.grad is not None)
+        results[rank] = (fastpid.all_reduce_joint(counts), soft_joint.detach(), soft.grad is not None,
+                         fastpid.all_reduce_label_count(y[shard] + 3 * rank))  # the shards' counts differ
     finally:
         dist.destroy_process_group()
 
@@ -165,8 +174,10 @@ def test_two_process_gloo_all_reduce_equals_the_joint_of_all_samples():
     mp.spawn(_reduce_shard, args=(2, _free_port(), x1, x2, y, logits, results), nprocs=2)
     expected = fastpid.joint_from_samples(x1, x2, y, 3, 4, 2)
     expected_soft = fastpid.joint_from_probs(logits, logits[:, :2], y, 2, logits=True)
+    label_count = max(int(y[:7].max()) + 1, int(y[7:].max()) + 4)
     for rank in range(2):
-        hard, soft, has_grad = results[rank]
+        hard, soft, has_grad, labels = results[rank]
+        assert labels == label_count
         torch.testing.assert_close(hard, expected, rtol=0, atol=1e-15)
         torch.testing.assert_close(soft, expected_soft)
         assert has_grad
