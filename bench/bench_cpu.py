@@ -13,6 +13,8 @@ ratios that bench/report.py prints are measured in the same run.  Cases:
    ``DIT_SAMPLE`` of the same joints: throughputs in joints per second.
 3. The paper's solver (bench/paper_solver.py) on the 20×20×6 joint and on one
    5×5×5 joint of case 2, beside fastpid on the same joint.
+4. A sparse plug-in joint, 20×20×10 from 1,280 samples as the controller's probes
+   make (``plugin_joint``): ``fastpid.pid`` ("cpu") against ``cvxpy_pid``.
 
 Accuracy.  Every benchmark stores ``error_bits``: the largest deviation of any
 atom (R, U1, U2, S) from the more accurate answer for the same joint.  That is
@@ -50,6 +52,8 @@ SEED = 20250923
 LARGE = (20, 20, 6)
 SMALL = (5, 5, 5)
 BATCH = 10_000
+PLUGIN = (20, 20, 10)
+PLUGIN_SAMPLES = 1280
 DIT_SAMPLE = 30
 TOL = 1e-8  # bits: fastpid.pid's default target gap
 TIGHT_TOL = 1e-12  # bits: fastpid for the reference answers
@@ -95,6 +99,17 @@ def large_joint() -> torch.Tensor:
 
 
 @pytest.fixture(scope="session")
+def plugin_joint() -> torch.Tensor:
+    """The plug-in joint of PLUGIN_SAMPLES samples: y uniform; given y, x1 uniform on 3 and
+    x2 on 6 of 20 symbols (consecutive from 2y, mod 20), so most cells are off the domain."""
+    generator = torch.Generator().manual_seed(SEED + 3)
+    y = torch.randint(PLUGIN[2], (PLUGIN_SAMPLES,), generator=generator)
+    x1 = (2 * y + torch.randint(3, (PLUGIN_SAMPLES,), generator=generator)) % PLUGIN[0]
+    x2 = (2 * y + torch.randint(6, (PLUGIN_SAMPLES,), generator=generator)) % PLUGIN[1]
+    return fastpid.joint_from_samples(x1, x2, y, *PLUGIN).double()
+
+
+@pytest.fixture(scope="session")
 def small_batch() -> torch.Tensor:
     rng = np.random.default_rng(SEED + 1)
     return torch.tensor(np.stack([dirichlet_joint(rng, SMALL) for _ in range(BATCH)]))
@@ -108,6 +123,11 @@ def dit_indices() -> np.ndarray:
 @pytest.fixture(scope="session")
 def large_reference(large_joint) -> dict:
     return certified_reference(large_joint[None], "torch")
+
+
+@pytest.fixture(scope="session")
+def plugin_reference(plugin_joint) -> dict:
+    return certified_reference(plugin_joint[None], "torch")
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +225,23 @@ def test_small_fastpid(benchmark, small_batch, small_reference, small_index):
     result = benchmark.pedantic(fastpid.pid, args=(P,), kwargs={"backend": "cpu", "tol": TOL},
                                 rounds=200, iterations=1, warmup_rounds=5)
     record_fastpid(benchmark, "small", "cpu", result, small_reference["atoms"][small_index], small_reference, SMALL)
+
+
+# ---------------------------------------------------------------- case 4: a sparse plug-in joint
+
+@pytest.mark.benchmark(group="4: plug-in 20x20x10")
+def test_plugin_fastpid(benchmark, plugin_joint, plugin_reference):
+    result = benchmark.pedantic(fastpid.pid, args=(plugin_joint,), kwargs={"backend": "cpu", "tol": TOL},
+                                rounds=50, iterations=1, warmup_rounds=2)
+    record_fastpid(benchmark, "plugin", "cpu", result, plugin_reference["atoms"], plugin_reference, PLUGIN)
+
+
+@pytest.mark.benchmark(group="4: plug-in 20x20x10")
+def test_plugin_cvxpy(benchmark, plugin_joint, plugin_reference):
+    answer = benchmark.pedantic(cvxpy_pid, args=(plugin_joint.numpy(),), rounds=3, iterations=1, warmup_rounds=1)
+    record(benchmark, "plugin", "cvxpy", 1, PLUGIN,
+           np.abs(dict_atoms(answer) - plugin_reference["atoms"][0]).max(), plugin_reference,
+           solver="CLARABEL", solver_options=CLARABEL_TIGHT)
 
 
 # ---------------------------------------------------------------- lanes

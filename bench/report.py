@@ -40,6 +40,8 @@ ROWS = [
     ("3b. paper, 5×5×5", "small/paper", None, None, None),
     ("3b. paper, 5×5×5", "small/cpu", "small/paper", None, None),
     ("3b. paper, 5×5×5", "batch/cpu", "small/paper", None, None),
+    ("4. plug-in 20×20×10, 1,280 samples", "plugin/cvxpy", None, None, None),
+    ("4. plug-in 20×20×10, 1,280 samples", "plugin/cpu", "plugin/cvxpy", None, None),
 ]
 
 METHODS = {
@@ -53,6 +55,8 @@ METHODS = {
     "large/paper": "paper solver (Adam + Sinkhorn)",
     "small/paper": "paper solver (Adam + Sinkhorn)",
     "small/cpu": "fastpid cpu, one joint per call",
+    "plugin/cvxpy": "cvxpy/Clarabel (gap, feas 1e-10)",
+    "plugin/cpu": "fastpid cpu, tol 1e-8",
 }
 
 # (label, fastpid.pid benchmark, C++ backend alone to convergence, C++ backend alone with max_iter=0)
