@@ -61,10 +61,13 @@
 //
 // Sparse joints.  A plug-in joint of a few samples per cell has most cells off
 // the domain (P1 = 0 or P2 = 0): 180 of 4,000 on bench case 4's 20×20×10
-// joint of 1,280 samples.  pair_softmax and the refinement's products then run
-// over the cells listed pair by pair (Joint::cells) instead of every (pair, y),
-// which takes 30 % off such a solve; a dense joint runs the same loops over
-// every cell, as contiguous as before (the Dense instantiations).
+// joint of 1,280 samples.  pair_softmax, the refinement's products and the
+// certificate then run over the cells listed pair by pair (Joint::cells), not
+// over every (pair, y): 650 → 366 µs for that joint's solve; a dense joint runs
+// the same loops over every cell, as contiguous as before (the Dense
+// instantiations, bit for bit the former code).  Only summation orders over the
+// cells change (Σ Q log Q, the refinement's FMAs): iterates move by rounding
+// (1e-12 relative on the demo's UCI probe joints), iteration counts do not.
 //
 // Where the reference can make no further progress (a factorisation that fails
 // even with the largest shift, a non-finite step, no acceptable step length) the
@@ -537,6 +540,22 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
   side.total = total;
 }
 
+// The cells of the v-th pair with cells (v < pairs_with_cells): pair k, its
+// cells at (k, y) for y = ys[i], i < count, and start, where they begin in the
+// cell list.  Dense: every pair, every y (ys unused: y = i), start = k ny.
+struct PairCells {
+  int k, start, count;
+  const int* ys;
+};
+template <bool Dense, typename T> FASTPID_HOST_DEVICE inline int pairs_with_cells(const Joint<T>& J) {
+  return Dense ? J.np : J.n_valid;
+}
+template <bool Dense, typename T> FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
+  if (Dense) return {v, v * J.ny, J.ny, nullptr};
+  const int start = J.pair_start[v];
+  return {J.valid_pairs[v], start, J.pair_start[v + 1] - start, J.cells + start};
+}
+
 // g_k = log Σ_y exp(λ1 + λ2) and s_k = softmax_y over the pair's cells
 // (solver.pair_softmax); pairs without cells get g = 0, s = 0.  The exponentials
 // and the logarithms are one pass each (exp_all, log_all): over s itself for a
@@ -544,47 +563,40 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
 // a sparse joint (a plug-in joint of a few samples per cell) pays for its cells.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
-  const int n2 = J.n2, ny = J.ny, np = J.np;
-  const int pairs = Dense ? np : J.n_valid;
+  const int n2 = J.n2, ny = J.ny, np = J.np, pairs = pairs_with_cells<Dense>(J);
   T* z = Dense ? J.s : J.z;
   for (int v = 0; v < pairs; ++v) {  // z ← λ1 + λ2 − the max over the cells, g ← the max
-    const int k = Dense ? v : J.valid_pairs[v];
-    const int start = Dense ? k * ny : J.pair_start[v];
-    const int count = Dense ? ny : J.pair_start[v + 1] - start;
-    const int* ys = J.cells + start;
-    const T* l1 = J.lam1 + k / n2 * ny;
-    const T* l2 = J.lam2 + k % n2 * ny;
-    T* zk = z + start;
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* l1 = J.lam1 + c.k / n2 * ny;
+    const T* l2 = J.lam2 + c.k % n2 * ny;
+    T* zk = z + c.start;
     // The max over the cells, NaN if any is NaN; without branches on the values.
     T m = -Limits<T>::inf(), nan = T(0);
     Mask<T> any_nan = T(0) != T(0);
-    for (int i = 0; i < count; ++i) {
-      const int y = Dense ? i : ys[i];
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
       const T zi = l1[y] + l2[y];
       any_nan = any_nan | (zi != zi);
       nan = where(zi != zi, zi, nan);
       m = where(zi > m, zi, m);
     }
     m = where(any_nan, nan, m);
-    for (int i = 0; i < count; ++i) {
-      const int y = Dense ? i : ys[i];
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
       zk[i] = l1[y] + l2[y] - m;
     }
-    J.g[k] = m;
+    J.g[c.k] = m;
   }
   exp_all(z, Dense ? np * ny : J.n_cells);
   for (int v = 0; v < pairs; ++v) {
-    const int k = Dense ? v : J.valid_pairs[v];
-    const int start = Dense ? k * ny : J.pair_start[v];
-    const int count = Dense ? ny : J.pair_start[v + 1] - start;
-    const int* ys = J.cells + start;
-    const T* zk = z + start;
-    T* sk = J.s + k * ny;
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* zk = z + c.start;
+    T* sk = J.s + c.k * ny;
     T sum = T(0);
-    for (int i = 0; i < count; ++i) sum += zk[i];
+    for (int i = 0; i < c.count; ++i) sum += zk[i];
     const T inv = T(1) / sum;
-    for (int i = 0; i < count; ++i) sk[Dense ? i : ys[i]] = zk[i] * inv;
-    J.pair_sum[k] = sum;
+    for (int i = 0; i < c.count; ++i) sk[Dense ? i : c.ys[i]] = zk[i] * inv;
+    J.pair_sum[c.k] = sum;
   }
   if (!Dense)
     for (int k = 0; k < np; ++k)
@@ -645,7 +657,7 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
   }
   J.pair_start[J.n_valid] = J.n_cells;
   J.dense = J.n_cells == J.np * ny;
-  for (int i = 0; i < J.np * ny; ++i) J.s[i] = T(0);  // off the cells s stays 0 (pair_softmax)
+  for (int i = 0; i < J.np * ny; ++i) J.s[i] = J.qr[i] = T(0);  // off the cells both stay 0
 }
 
 // The pinned x2 of a target value y: the first of largest P2(x2, y) (p2 points
@@ -745,44 +757,46 @@ FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
 // The duality gap of the current iterate (solver.certificate), given g, s of
 // pair_softmax.  Also leaves what primal_residuals does, the rounded Q in qr
 // and f(Q) in *value (when not null).
-template <typename T>
-FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   primal_residuals(J);
   T* rows = J.t1;
   T* cols = J.t2;
   // Rounding: rows scaled down to P1, then columns to P2, then the rank-one deficit.
   for (int i = 0; i < n1 * ny; ++i) rows[i] = where(rows[i] > J.p1[i], J.p1[i] / rows[i], T(1));
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const T* scale = rows + k1 * ny;
-      T* ck = cols + k2 * ny;
-      const T* qk = J.q + k * ny;
-      T* out = J.qr + k * ny;
-      for (int y = 0; y < ny; ++y) {
-        out[y] = qk[y] * scale[y];
-        ck[y] += out[y];
-      }
+  for (int v = 0; v < pairs; ++v) {  // off the cells Q stays 0 (set_up_support)
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* scale = rows + c.k / n2 * ny;
+    T* ck = cols + c.k % n2 * ny;
+    const T* qk = J.q + c.k * ny;
+    T* out = J.qr + c.k * ny;
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      out[y] = qk[y] * scale[y];
+      ck[y] += out[y];
     }
+  }
   for (int i = 0; i < n2 * ny; ++i) cols[i] = where(cols[i] > J.p2[i], J.p2[i] / cols[i], T(1));
   // Deficits P1 − Σ_x2 Q, P2 − Σ_x1 Q of the scaled Q.
   T* deficit1 = J.rhs1;  // free until the Newton step
   T* deficit2 = J.rhs2;
   for (int i = 0; i < n1 * ny; ++i) deficit1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) deficit2[i] = T(0);
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const T* scale = cols + k2 * ny;
-      T* a = deficit1 + k1 * ny;
-      T* b = deficit2 + k2 * ny;
-      T* out = J.qr + k * ny;
-      for (int y = 0; y < ny; ++y) {
-        out[y] *= scale[y];
-        a[y] += out[y];
-        b[y] += out[y];
-      }
+  for (int v = 0; v < pairs; ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* scale = cols + c.k % n2 * ny;
+    T* a = deficit1 + c.k / n2 * ny;
+    T* b = deficit2 + c.k % n2 * ny;
+    T* out = J.qr + c.k * ny;
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      out[y] *= scale[y];
+      a[y] += out[y];
+      b[y] += out[y];
     }
+  }
   // Non-negative in exact arithmetic; clamp the rounding error (NaN stays NaN).
   for (int i = 0; i < n1 * ny; ++i) {
     const T d = J.p1[i] - deficit1[i];
@@ -802,20 +816,25 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
   }
   for (int x1 = 0; x1 < n1; ++x1)
     for (int y = 0; y < ny; ++y) deficit1[x1 * ny + y] /= total[y];
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const T* a = deficit1 + k1 * ny;
-      const T* b = deficit2 + k2 * ny;
-      T* out = J.qr + k * ny;
-      T mass = T(0);
-      for (int y = 0; y < ny; ++y) {
-        const T v = out[y] + a[y] * b[y];
-        out[y] = v;
-        mass += v;
-      }
-      J.pair_sum[k] = mass;
+  if (!Dense)
+    for (int k = 0; k < J.np; ++k) J.pair_sum[k] = T(0);  // pairs without cells
+  for (int v = 0; v < pairs; ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* a = deficit1 + c.k / n2 * ny;
+    const T* b = deficit2 + c.k % n2 * ny;
+    T* out = J.qr + c.k * ny;
+    T* listed = J.z + c.start;  // Q on the listed cells, for Σ Q log Q (dense: unused)
+    T mass = T(0);
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      const T q = out[y] + a[y] * b[y];
+      out[y] = q;
+      if (!Dense) listed[i] = q;
+      mass += q;
     }
-  const T value = sum_xlogx(J.qr, J.np * ny) - sum_xlogx(J.pair_sum, J.np);
+    J.pair_sum[c.k] = mass;
+  }
+  const T value = (Dense ? sum_xlogx(J.qr, J.np * ny) : sum_xlogx(J.z, J.n_cells)) - sum_xlogx(J.pair_sum, J.np);
   // Dual objective at λ made feasible: λ1(x1, ·) − max(0, max_x2 g).
   T dual = T(0);
   for (int x1 = 0; x1 < n1; ++x1) {
@@ -829,6 +848,10 @@ FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr
   for (int i = 0; i < n2 * ny; ++i) dual += J.lam2[i] * J.p2[i];
   if (value_out != nullptr) *value_out = value;
   return value - dual;
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr) {
+  return J.dense ? certificate_gap_over<true>(J, value_out) : certificate_gap_over<false>(J, value_out);
 }
 
 // ---------------------------------------------------------------- Newton system
@@ -980,33 +1003,29 @@ FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T
 // pair, over the cells only (s and q vanish off them); Dense as in pair_softmax.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* x2, T* e1, T* e2, T* m1, T* m2) {
-  const int n2 = J.n2, ny = J.ny;
-  const int pairs = Dense ? J.np : J.n_valid;
+  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   for (int v = 0; v < pairs; ++v) {
-    const int k = Dense ? v : J.valid_pairs[v];
-    const int start = Dense ? 0 : J.pair_start[v];
-    const int count = Dense ? ny : J.pair_start[v + 1] - start;
-    const int* ys = J.cells + start;
-    const int k1 = k / n2, k2 = k % n2;
-    const T* sk = J.s + k * ny;
-    const T* qk = J.q + k * ny;
+    const PairCells c = pair_cells<Dense>(J, v);
+    const int k1 = c.k / n2, k2 = c.k % n2;
+    const T* sk = J.s + c.k * ny;
+    const T* qk = J.q + c.k * ny;
     const T* a = x1 + k1 * ny;
     const T* b = x2 + k2 * ny;
     T dot = T(0), dot_abs = T(0);
-    for (int i = 0; i < count; ++i) {
-      const int y = Dense ? i : ys[i];
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
       dot += sk[y] * (a[y] + b[y]);
       dot_abs += sk[y] * (fabs_(a[y]) + fabs_(b[y]));
     }
-    const T ck = J.c[k];
+    const T ck = J.c[c.k];
     dot *= ck;
     dot_abs *= fabs_(ck);
     T* o1 = e1 + k1 * ny;
     T* o2 = e2 + k2 * ny;
     T* p1 = m1 + k1 * ny;
     T* p2 = m2 + k2 * ny;
-    for (int i = 0; i < count; ++i) {
-      const int y = Dense ? i : ys[i];
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
       const T value = qk[y] * (a[y] + b[y]) + sk[y] * dot;
       const T bound = qk[y] * (fabs_(a[y]) + fabs_(b[y])) + sk[y] * dot_abs;
       o1[y] += value;
