@@ -13,6 +13,7 @@ import torch
 
 pytest.importorskip("fastpid._C")
 
+import fastpid  # noqa: E402
 from fastpid import backends, solver  # noqa: E402
 from fastpid.examples import degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
@@ -26,6 +27,12 @@ def batches():
     yield "sparse_4x3x6", [sparse_joint(rng, (4, 3, 6), 0.4) for _ in range(5)]
     yield "degenerate_2x3x2", list(degenerate_joints((2, 3, 2), rng).values())
     yield "dirichlet_20x20x6", [dirichlet_joint(rng, (20, 20, 6), 0.1)]
+    # Plug-in joints of 80 samples, x1 and x2 on a few symbols per y: most cells off the
+    # domain (csrc/broja.h, "Sparse joints").
+    y = torch.from_numpy(rng.integers(0, 5, (3, 80)))
+    x1 = (2 * y + torch.from_numpy(rng.integers(0, 3, y.shape))) % 10
+    x2 = (y + torch.from_numpy(rng.integers(0, 4, y.shape))) % 12
+    yield "plugin_10x12x5", list(fastpid.joint_from_samples(x1, x2, y, 10, 12, 5).double().numpy())
     # Joints with positive marginals are certified four at a time (csrc/cpu/lanes.h), the others alone.
     yield "mixed_4x4x3", ([dirichlet_joint(rng, (4, 4, 3), 0.3) for _ in range(7)]
                           + [sparse_joint(rng, (4, 4, 3), 0.4) for _ in range(3)]

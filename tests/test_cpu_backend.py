@@ -18,6 +18,7 @@ import torch
 pytest.importorskip("fastpid._C")
 
 from conftest import SOLVE_TOL, assert_same_solution  # noqa: E402
+import fastpid  # noqa: E402
 from fastpid import solver  # noqa: E402
 from fastpid.examples import CANONICAL, degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
@@ -109,6 +110,22 @@ def test_structural_zeros(shape):
 def test_sparse_joints():
     rng = np.random.default_rng(3)
     assert_matches_reference(batch(sparse_joint(rng, (4, 3, 5), 0.6) for _ in range(16)))
+
+
+@pytest.mark.parametrize("shape, samples", [((20, 20, 10), 1280), ((8, 6, 4), 60)])
+def test_plug_in_joints_with_most_cells_off_the_domain(shape, samples):
+    """Plug-in joints of samples whose x1 and x2 each take a few symbols per y: the
+    solver's sparse-cell loops (csrc/broja.h, "Sparse joints") against the reference."""
+    generator = torch.Generator().manual_seed(7)
+    n1, n2, ny = shape
+    y = torch.randint(ny, (8, samples), generator=generator)
+    x1 = (2 * y + torch.randint(3, y.shape, generator=generator)) % n1
+    x2 = (y + torch.randint(4, y.shape, generator=generator)) % n2
+    p = fastpid.joint_from_samples(x1, x2, y, n1, n2, ny).double()
+    support = solver.Support.of(p)
+    on_domain = (support.p1[:, :, None] > 0) & (support.p2[:, None] > 0)
+    assert on_domain.flatten(1).double().mean(1).max() < 0.5  # most cells off the domain
+    assert_matches_reference(p)
 
 
 def test_zero_rows_columns_and_target_classes_together():
