@@ -15,9 +15,10 @@ rewrite the gradients of a joint step before the optimiser applies them (OGM-GE)
 
 The schedule is a ``two_stage.Schedule`` (``stage``, ``active``, ``due(epoch)``,
 ``epoch_end(epoch, features, labels, encoders) -> Decision``, ``history``, and
-optionally ``discretize_seconds``): ``TwoStageController`` or ``baselines.FixedSchedule``.  It is passed the modalities'
-branches (encoder_m with head_m) as ``encoders``, so a restored initial state keeps
-each head matched to its encoder.
+optionally ``discretize_seconds``): ``TwoStageController`` or
+``baselines.FixedSchedule``.  It is passed the modalities' branches (encoder_m with
+head_m) as ``encoders``, so a restored initial state keeps each head matched to its
+encoder.
 """
 from __future__ import annotations
 
@@ -53,9 +54,9 @@ class RunRecord:
     the probes (encoding the probe set, then the schedule's ``epoch_end``: PID and
     decision), ``discretize_seconds`` the part of them spent fitting the
     discretisers (scikit-learn's PCA and k-means), and ``monitor_share`` =
-    monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch (stage, active set,
-    mean training loss); ``decisions``: the schedule's history, PID values (bits)
-    keyed by modality pair "i-j"."""
+    monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch
+    (stage, active set, mean training loss); ``decisions``: the schedule's history,
+    PID values (bits) keyed by modality pair "i-j"."""
 
     method: str
     seed: int
@@ -139,8 +140,9 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
 
     Before each epoch the schedule's ``stage`` and ``active`` say what trains; after
     it, the schedule gets the features of a fixed probe set (``probe_size`` random
-    train samples, or all of them if fewer) when a probe is ``due``.  ``seed`` seeds torch's global generator
-    and the shuffling, so a run is repeatable given the net's initial weights.
+    train samples, or all of them if fewer) when a probe is ``due``.  ``seed`` seeds
+    torch's global generator and the shuffling, so a run is repeatable given the
+    net's initial weights.
     ``gradient_hook(net, features, labels, epoch)`` runs between backward and the
     optimiser step of every joint batch.
     """

@@ -270,7 +270,7 @@ template <typename T> struct Joint {
   T *best_lam1, *best_lam2, *best_w;
   // Per iteration.
   T *g, *s, *q, *c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
-  T *z;                      // (np ny) scratch of pair_softmax: its exponents on the listed cells
+  T *z;                      // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
   T *pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
                              // conditional_entropies)
   T *qr;                     // rounded Q (np, ny)

@@ -21,10 +21,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
 import torch
-import torch.distributed as dist
 
 from .discretize import Discretizer, _positive_int, _positive_real
-from .joints import all_reduce_joint, all_reduce_label_count, joint_from_probs
+from .joints import _distributed, all_reduce_joint, all_reduce_label_count, joint_from_probs
 from .pid import PIDResult, pid
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")
@@ -115,8 +114,11 @@ class PIDLoss(torch.nn.Module):
         return sum(weight * getattr(result, name) for name, weight in self.weights.items())
 
     def _label_count(self, y: torch.Tensor) -> int | None:
-        """``num_classes``, else (synchronised) the largest label + 1 over every process."""
-        return self.num_classes if self.num_classes is not None or not self.sync else all_reduce_label_count(y)
+        """``num_classes``, else (synchronised over several processes) the largest label + 1
+        over every process; None lets ``joint_from_probs`` take it from ``y`` (and check ``y`` once)."""
+        if self.num_classes is not None or not (self.sync and _distributed()):
+            return self.num_classes
+        return all_reduce_label_count(y)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={weight:g}" for name, weight in self.weights.items())
