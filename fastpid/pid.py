@@ -27,13 +27,23 @@ calls the op's function directly.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, fields
 
 import torch
 
-from . import backends, solver
+from . import backends, fallback
 from ._checks import as_joint_tensor, check_layout, check_options
 from .information import LN2
+
+
+class ConvergenceWarning(UserWarning):
+    """Some joints of a ``fastpid.pid`` call missed the tolerance: their ``gap`` (still a
+    proven bound on the error of every atom) is above ``tol``."""
+
+
+class ConvergenceError(RuntimeError):
+    """Raised instead of ``ConvergenceWarning`` by ``fastpid.pid(..., strict=True)``."""
 
 
 @dataclass
@@ -90,7 +100,7 @@ def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float64, device=device) / LN2
 
 
-def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int
+def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int, strict: bool
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor, torch.Tensor]:
     r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64.
@@ -98,13 +108,53 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
     to sum 1, solves in float64 with ``backend`` (a name in
     ``backends.FORWARDS``) to a gap of ``tol`` nats in at most ``max_iter``
-    iterations and certifies the solution.  Returns, all float64 but the last two:
+    iterations and certifies the solution; joints still above ``tol`` go to
+    ``fastpid.fallback.refine``, and any left above it then raise
+    ``ConvergenceError`` (``strict``) or give one ``ConvergenceWarning``.
+    Returns, all float64 but the last two:
 
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
     int64; converged (...) bool."""
-    measures, gap, q, lam1, lam2, iterations, converged = backends.FORWARDS[backend](p, normalize, tol, max_iter)
+    outputs = backends.FORWARDS[backend](p, normalize, tol, max_iter)
+    if not bool(outputs[-1].all()):
+        outputs = _refine(p, outputs, tol, max_iter)
+        _report_unconverged(outputs[-1], outputs[1], tol, strict)
+    measures, gap, q, lam1, lam2, iterations, converged = outputs
     return measures @ _atoms_in_bits(p.device), gap / LN2, q, lam1, lam2, iterations, converged
+
+
+def _refine(p, outputs, tol, max_iter):
+    """``fallback.refine`` on the joints that missed ``tol``: its certified solution replaces
+    the backend's where its gap is smaller (V, the gap, q, λ1, λ2); iterations add up."""
+    converged = outputs[-1]
+    batch_shape, (n1, n2, ny) = converged.shape, p.shape[-3:]
+    measures, gap, q, lam1, lam2, iterations, converged = (
+        out.reshape(-1, *out.shape[converged.dim():]).clone() for out in outputs)
+    left = (~converged).nonzero()[:, 0]
+    joints = p.reshape(-1, n1, n2, ny)[left].to(torch.float64)
+    joints = joints / joints.sum((1, 2, 3), keepdim=True)  # check_joint has accepted them
+    bounds, used = fallback.refine(joints, q[left], lam1[left], lam2[left], tol, max_iter)
+    kept = bounds.gap < gap[left]
+    better = left[kept]
+    measures[better, 4] = bounds.value[kept]
+    gap[better] = bounds.gap[kept]
+    q[better], lam1[better], lam2[better] = bounds.q[kept], bounds.lam1[kept], bounds.lam2[kept]
+    iterations[left] += used
+    outputs = (measures, gap, q, lam1, lam2, iterations, gap <= tol)
+    return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
+
+
+def _report_unconverged(converged: torch.Tensor, gap: torch.Tensor, tol: float, strict: bool):
+    missed = int((~converged).sum())
+    if missed == 0:
+        return
+    message = (f"fastpid.pid: {missed} of {converged.numel()} joints missed the tolerance {tol / LN2:.3g} bits "
+               f"(worst gap {float(gap.max()) / LN2:.3g} bits, a bound on the error of every atom of that joint); "
+               "their `converged` is False")
+    if strict:
+        raise ConvergenceError(message)
+    warnings.warn(message, ConvergenceWarning, stacklevel=4)
 
 
 # The op ``fastpid::broja``: ``_forward`` with its fake implementation and its
@@ -114,7 +164,7 @@ broja = torch.library.custom_op("fastpid::broja", _forward, mutates_args=())
 
 
 @broja.register_fake
-def _broja_fake(p, normalize, backend, tol, max_iter):
+def _broja_fake(p, normalize, backend, tol, max_iter, strict):
     *batch, n1, n2, ny = p.shape
     real = dict(dtype=torch.float64, device=p.device)
     return (p.new_empty((*batch, 5), **real), p.new_empty(batch, **real), p.new_empty(p.shape, **real),
@@ -167,14 +217,14 @@ def _backward(ctx, grad_atoms, *_):
     raw, lam1, lam2 = ctx.saved_tensors
     fused = backends.GRADIENTS.get(ctx.backend)
     grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))
-    return grad.to(raw.dtype), None, None, None, None
+    return grad.to(raw.dtype), None, None, None, None, None
 
 
 broja.register_autograd(_backward, setup_context=_setup_context)
 
 
 def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = False,
-        tol: float = 1e-8, max_iter: int = 100) -> PIDResult:
+        tol: float = 1e-8, max_iter: int = 100, strict: bool = False) -> PIDResult:
     r"""BROJA partial information decomposition of joints P(x1, x2, y), in bits.
 
     Args:
@@ -186,7 +236,11 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
             refused (joints within float rounding of 1 are rescaled either way).
         return_q: also return the optimal Q, shape (..., n1, n2, ny).
         tol: target duality gap in bits; ``converged`` says whether it was met.
-        max_iter: interior-point iterations at most.
+        max_iter: interior-point iterations at most (for the backend's iteration and
+            for each certified fallback of the joints it leaves above ``tol``).
+        strict: raise ``ConvergenceError`` if any joint misses ``tol``; by default
+            such joints give one ``ConvergenceWarning`` per call (and ``converged``
+            False; their ``gap`` still bounds their error).
 
     Returns:
         PIDResult with ``redundancy, unique1, unique2, synergy, mi, gap`` in the
@@ -201,7 +255,7 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     # The op's dispatch (~30 µs a call) only where autograd or torch.compile needs it.
     needs_op = (tensor.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
     atoms, gap, q, _, _, iterations, converged = (broja if needs_op else _forward)(
-        tensor, normalize, name, tol * LN2, max_iter)
+        tensor, normalize, name, tol * LN2, max_iter, strict)
     redundancy, unique1, unique2, synergy, mi = atoms.to(tensor.dtype).unbind(-1)
     result = PIDResult(
         redundancy=redundancy, unique1=unique1, unique2=unique2,
