@@ -2,13 +2,13 @@
 from .backends import available as available_backends
 from .information import co_information, mutual_information
 from .joints import all_reduce_joint, all_reduce_label_count, joint_from_probs, joint_from_samples
-from .pid import PIDResult, pid
+from .pid import ConvergenceError, ConvergenceWarning, PIDResult, pid
 from .bootstrap import BootstrapResult, bootstrap
 from .pairs import pid_pairs
 from .discretize import Discretizer
 from .loss import PIDLoss
 
-__all__ = ["pid", "PIDResult", "mutual_information", "co_information", "available_backends",
+__all__ = ["pid", "PIDResult", "ConvergenceWarning", "ConvergenceError", "mutual_information", "co_information", "available_backends",
            "joint_from_samples", "joint_from_probs", "all_reduce_joint", "all_reduce_label_count",
            "bootstrap", "BootstrapResult", "pid_pairs",
            "Discretizer", "PIDLoss"]

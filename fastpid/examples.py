@@ -159,3 +159,53 @@ def accuracy_set(rng: np.random.Generator, max_cells: int | None = None) -> list
         label = "x".join(map(str, shape))
         joints += [(f"{name}_{label}", P) for name, P in degenerate_joints(shape, rng).items()]
     return [(name, P) for name, P in joints if max_cells is None or P.size <= max_cells]
+
+
+# Batched families for the robustness fuzz (bench/stress.py, tests/test_robustness.py):
+# each returns ``count`` joints of one shape as a (count, n1, n2, ny) float64 array.
+
+def plugin_batch(rng: np.random.Generator, shape, count: int, samples: int) -> np.ndarray:
+    """Plug-in joints: ``samples`` draws from a Dirichlet(1) joint each, as frequencies."""
+    truth = rng.dirichlet(np.ones(int(np.prod(shape))), size=count)
+    return (rng.multinomial(samples, truth) / samples).reshape((count, *shape))
+
+
+def dirichlet_batch(rng: np.random.Generator, shape, count: int, concentration: float) -> np.ndarray:
+    """Dirichlet(concentration) joints; below ~0.1 most cells are many orders of magnitude
+    below the largest (and some underflow to exact zeros)."""
+    P = rng.dirichlet(np.full(int(np.prod(shape)), concentration), size=count)
+    return (P / P.sum(1, keepdims=True)).reshape((count, *shape))
+
+
+def deterministic_batch(rng: np.random.Generator, shape, count: int) -> np.ndarray:
+    """Exact zeros on the optimum's face: y = f_m(x1, x2) for a mixture of one to three
+    random maps f_m (copies and gates among them), with input masses from Dirichlet(1);
+    half the joints have noise ε = 10^-U(1, 8) on y (gates with noise)."""
+    n1, n2, ny = shape
+    inputs = rng.dirichlet(np.ones(n1 * n2), size=count).reshape(count, n1, n2)
+    P = np.zeros((count, n1, n2, ny))
+    maps = rng.integers(1, 4, size=count)
+    weights = rng.dirichlet(np.ones(3), size=count) * (np.arange(3) < maps[:, None])
+    weights /= weights.sum(1, keepdims=True)
+    rows = np.arange(count)[:, None, None]
+    for m in range(3):
+        f = rng.integers(ny, size=(count, n1, n2))
+        np.add.at(P, (rows, np.arange(n1)[None, :, None], np.arange(n2)[None, None, :], f),
+                  weights[:, m, None, None] * inputs)
+    noise = np.where(rng.random(count) < 0.5, 0.0, 10.0 ** -rng.uniform(1, 8, size=count))
+    P = (1 - noise)[:, None, None, None] * P + noise[:, None, None, None] * inputs[..., None] / ny
+    return P / P.sum((1, 2, 3), keepdims=True)
+
+
+def near_degenerate_batch(rng: np.random.Generator, shape, count: int) -> np.ndarray:
+    """Dirichlet(1) joints with one symbol of x1, x2 or y scaled down by 10^-U(3, 15):
+    marginals with a near-empty symbol."""
+    P = rng.dirichlet(np.ones(int(np.prod(shape))), size=count).reshape((count, *shape))
+    axis = rng.integers(3, size=count)
+    for a in range(3):
+        chosen = axis == a
+        symbol = rng.integers(shape[a], size=int(chosen.sum()))
+        index = [slice(None)] * 4
+        index[0], index[a + 1] = np.nonzero(chosen)[0], symbol
+        P[tuple(index)] *= 10.0 ** -rng.uniform(3, 15, size=int(chosen.sum()))[:, None, None]
+    return P / P.sum((1, 2, 3), keepdims=True)

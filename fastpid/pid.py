@@ -100,7 +100,7 @@ def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     return torch.tensor(weights, dtype=torch.float64, device=device) / LN2
 
 
-def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int, strict: bool
+def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int, strict: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor, torch.Tensor]:
     r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64.
@@ -164,7 +164,7 @@ broja = torch.library.custom_op("fastpid::broja", _forward, mutates_args=())
 
 
 @broja.register_fake
-def _broja_fake(p, normalize, backend, tol, max_iter, strict):
+def _broja_fake(p, normalize, backend, tol, max_iter, strict=False):
     *batch, n1, n2, ny = p.shape
     real = dict(dtype=torch.float64, device=p.device)
     return (p.new_empty((*batch, 5), **real), p.new_empty(batch, **real), p.new_empty(p.shape, **real),
