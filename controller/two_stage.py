@@ -236,8 +236,10 @@ class TwoStageController(Schedule):
         ``fastpid.all_reduce_joint``, so the joint is that of all samples, exactly.
 
         Returns:
-            ``{(i, j): {"redundancy", "unique1", "unique2", "synergy", "mi", "gap"}}``
-            for i < j, unique1 being modality i's.
+            ``{(i, j): {"redundancy", "unique1", "unique2", "synergy", "mi", "gap", "converged"}}``
+            for i < j, unique1 being modality i's; a pair whose solve missed the
+            tolerance (``converged`` False, and ``fastpid.pid`` warned) is named in
+            the reason of the decision taken on it.
         """
         started = time.perf_counter()
         features, labels = self._check_probe(features, labels)
@@ -254,7 +256,8 @@ class TwoStageController(Schedule):
             torch.stack([symbols[i] for i in first]), torch.stack([symbols[j] for j in second]),
             labels.expand(len(self.pairs), -1), self.n_clusters, self.n_clusters, n_labels, normalize=False)
         result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
-        values = {pair: {name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")}
+        values = {pair: {**{name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")},
+                         "converged": bool(result.converged[k])}
                   for k, pair in enumerate(self.pairs)}
         self.monitor_seconds += time.perf_counter() - started
         return values
@@ -273,6 +276,10 @@ class TwoStageController(Schedule):
             self._peak_synergy, self._peak_epoch = synergy, epoch
             self._peak_weights = None if encoders is None else [_copy_state(e) for e in encoders]
         trend = f"mean synergy {synergy:.4g} bits (peak {self._peak_synergy:.4g} at epoch {self._peak_epoch})"
+        uncertain = [f"{pair} (gap {values[pair]['gap']:.2g} bits)" for pair in self.pairs
+                     if not values[pair].get("converged", True)]
+        if uncertain:
+            trend += f"; unconverged PID of {', '.join(uncertain)}"
         if self._peak_synergy > 0 and synergy < self.synergy_drop * self._peak_synergy:
             return self._hand_over(epoch, f"{trend} fell below {self.synergy_drop:g} × peak", values, encoders)
         if self._budget_spent(epoch):

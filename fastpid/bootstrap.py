@@ -19,14 +19,16 @@ not a shifted copy of the estimates' sampling distribution.
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from .joints import joint_from_samples
-from .pid import PIDResult, pid
+from .pid import DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
 
 QUANTITIES = ("redundancy", "unique1", "unique2", "synergy", "mi")
 CHUNK_ELEMENTS = 2**21  # resampled symbols (or joint cells) per batched solve
@@ -91,7 +93,8 @@ def _check_options(n_resamples, confidence, progress) -> None:
 def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
               n1: int | None = None, n2: int | None = None, ny: int | None = None, *,
               n_resamples: int = 1000, confidence: float = 0.95, seed: int | torch.Generator | None = None,
-              backend: str = "auto", progress: bool | None = None) -> BootstrapResult:
+              backend: str = "auto", progress: bool | None = None, tol: float = DEFAULT_TOL,
+              strict: bool = False) -> BootstrapResult:
     r"""Bootstrap the plug-in PID of samples (x1, x2, y).
 
     Args:
@@ -104,6 +107,9 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
         backend: ``fastpid.pid`` backend.
         progress: tqdm bar over the batched solves; None shows it when more than
             ``PROGRESS_CELLS`` resampled joint cells are solved.
+        tol: ``fastpid.pid``'s tolerance on every solve (bits).
+        strict: raise ``fastpid.ConvergenceError`` if any solve misses ``tol``; by default the call gives one ``fastpid.ConvergenceWarning``
+            with the count (also in ``unconverged`` and ``max_gap``).
 
     Returns:
         BootstrapResult; every resampled joint is built by ``joint_from_samples``
@@ -112,7 +118,11 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     _check_options(n_resamples, confidence, progress)
     plugin = joint_from_samples(x1, x2, y, n1, n2, ny)
     sizes, batch_shape, samples = plugin.shape[-3:], x1.shape[:-1], x1.shape[-1]
-    plugin_result = pid(plugin, backend=backend)
+    # fastpid.pid would warn once per chunk: this call reports once, for all of them.
+    solve = functools.partial(pid, backend=backend, tol=tol, strict=strict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plugin_result = solve(plugin)
     estimate = quantities(plugin_result)
     n_sets, cells = math.prod(batch_shape), math.prod(sizes)
     chunk = max(1, CHUNK_ELEMENTS // (n_sets * max(samples, cells)))
@@ -124,11 +134,16 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
         size = min(chunk, n_resamples - start)
         index = torch.randint(samples, (size, *batch_shape, samples), generator=generator, device=x1.device)
         resampled = [torch.gather(x.expand(size, *x.shape), -1, index) for x in (x1, x2, y)]
-        result = pid(joint_from_samples(*resampled, *sizes), backend=backend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = solve(joint_from_samples(*resampled, *sizes))
         replicates.append(quantities(result))
         gaps.append(result.gap)
         unconverged = unconverged + (~result.converged).long().sum(0)
-    replicates = torch.cat(replicates)
+    replicates, max_gap = torch.cat(replicates), torch.cat(gaps).amax(0)
+    if bool(unconverged.any()):
+        report_unconverged("fastpid.bootstrap", int(unconverged.sum()), (n_resamples + 1) * n_sets,
+                           float(max_gap.max()), tol, strict)
     alpha = 1 - confidence
     low, high = torch.quantile(replicates, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=replicates.dtype,
                                                         device=replicates.device), dim=0)
@@ -136,4 +151,4 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     return BootstrapResult(
         estimate=estimate, bias=bias, corrected=estimate - bias, se=replicates.std(0),
         percentile=(low, high), basic=(2 * estimate - high, 2 * estimate - low), replicates=replicates,
-        confidence=float(confidence), unconverged=unconverged, max_gap=torch.cat(gaps).amax(0))
+        confidence=float(confidence), unconverged=unconverged, max_gap=max_gap)

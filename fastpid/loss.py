@@ -80,19 +80,21 @@ class PIDLoss(torch.nn.Module):
             process when synchronising).
         sync: sum the joint over the processes of the default ``torch.distributed``
             group when one is initialised (default True).
-        backend, tol: passed to ``fastpid.pid``.
+        backend, tol, strict: passed to ``fastpid.pid`` (a joint that misses ``tol``
+            gives a ``fastpid.ConvergenceWarning``, or with ``strict`` a ``ConvergenceError``).
     """
 
     def __init__(self, weights: Mapping[str, float], *, logits: bool = True,
                  discretizers: Sequence[Discretizer] | None = None, temperature: float = 1.0,
-                 num_classes: int | None = None, sync: bool = True, backend: str = "auto", tol: float = 1e-8):
+                 num_classes: int | None = None, sync: bool = True, backend: str = "auto", tol: float = 1e-8,
+                 strict: bool = False):
         super().__init__()
         self.weights = _check_weights(weights)
         self.discretizers = _check_discretizers(discretizers)
         self.temperature = _positive_real("temperature", temperature)
         self.num_classes = None if num_classes is None else _positive_int("num_classes", num_classes)
         self.logits = bool(logits)
-        self.sync, self.backend, self.tol = bool(sync), backend, tol
+        self.sync, self.backend, self.tol, self.strict = bool(sync), backend, tol, bool(strict)
         self.last_result: PIDResult | None = None
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -109,7 +111,7 @@ class PIDLoss(torch.nn.Module):
                                   normalize=False)
         if self.sync:
             counts = all_reduce_joint(counts, normalize=False)
-        result = pid(counts, normalize=True, backend=self.backend, tol=self.tol)
+        result = pid(counts, normalize=True, backend=self.backend, tol=self.tol, strict=self.strict)
         self.last_result = _detached(result)
         return sum(weight * getattr(result, name) for name, weight in self.weights.items())
 

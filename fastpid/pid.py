@@ -37,6 +37,9 @@ from ._checks import as_joint_tensor, check_layout, check_options
 from .information import LN2
 
 
+DEFAULT_TOL = 1e-8  # bits: fastpid.pid's tolerance on the duality gap
+
+
 class ConvergenceWarning(UserWarning):
     """Some joints of a ``fastpid.pid`` call missed the tolerance: their ``gap`` (still a
     proven bound on the error of every atom) is above ``tol``."""
@@ -119,7 +122,10 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
     outputs = backends.FORWARDS[backend](p, normalize, tol, max_iter)
     if not bool(outputs[-1].all()):
         outputs = _refine(p, outputs, tol, max_iter)
-        _report_unconverged(outputs[-1], outputs[1], tol, strict)
+        converged, gap = outputs[-1], outputs[1]
+        if not bool(converged.all()):
+            report_unconverged("fastpid.pid", int((~converged).sum()), converged.numel(), float(gap.max()) / LN2,
+                               tol / LN2, strict, stacklevel=5)
     measures, gap, q, lam1, lam2, iterations, converged = outputs
     return measures @ _atoms_in_bits(p.device), gap / LN2, q, lam1, lam2, iterations, converged
 
@@ -145,16 +151,15 @@ def _refine(p, outputs, tol, max_iter):
     return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
 
 
-def _report_unconverged(converged: torch.Tensor, gap: torch.Tensor, tol: float, strict: bool):
-    missed = int((~converged).sum())
-    if missed == 0:
-        return
-    message = (f"fastpid.pid: {missed} of {converged.numel()} joints missed the tolerance {tol / LN2:.3g} bits "
-               f"(worst gap {float(gap.max()) / LN2:.3g} bits, a bound on the error of every atom of that joint); "
-               "their `converged` is False")
+def report_unconverged(source: str, missed: int, total: int, worst_gap: float, tol: float, strict: bool,
+                       stacklevel: int = 3):
+    """One ``ConvergenceWarning`` (or, ``strict``, a ``ConvergenceError``) saying that ``missed``
+    of ``total`` solves of ``source`` stayed above ``tol`` bits, the worst at ``worst_gap`` bits."""
+    message = (f"{source}: {missed} of {total} joints missed the tolerance {tol:.3g} bits (worst gap "
+               f"{worst_gap:.3g} bits, a bound on the error of every atom of that joint); their `converged` is False")
     if strict:
         raise ConvergenceError(message)
-    warnings.warn(message, ConvergenceWarning, stacklevel=4)
+    warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 # The op ``fastpid::broja``: ``_forward`` with its fake implementation and its
@@ -224,7 +229,7 @@ broja.register_autograd(_backward, setup_context=_setup_context)
 
 
 def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = False,
-        tol: float = 1e-8, max_iter: int = 100, strict: bool = False) -> PIDResult:
+        tol: float = DEFAULT_TOL, max_iter: int = 100, strict: bool = False) -> PIDResult:
     r"""BROJA partial information decomposition of joints P(x1, x2, y), in bits.
 
     Args:
