@@ -4,7 +4,7 @@ This module is the one place where the algorithm lives in readable form; it is
 also the ``"torch"`` backend, the project's reference implementation.  The
 compiled backends (``csrc/``) run the same iteration joint by joint.
 
-Problem (the project's ``docs/pid-math.md`` has the derivations): for a joint P(x1, x2, y) with
+Problem (docs/pid-math.md has the derivations): for a joint P(x1, x2, y) with
 pairwise marginals P1(x1, y) and P2(x2, y),
 
     V(P) = min_{Q ∈ Δ_P} Σ Q log[Q / Q(x1, x2)]                         (primal)
@@ -68,7 +68,9 @@ only at iterates whose complementarity Σ_k w_k h_k (about the gap: at a
 feasible iterate f(w s) − dual(λ) = Σ_k w_k h_k) is at most CERTIFY_ABOVE ×
 max(tol, STALL_GAP), and at the last iteration allowed.  (The compiled
 backends stop a joint whose step fails, after certifying its iterate; here it
-steps by α = 0 and is certified where it would be anyway.)
+steps by α = 0 and is certified where it would be anyway.)  ``fastpid.pid``
+hands the joints that this iteration leaves above ``tol`` to the certified
+fallbacks of ``fastpid.fallback`` (docs/pid-math.md, "Why the dual iteration stalls").
 """
 from __future__ import annotations
 
