@@ -20,6 +20,7 @@ import fastpid
 from fastpid import backends, examples, fallback, solver
 from fastpid.controller import TwoStageController
 from fastpid.information import LN2
+from fastpid.references import ATOMS, mpmath_pid_2x2x2
 
 pytest.importorskip("dit")
 pytest.importorskip("cvxpy")
@@ -202,3 +203,20 @@ def test_users_of_pid_surface_it(monkeypatch):
     values = {(0, 1): {"redundancy": 0.4, "unique1": 0.3, "unique2": 0.2, "synergy": 0.3, "gap": 0.01,
                        "converged": False}}
     assert "unconverged PID of (0, 1) (gap 0.01 bits)" in controller.step(0, values).reason
+
+
+def test_extreme_joints_against_high_precision():
+    """Dirichlet(0.02) 2×2×2 joints (cells down to 1e-70) that need the fallbacks, against a
+    50-digit solve (references.mpmath_pid_2x2x2; dit and cvxpy are ~1e-9 bits off on them):
+    every atom within the certified gap, and the gap within the tolerance."""
+    if "cpu" not in backends.FORWARDS:
+        pytest.skip("needs the C++ extension")
+    P = examples.dirichlet_batch(np.random.default_rng(5), (2, 2, 2), 20_000, 0.02)
+    _, converged = iteration_alone(P, "cpu")
+    joints = P[~converged.numpy()][:4]
+    result = fastpid.pid(torch.tensor(joints))
+    assert bool(result.converged.all()) and float(result.gap.max()) <= 1e-8
+    for k, joint in enumerate(joints):
+        exact = mpmath_pid_2x2x2(joint)
+        error = np.abs(atoms_array(result, k) - np.array([exact[atom] for atom in ATOMS])).max()
+        assert error <= field(result, "gap", k) + 1e-12, (joint, error)
