@@ -9,13 +9,14 @@ cell, cells many orders of magnitude below the others.  docs/pid-math.md
 still above ``tol`` are solved again by two methods that fail elsewhere, and
 the certificate keeps the best of everything seen:
 
-1. ``feasible_dual``: the same Newton direction with λ kept strictly feasible
+1. ``primal_dual_cells``: a primal-dual interior-point method on the cells Q
+   themselves, with the marginal constraints kept exactly; tiny cells are small
+   numbers there, not logarithms, and boundary optima are the barrier's limit.
+2. ``feasible_dual``, for the joints the first leaves (pairs with a single
+   cell): the dual iteration's Newton direction with λ kept strictly feasible
    (h = −g, no separate slack) and a backtracking line search on the norm of
    the perturbed KKT residual (Boyd & Vandenberghe §11.7): a damped Newton
    method that cannot jump out of the region where its model holds.
-2. ``primal_dual_cells``: a primal-dual interior-point method on the cells Q
-   themselves, with the marginal constraints kept exactly; tiny cells are small
-   numbers there, not logarithms, and boundary optima are the barrier's limit.
 
 Any exactly feasible Q bounds V(P) from above and any feasible λ from below, so
 ``Bounds`` keeps the lowest f(Q) and the highest dual value separately (from
@@ -35,6 +36,10 @@ FALLBACK_CENTRING = 0.1  # σ of both fallbacks: μ shrinks tenfold per full ste
 INFEASIBILITY_CENTRING = 0.1  # primal_dual_cells: μ ≥ this × the Q-weighted stationarity residual
 BACKTRACK_DECREASE = 0.01  # feasible_dual: the residual must fall by 1 % of the step at least
 MAX_BACKTRACKS = 60
+# Each method may take this many times the caller's max_iter: its steps are damped
+# (σ = 0.1), and on Dirichlet(0.02) joints with cells down to 1e-150 the method on
+# the cells needs up to ~110 iterations.
+ITERATION_BUDGET = 3
 
 
 @dataclass
@@ -58,18 +63,18 @@ class Bounds:
     def gap(self) -> torch.Tensor:
         return self.value - self.dual
 
-    def offer_primal(self, q: torch.Tensor):
-        """Round Q onto Δ_P and keep it where it lowers the upper bound (and its λ fit, where that
-        raises the lower bound)."""
-        rounded = solver.round_to_polytope(q * self.support.cell, self.support)
-        value = solver.primal_objective(rounded)
+    def offer(self, q: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor):
+        """Offer an iterate: Q rounded onto Δ_P, its λ and the λ fitted to Q
+        (``dual_from_primal``), each made feasible; keep what tightens a bound."""
+        q = solver.round_to_polytope(q * self.support.cell, self.support)
+        value = solver.primal_objective(q)
         better = value < self.value
-        self.q = torch.where(better[:, None, None, None], rounded, self.q)
+        self.q = torch.where(better[:, None, None, None], q, self.q)
         self.value = torch.where(better, value, self.value)
-        self.offer_dual(*dual_from_primal(rounded, self.support))
+        self._keep_dual(lam1, lam2)
+        self._keep_dual(*dual_from_primal(q, self.support))
 
-    def offer_dual(self, lam1: torch.Tensor, lam2: torch.Tensor):
-        """Make λ feasible and keep it where it raises the lower bound."""
+    def _keep_dual(self, lam1: torch.Tensor, lam2: torch.Tensor):
         lam1, lam2 = solver.feasible(lam1, lam2, self.support)
         dual = solver.dual_objective(lam1, lam2, self.support)
         better = dual > self.dual
@@ -121,8 +126,7 @@ def feasible_dual(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int) ->
     iterations = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
     for _ in range(max_iter):
         g, s = solver.pair_softmax(lam1, lam2, support)
-        bounds.offer_primal(w[..., None] * s)
-        bounds.offer_dual(lam1, lam2)
+        bounds.offer(w[..., None] * s, lam1, lam2)
         active = bounds.gap > tol
         if not active.any():
             break
@@ -182,8 +186,7 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
 
     iterations = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
     for _ in range(max_iter):
-        bounds.offer_primal(q)
-        bounds.offer_dual(lam1, lam2)
+        bounds.offer(q, lam1, lam2)
         active = bounds.gap > tol
         if not active.any():
             break
@@ -234,20 +237,19 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
     return iterations
 
 
-METHODS = (feasible_dual, primal_dual_cells)
+METHODS = (primal_dual_cells, feasible_dual)
 
 
 def refine(p: torch.Tensor, q: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, tol: float, max_iter: int):
     """Certified fallbacks for the normalised float64 joints ``p`` (B, n1, n2, ny) whose solution
     (the rounded Q ``q`` and the dual solution ``lam1``, ``lam2``) misses ``tol`` (nats).
 
-    Each method of ``METHODS`` runs (at most ``max_iter`` iterations) on the joints
-    still above ``tol``.  Returns ``Bounds`` (q exactly on Δ_P, f(q) in ``value``,
+    Each method of ``METHODS`` runs (at most ``ITERATION_BUDGET × max_iter``
+    iterations) on the joints still above ``tol``.  Returns ``Bounds`` (q exactly on Δ_P, f(q) in ``value``,
     λ feasible, the gap) and the iterations each joint used."""
     support = Support.of(p)
     bounds = Bounds.empty(support)
-    bounds.offer_primal(q)
-    bounds.offer_dual(lam1, lam2)
+    bounds.offer(q, lam1, lam2)
     iterations = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
     for method in METHODS:
         left = (bounds.gap > tol).nonzero()[:, 0]
@@ -255,7 +257,7 @@ def refine(p: torch.Tensor, q: torch.Tensor, lam1: torch.Tensor, lam2: torch.Ten
             break
         sub = Bounds(Support.of(p[left]), bounds.q[left], bounds.value[left], bounds.lam1[left],
                      bounds.lam2[left], bounds.dual[left])
-        iterations[left] += method(p[left], sub, tol, max_iter)
+        iterations[left] += method(p[left], sub, tol, ITERATION_BUDGET * max_iter)
         for name in ("q", "value", "lam1", "lam2", "dual"):
             getattr(bounds, name)[left] = getattr(sub, name)
     return bounds, iterations

@@ -241,8 +241,9 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
             refused (joints within float rounding of 1 are rescaled either way).
         return_q: also return the optimal Q, shape (..., n1, n2, ny).
         tol: target duality gap in bits; ``converged`` says whether it was met.
-        max_iter: interior-point iterations at most (for the backend's iteration and
-            for each certified fallback of the joints it leaves above ``tol``).
+        max_iter: interior-point iterations at most (for the backend's iteration; each
+            certified fallback of the joints it leaves above ``tol`` may take
+            ``fastpid.fallback.ITERATION_BUDGET`` times as many).
         strict: raise ``ConvergenceError`` if any joint misses ``tol``; by default
             such joints give one ``ConvergenceWarning`` per call (and ``converged``
             False; their ``gap`` still bounds their error).
