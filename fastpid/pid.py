@@ -125,7 +125,7 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
         converged, gap = outputs[-1], outputs[1]
         if not bool(converged.all()):
             report_unconverged("fastpid.pid", int((~converged).sum()), converged.numel(), float(gap.max()) / LN2,
-                               tol / LN2, strict, stacklevel=5)
+                               tol / LN2, strict, stacklevel=3)
     measures, gap, q, lam1, lam2, iterations, converged = outputs
     return measures @ _atoms_in_bits(p.device), gap / LN2, q, lam1, lam2, iterations, converged
 
@@ -152,9 +152,10 @@ def _refine(p, outputs, tol, max_iter):
 
 
 def report_unconverged(source: str, missed: int, total: int, worst_gap: float, tol: float, strict: bool,
-                       stacklevel: int = 3):
+                       stacklevel: int = 2):
     """One ``ConvergenceWarning`` (or, ``strict``, a ``ConvergenceError``) saying that ``missed``
-    of ``total`` solves of ``source`` stayed above ``tol`` bits, the worst at ``worst_gap`` bits."""
+    of ``total`` solves of ``source`` stayed above ``tol`` bits, the worst at ``worst_gap`` bits.
+    ``stacklevel`` counts from the caller: 2 points the warning at the caller's caller."""
     message = (f"{source}: {missed} of {total} joints missed the tolerance {tol:.3g} bits (worst gap "
                f"{worst_gap:.3g} bits, a bound on the error of every atom of that joint); their `converged` is False")
     if strict:

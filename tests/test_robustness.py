@@ -168,6 +168,7 @@ def test_one_warning_per_call():
         warnings.simplefilter("always")
         fastpid.pid(P, max_iter=1)
     assert [w.category for w in caught] == [fastpid.ConvergenceWarning]
+    assert caught[0].filename == __file__, "the warning points at the user's call"
 
 
 def test_users_of_pid_surface_it(monkeypatch):
@@ -191,6 +192,7 @@ def test_users_of_pid_surface_it(monkeypatch):
         fastpid.bootstrap(s1, s2, target, n_resamples=20, seed=0)
     messages = [str(w.message) for w in caught if w.category is fastpid.ConvergenceWarning]
     assert len(messages) == 1 and messages[0].startswith("fastpid.bootstrap: ")
+    assert [w.filename for w in caught if w.category is fastpid.ConvergenceWarning] == [__file__]
     logits = torch.randn(64, 3), torch.randn(64, 3)
     labels = torch.randint(2, (64,))
     with pytest.warns(fastpid.ConvergenceWarning):
