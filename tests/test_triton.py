@@ -181,8 +181,11 @@ def test_auto_never_picks_triton_on_cpu():
 def pid_joints():
     rng = np.random.default_rng(11)
     joints = [(name, CANONICAL[name]) for name in ("XOR", "AND", "RDNXOR", "SUM")]
+    # The last: a plug-in joint that the iteration alone leaves at a gap of 7.6 bits
+    # (tests/test_robustness.py): the fallbacks follow the Triton iteration too.
     return joints + [("dirichlet_3x4x5", dirichlet_joint(rng, (3, 4, 5), 0.5)),
-                     ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5))]
+                     ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5)),
+                     ("plugin_needs_fallback_2x2x2", np.array([0, 11, 52, 0, 0, 31, 1, 5.0]).reshape(2, 2, 2) / 100)]
 
 
 @in_process
