@@ -137,7 +137,7 @@ def _refine(p, outputs, tol, max_iter):
     converged = outputs[-1]
     batch_shape, (n1, n2, ny) = converged.shape, p.shape[-3:]
     measures, gap, q, lam1, lam2, iterations, converged = (
-        out.reshape(-1, *out.shape[converged.dim():]).clone() for out in outputs)
+        out.reshape(-1, *out.shape[converged.dim():]) for out in outputs)  # fresh tensors: written in place
     left = (~converged).nonzero()[:, 0]
     joints = p.reshape(-1, n1, n2, ny)[left].to(torch.float64)
     joints = joints / joints.sum((1, 2, 3), keepdim=True)  # check_joint has accepted them
