@@ -27,13 +27,17 @@ pytest.importorskip("cvxpy")
 
 TOL = 1e-8 * LN2  # nats: fastpid.pid's default tolerance
 
-# Joints on which the iteration alone stopped far from the optimum (at b19f057):
-# the issue's plug-in joint of 100 samples (3 iterations, gap 7.57 bits), one
-# found by the plug-in fuzz (gap 3.2 bits), and a Dirichlet(0.1) 5×5×5 found by
-# the Dirichlet fuzz (gap 0.03 bits).
+# Joints on which the iteration alone stops far from the optimum (at b19f057 and
+# now): the issue's plug-in joint of 100 samples (3 iterations, gap 7.57 bits),
+# one found by the plug-in fuzz (gap 3.2 bits), and a Dirichlet(1) joint with
+# every cell above 0.02 (gap 0.093 bits; seed 0, the first miss among 100,000).
 ISSUE_JOINT = np.array([0, 11, 52, 0, 0, 31, 1, 5], dtype=np.float64).reshape(2, 2, 2) / 100
 PLUGIN_FOUND = np.array([0, 15, 1, 5, 0, 10, 68, 1], dtype=np.float64).reshape(2, 2, 2) / 100
-FOUND = {"issue_plugin_2x2x2": ISSUE_JOINT, "fuzz_plugin_2x2x2": PLUGIN_FOUND}
+INTERIOR_FOUND = np.array([0.10052849128255006, 0.05327488746265099, 0.023701474937850908, 0.3651220017617653,
+                           0.2100605982273197, 0.0955475625860279, 0.08484238874263055,
+                           0.06692259499920464]).reshape(2, 2, 2)
+FOUND = {"issue_plugin_2x2x2": ISSUE_JOINT, "fuzz_plugin_2x2x2": PLUGIN_FOUND,
+         "fuzz_interior_2x2x2": INTERIOR_FOUND}
 
 
 def iteration_alone(P: np.ndarray, backend: str):
@@ -56,6 +60,19 @@ def test_found_joints_against_references(name, backend):
         np.testing.assert_allclose(atoms_array(result), expected, rtol=0, atol=ATOL[torch.float64],
                                    err_msg=f"against {solver_name}")
     assert_identities(result, P, ATOL[torch.float64])
+
+
+def test_gradcheck_through_the_fallbacks(backend):
+    """The envelope gradient at the fallbacks' dual point, against finite differences."""
+    _, converged = iteration_alone(INTERIOR_FOUND, backend)
+    assert not bool(converged)
+    P = torch.tensor(INTERIOR_FOUND, requires_grad=True)
+
+    def atoms(p):
+        result = fastpid.pid(p, backend=backend, normalize=True, tol=1e-12)
+        return result.redundancy, result.unique1, result.unique2, result.synergy
+
+    assert torch.autograd.gradcheck(atoms, (P,), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
 def test_issue_joint_synergy():
