@@ -20,6 +20,13 @@ def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
     if isinstance(p, torch.Tensor):
         return p, False
     if isinstance(p, Sequence) and not isinstance(p, (str, bytes)) and len(p) > 0:
+        if not any(isinstance(item, (torch.Tensor, np.ndarray)) for item in p):
+            # Nested lists of numbers: an array in Python's own types, read as float64.
+            try:
+                return torch.tensor(np.asarray(p, dtype=np.float64)), False
+            except (TypeError, ValueError) as error:
+                raise TypeError(f"P as nested lists must hold numbers in a regular (..., n1, n2, ny) layout: {error}"
+                                ) from None
         joints = [as_joint_tensor(item)[0] for item in p]
         devices = {j.device for j in joints}
         if len(devices) > 1:
@@ -33,7 +40,8 @@ def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
             raise ValueError(f"P is a sequence of joints of different shapes {sorted(shapes)}; pad them to one shape")
         return torch.stack(joints), all(isinstance(item, np.ndarray) for item in p)
     raise TypeError(
-        f"P must be a torch.Tensor, a numpy.ndarray or a sequence of them, of shape (..., n1, n2, ny); got {type(p).__name__}")
+        f"P must be a torch.Tensor, a numpy.ndarray, a sequence of them or nested lists of numbers, "
+        f"of shape (..., n1, n2, ny); got {type(p).__name__}")
 
 
 def check_layout(p: torch.Tensor) -> None:

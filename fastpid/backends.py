@@ -96,9 +96,13 @@ def python_forward(name: str, p: torch.Tensor, normalize: bool, tol: float, max_
     return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
 
 
-SOLVERS = {"torch": solver.solve, "cpu": _compiled}
-FORWARDS = {"torch": functools.partial(python_forward, "torch"), "cpu": _compiled_forward}
-GRADIENTS = {"cpu": _compiled_gradient}
+SOLVERS = {"torch": solver.solve}
+FORWARDS = {"torch": functools.partial(python_forward, "torch")}
+GRADIENTS = {}
+if _OPS is not None:  # the C++ extension is built: "cpu" is a backend name only where it exists
+    SOLVERS["cpu"] = _compiled
+    FORWARDS["cpu"] = _compiled_forward
+    GRADIENTS["cpu"] = _compiled_gradient
 if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
     SOLVERS["cuda"] = _compiled
     FORWARDS["cuda"] = _compiled_forward
@@ -162,6 +166,18 @@ def available(device: torch.device | str = "cpu") -> list[str]:
 CUDA_MAX_DUALS = 512
 
 
+# Why a backend that the README lists is missing from this installation, and how to get it.
+UNAVAILABLE = {
+    "cpu": "backend 'cpu' needs fastpid's C++ extension, which this installation lacks (fastpid._C did not "
+           "import); reinstall with `pip install --no-build-isolation .` where a C++ compiler is found, "
+           "or use backend='torch'",
+    "cuda": "backend 'cuda' needs fastpid's C++ extension built with CUDA, and this build has no CUDA kernels "
+            "(nvcc was not found, or FASTPID_CUDA=0); reinstall with CUDA_HOME set, e.g. "
+            "`CUDA_HOME=/usr/local/cuda pip install --no-build-isolation .`, or use backend='torch' on CUDA tensors",
+    "triton": "backend 'triton' needs Triton (`pip install triton`), which this installation lacks",
+}
+
+
 def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = None) -> str:
     """Check a backend name against the device; ``"auto"`` picks the fastest for
     the device and, given the joints' ``shape`` (..., n1, n2, ny), their size."""
@@ -171,7 +187,7 @@ def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = Non
             return names[1]
         return names[0]
     if name not in SOLVERS:
-        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}")
+        raise ValueError(UNAVAILABLE.get(name, f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}"))
     if name not in available(device) and not (name == "triton" and _triton_solves_on(device)):
         hint = (" ('triton' needs CUDA joints, or TRITON_INTERPRET=1 before fastpid is imported)"
                 if name == "triton" else "")

@@ -4,7 +4,12 @@ two-stage controller against its baselines)."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
+
+# What each command imports beyond fastpid's own requirements, and the pip names that install it.
+NEEDS = {"verify": {"dit": "dit", "ecos": "ecos"},
+         "demo": {"dit": "dit", "ecos": "ecos", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}}
 
 
 def main(argv=None) -> int:
@@ -23,6 +28,10 @@ def main(argv=None) -> int:
     demo.add_argument("--random", type=int, default=200, help="random joints in the verification (default 200)")
     demo.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     args = parser.parse_args(argv)
+    missing = [package for module, package in NEEDS[args.command].items() if importlib.util.find_spec(module) is None]
+    if missing:
+        print(f"fastpid {args.command} needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
+        return 2
     if args.command == "verify":
         from .verify import run
 

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from ._checks import as_joint_tensor, check_joint
+
 LN2 = math.log(2.0)
 
 
@@ -33,17 +35,27 @@ def conditional_entropies(p: torch.Tensor) -> dict[str, torch.Tensor]:
     }
 
 
-def mutual_information(p: torch.Tensor) -> dict[str, torch.Tensor]:
-    """I(Y; X1), I(Y; X2) and I(Y; X1, X2) in bits."""
-    h = conditional_entropies(p)
-    return {
-        "y;x1": (h["y"] - h["y|x1"]) / LN2,
-        "y;x2": (h["y"] - h["y|x2"]) / LN2,
-        "y;x1x2": (h["y"] - h["y|x1x2"]) / LN2,
-    }
+def _mutual_informations(P, normalize: bool) -> tuple[dict[str, torch.Tensor], bool]:
+    """I(Y; X1), I(Y; X2), I(Y; X1, X2) in bits of a checked joint, and whether it came as numpy."""
+    tensor, from_numpy = as_joint_tensor(P)
+    h = conditional_entropies(check_joint(tensor, normalize))
+    return {key: (h["y"] - h[f"y|{given}"]) / LN2 for key, given in
+            (("y;x1", "x1"), ("y;x2", "x2"), ("y;x1x2", "x1x2"))}, from_numpy
 
 
-def co_information(p: torch.Tensor) -> torch.Tensor:
-    """I(Y; X1; X2) = I(Y; X1) + I(Y; X2) − I(Y; X1, X2) in bits (= R − S for any PID)."""
-    mi = mutual_information(p)
-    return mi["y;x1"] + mi["y;x2"] - mi["y;x1x2"]
+def mutual_information(P, *, normalize: bool = False) -> dict[str, torch.Tensor]:
+    """I(Y; X1), I(Y; X2) and I(Y; X1, X2) in bits of joints P of shape (..., n1, n2, ny).
+
+    P is checked as ``fastpid.pid`` checks it (a tensor, a numpy array, a
+    sequence of joints or nested lists of numbers; finite, non-negative, summing
+    to 1 unless ``normalize``); numpy in gives numpy out."""
+    values, from_numpy = _mutual_informations(P, normalize)
+    return {key: value.numpy() for key, value in values.items()} if from_numpy else values
+
+
+def co_information(P, *, normalize: bool = False) -> torch.Tensor:
+    """I(Y; X1; X2) = I(Y; X1) + I(Y; X2) − I(Y; X1, X2) in bits (= R − S for any PID);
+    P is checked as in ``mutual_information``."""
+    mi, from_numpy = _mutual_informations(P, normalize)
+    value = mi["y;x1"] + mi["y;x2"] - mi["y;x1x2"]
+    return value.numpy() if from_numpy else value

@@ -207,21 +207,15 @@ def test_unknown_backend(name):
 
 @pytest.mark.skipif("cpu" in fastpid.available_backends(), reason="the 'cpu' extension is built")
 def test_unbuilt_backend():
-    with pytest.raises(ValueError, match=r"backend 'cpu' cannot solve joints on cpu; available there: \['torch'\]"):
+    with pytest.raises(ValueError, match=r"backend 'cpu' needs fastpid's C\+\+ extension, which this installation lacks"):
         fastpid.pid(good(), backend="cpu")
 
 
 @pytest.mark.parametrize("value", ["P.npy", b"bytes", 3.0, None, {"P": 1}, []],
                          ids=["str", "bytes", "float", "None", "dict", "empty list"])
 def test_not_a_tensor(value, backend):
-    with pytest.raises(TypeError, match=r"torch.Tensor, a numpy.ndarray or a sequence of them.*got"):
+    with pytest.raises(TypeError, match=r"torch.Tensor, a numpy.ndarray, a sequence of them or nested lists of numbers.*got"):
         fastpid.pid(value, backend=backend)
-
-
-def test_nested_list_of_floats(backend):
-    """A list of numbers is not a joint: the error says what a joint is."""
-    with pytest.raises(TypeError, match=r"torch.Tensor, a numpy.ndarray or a sequence of them.*got float"):
-        fastpid.pid([[[0.25, 0.25], [0.25, 0.25]]], backend=backend)
 
 
 @pytest.mark.parametrize("options,match", [
@@ -235,3 +229,60 @@ def test_bad_solver_options(options, match):
 def test_meta_tensor_is_refused():
     with pytest.raises(ValueError, match="meta device"):
         fastpid.pid(torch.empty(2, 2, 2, dtype=torch.float64, device="meta"))
+
+
+# --------------------------------------------------------------------------
+# The helpers check as pid does; nested lists; backends this build lacks; CLI needs.
+
+
+@pytest.mark.parametrize("helper", [fastpid.mutual_information, fastpid.co_information],
+                         ids=["mutual_information", "co_information"])
+def test_helpers_check_like_pid(helper):
+    with pytest.raises(ValueError, match=r"sums to 2.*normalize=True"):
+        helper(2 * good())
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        helper(good() * float("nan"))
+    with pytest.raises(ValueError, match="negative mass"):
+        helper(good() - 0.1)
+    doubled = helper(2 * good(), normalize=True)
+    once = helper(good())
+    if isinstance(once, dict):
+        assert all(torch.allclose(doubled[key], once[key]) for key in once)
+        assert all(isinstance(value, np.ndarray) for value in helper(GOOD).values())
+    else:
+        assert torch.allclose(doubled, once) and isinstance(helper(GOOD), np.ndarray)
+
+
+def test_nested_lists_are_joints():
+    """Nested lists of numbers read as float64 arrays; a list of them is a batch."""
+    as_lists = GOOD.tolist()
+    expected = fastpid.pid(torch.tensor(GOOD))
+    single, batch = fastpid.pid(as_lists), fastpid.pid([as_lists, as_lists])
+    assert batch.synergy.shape == (2,)
+    for name in FIELDS:
+        assert float(getattr(single, name)) == pytest.approx(float(getattr(expected, name)), abs=1e-12)
+    counts = (np.rint(GOOD * 1000)).astype(int).tolist()
+    assert float(fastpid.pid(counts, normalize=True).mi) == pytest.approx(float(expected.mi), abs=1e-2)
+    with pytest.raises(TypeError, match="nested lists must hold numbers"):
+        fastpid.pid([[[0.5, "a"]]])
+    with pytest.raises(ValueError, match="sums to"):
+        fastpid.pid(counts)
+
+
+@pytest.mark.parametrize("name,match", [("cuda", r"built with CUDA.*CUDA_HOME"), ("cpu", r"C\+\+ extension"),
+                                        ("triton", "pip install triton")])
+def test_backend_this_build_lacks(monkeypatch, name, match):
+    monkeypatch.setattr(backends, "SOLVERS", {k: v for k, v in backends.SOLVERS.items() if k != name})
+    with pytest.raises(ValueError, match=match):
+        fastpid.pid(good(), backend=name)
+
+
+def test_cli_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    from fastpid import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dit" else real(name, *a))
+    assert cli.main(["verify", "--short"]) == 2
+    assert capsys.readouterr().err.strip() == "fastpid verify needs dit: pip install dit"
