@@ -71,6 +71,14 @@ class BootstrapResult:
     unconverged: torch.Tensor
     max_gap: torch.Tensor
 
+    def to_dict(self) -> dict:
+        """Per quantity, its statistics as Python numbers (nested lists for a batch), plus
+        ``confidence``, ``unconverged`` and ``max_gap``; the replicates are left out."""
+        plain = {name: {key: (tuple(t.tolist() for t in value) if isinstance(value, tuple) else value.tolist())
+                        for key, value in self.summary(name).items()} for name in QUANTITIES}
+        return {**plain, "confidence": self.confidence, "unconverged": self.unconverged.tolist(),
+                "max_gap": self.max_gap.tolist()}
+
     def summary(self, name: str) -> dict[str, torch.Tensor]:
         """The statistics of one quantity (a name in ``QUANTITIES``) as a dict."""
         if name not in QUANTITIES:

@@ -17,7 +17,13 @@ import torch.distributed as dist
 from ._checks import SUM_TOLERANCE
 
 
-def _check_symbols(name: str, x: torch.Tensor, size: int | None) -> int:
+# An alphabet inferred from the largest symbol is refused when it is this many times the
+# number of samples (and above INFERRED_FREE): a stray large label, not a real alphabet.
+INFERRED_PER_SAMPLE = 10
+INFERRED_FREE = 1024
+
+
+def _check_symbols(name: str, x: torch.Tensor, size: int | None, size_name: str | None = None) -> int:
     """Check integer symbols in [0, size) and return the alphabet size (max + 1 if None)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of integer symbols, got {type(x).__name__}")
@@ -29,6 +35,12 @@ def _check_symbols(name: str, x: torch.Tensor, size: int | None) -> int:
         raise ValueError(f"{name} holds a negative symbol ({int(x.min())}); symbols must be in [0, n)")
     top = int(x.max())
     if size is None:
+        samples = x.shape[-1]
+        if top + 1 > max(INFERRED_FREE, INFERRED_PER_SAMPLE * samples):
+            raise ValueError(
+                f"{name} holds symbol {top}: its alphabet, inferred as largest symbol + 1, would have {top + 1:,} "
+                f"symbols for {samples:,} samples; relabel the symbols to 0..k-1 (torch.unique(x, return_inverse=True)) "
+                f"or pass the alphabet size ({size_name or 'its size'}={top + 1}) if it is meant")
         return top + 1
     if not (isinstance(size, int) and size >= 1):
         raise ValueError(f"the alphabet size of {name} must be a positive int, got {size!r}")
@@ -66,7 +78,8 @@ def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     Returns:
         Tensor of shape (..., n1, n2, ny) on the inputs' device.
     """
-    n1, n2, ny = (_check_symbols("x1", x1, n1), _check_symbols("x2", x2, n2), _check_symbols("y", y, ny))
+    n1, n2, ny = (_check_symbols("x1", x1, n1, "n1"), _check_symbols("x2", x2, n2, "n2"),
+                  _check_symbols("y", y, ny, "ny"))
     _check_same_samples(x1=x1, x2=x2, y=y)
     batch_shape, samples = x1.shape[:-1], x1.shape[-1]
     cells = n1 * n2 * ny
@@ -118,7 +131,7 @@ def joint_from_probs(p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor, ny: in
         Tensor of shape (..., n1, n2, ny), differentiable with respect to p1 and p2.
     """
     p1, p2 = _check_probs("p1", p1, logits), _check_probs("p2", p2, logits)
-    ny = _check_symbols("y", y, ny)
+    ny = _check_symbols("y", y, ny, "ny")
     _check_same_samples(p1=p1[..., 0], p2=p2[..., 0], y=y)
     onehot = torch.nn.functional.one_hot(y.long(), ny).to(p1.dtype)
     joint = torch.einsum("...ni,...nj,...nk->...ijk", p1, p2.to(p1.dtype), onehot)

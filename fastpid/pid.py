@@ -30,6 +30,7 @@ import functools
 import warnings
 from dataclasses import dataclass, fields
 
+import numpy as np
 import torch
 
 from . import backends, fallback
@@ -71,10 +72,48 @@ class PIDResult:
         """The same result with every field as a numpy array."""
         return PIDResult(**{f.name: _to_numpy(getattr(self, f.name)) for f in fields(self)})
 
+    def to_dict(self) -> dict:
+        """Every field as Python numbers (a float, bool or int for one joint; nested lists
+        for a batch), ready for ``json.dumps``; ``q`` only if it was requested."""
+        return {f.name: np.asarray(_to_numpy(getattr(self, f.name))).tolist()
+                for f in fields(self) if getattr(self, f.name) is not None}
+
+    def to_dataframe(self):
+        """A pandas DataFrame with one row per joint (the batch flattened, its index in
+        ``joint``) and the atoms, ``mi``, ``gap``, ``converged`` and ``iterations`` as columns."""
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError("PIDResult.to_dataframe needs pandas: pip install pandas") from error
+        columns = {name: np.asarray(_to_numpy(getattr(self, name))) for name in SUMMARY_FIELDS}
+        shape = columns["gap"].shape
+        frame = pandas.DataFrame({name: values.reshape(-1) for name, values in columns.items()})
+        if shape:
+            frame.insert(0, "joint", [index if len(shape) > 1 else index[0] for index in np.ndindex(shape)])
+        return frame
+
+    def __str__(self) -> str:
+        """A table in bits: one row for one joint; for a batch, mean, min and max over its joints."""
+        values = {name: np.asarray(_to_numpy(getattr(self, name)), dtype=np.float64) for name in ATOM_FIELDS}
+        gap = np.asarray(_to_numpy(self.gap), dtype=np.float64)
+        converged = np.asarray(_to_numpy(self.converged))
+        header = "".join(f"{name:>12}" for name in ATOM_FIELDS)
+        if gap.ndim == 0:
+            return (f"PID (bits){header}{'gap':>10}  converged\n"
+                    f"{'':10}{''.join(f'{float(v):12.6f}' for v in values.values())}{float(gap):10.1e}  {bool(converged)}")
+        rows = [f"{label:<10}{''.join(f'{float(reduce(v)):12.6f}' for v in values.values())}"
+                for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max))]
+        return (f"PID of {gap.size:,} joints, batch shape {tuple(gap.shape)} (bits); {int(converged.sum()):,} "
+                f"converged, worst gap {gap.max():.1e}\n{'':10}{header}\n" + "\n".join(rows))
+
+
+ATOM_FIELDS = ("redundancy", "unique1", "unique2", "synergy", "mi")
+SUMMARY_FIELDS = (*ATOM_FIELDS, "gap", "converged", "iterations")
+
 
 def _to_numpy(value):
-    if value is None:
-        return None
+    if value is None or isinstance(value, np.ndarray):
+        return value
     return value.detach().cpu().numpy()
 
 

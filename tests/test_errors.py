@@ -286,3 +286,47 @@ def test_cli_says_what_to_install(monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "dit" else real(name, *a))
     assert cli.main(["verify", "--short"]) == 2
     assert capsys.readouterr().err.strip() == "fastpid verify needs dit: pip install dit"
+
+
+@pytest.mark.parametrize("symbol", [200_000, 10**9])
+def test_stray_large_symbol(symbol):
+    """A symbol far beyond the data's size is refused with the alphabet it would create
+    and the size to pass; passing that size builds the joint."""
+    x1 = torch.randint(3, (2000,))
+    x1[7] = symbol
+    x2, y = torch.randint(3, (2000,)), torch.randint(3, (2000,))
+    with pytest.raises(ValueError, match=rf"x1 holds symbol {symbol}: .* {symbol + 1:,} symbols for 2,000 samples"
+                                         rf".*n1={symbol + 1}"):
+        fastpid.joint_from_samples(x1, x2, y)
+    if symbol < 10**6:
+        assert fastpid.joint_from_samples(x1, x2, y, n1=symbol + 1).shape == (symbol + 1, 3, 3)
+    x1[7] = 1000  # within the free allowance: a sparse labelling is fine
+    assert fastpid.joint_from_samples(x1, x2, y).shape == (1001, 3, 3)
+
+
+# --------------------------------------------------------------------------
+# Results a person reads.
+
+
+def test_result_as_dict_table_and_frame():
+    import json
+
+    single = fastpid.pid(torch.tensor(CANONICAL["AND"]))
+    plain = json.loads(json.dumps(single.to_dict()))
+    assert plain["synergy"] == pytest.approx(0.5, abs=1e-7) and plain["converged"] is True and "q" not in plain
+    text = str(single)
+    assert "synergy" in text and "0.500000" in text and "converged" in text and "tensor(" not in text
+    batch = fastpid.pid(good(batch=(3, 2)), return_q=True)
+    assert np.asarray(batch.to_dict()["q"]).shape == (3, 2, *GOOD.shape)
+    summary = str(batch)
+    assert summary.startswith("PID of 6 joints, batch shape (3, 2)") and "6 converged" in summary
+    assert [line.split()[0] for line in summary.splitlines()[2:]] == ["mean", "min", "max"]
+    pandas = pytest.importorskip("pandas")
+    frame = batch.to_dataframe()
+    assert isinstance(frame, pandas.DataFrame) and len(frame) == 6 and frame["joint"].iloc[1] == (0, 1)
+    np.testing.assert_allclose(frame["synergy"].to_numpy(), batch.synergy.reshape(-1).numpy())
+    bootstrap = fastpid.bootstrap(torch.randint(2, (200,)), torch.randint(2, (200,)), torch.randint(2, (200,)),
+                                  n_resamples=20, seed=0)
+    plain = json.loads(json.dumps(bootstrap.to_dict()))
+    assert set(plain["synergy"]) == {"estimate", "bias", "corrected", "se", "percentile", "basic"}
+    assert len(plain["synergy"]["basic"]) == 2 and plain["unconverged"] == 0
