@@ -99,6 +99,8 @@ def _check_probs(name: str, p: torch.Tensor, logits: bool) -> torch.Tensor:
     if p.dim() < 2 or p.shape[-1] == 0 or p.shape[-2] == 0:
         raise ValueError(f"{name} must have shape (..., N, n) with N ≥ 1 samples and n ≥ 1 symbols, "
                          f"got shape {tuple(p.shape)}")
+    if p.dtype in (torch.float16, torch.bfloat16):  # half precision (autocast, bf16 heads): the joint in float32
+        p = p.float()
     values = p.detach()
     if not torch.isfinite(values).all():
         raise ValueError(f"{name} holds NaN or infinite values")
@@ -128,13 +130,22 @@ def joint_from_probs(p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor, ny: in
         normalize: divide by N (default); ``False`` returns the sum over samples.
 
     Returns:
-        Tensor of shape (..., n1, n2, ny), differentiable with respect to p1 and p2.
+        Tensor of shape (..., n1, n2, ny), differentiable with respect to p1 and
+        p2; float32 for half-precision inputs (float16, bfloat16, autocast), which
+        are upcast before the softmax and the sum.
     """
     p1, p2 = _check_probs("p1", p1, logits), _check_probs("p2", p2, logits)
+    if isinstance(y, torch.Tensor) and y.dim() == p1.dim() and y.shape[:-1] == p1.shape[:-1]:
+        raise ValueError(f"y must hold class indices of shape {tuple(p1.shape[:-1])}, got shape {tuple(y.shape)}, "
+                         "which looks one-hot; pass y.argmax(-1)")
     ny = _check_symbols("y", y, ny, "ny")
-    _check_same_samples(p1=p1[..., 0], p2=p2[..., 0], y=y)
+    if not (p1.shape[:-1] == p2.shape[:-1] == y.shape):
+        raise ValueError(f"p1 (..., N, n1), p2 (..., N, n2) and y (..., N) must share their batch shape and N; "
+                         f"got p1: {tuple(p1.shape)}, p2: {tuple(p2.shape)}, y: {tuple(y.shape)}")
+    _check_same_samples(p1=p1[..., 0], p2=p2[..., 0], y=y)  # devices
     onehot = torch.nn.functional.one_hot(y.long(), ny).to(p1.dtype)
-    joint = torch.einsum("...ni,...nj,...nk->...ijk", p1, p2.to(p1.dtype), onehot)
+    with torch.autocast(p1.device.type, enabled=False):  # the sum over samples in the inputs' precision
+        joint = torch.einsum("...ni,...nj,...nk->...ijk", p1, p2.to(p1.dtype), onehot)
     return joint / y.shape[-1] if normalize else joint
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
@@ -107,6 +108,8 @@ class PIDLoss(torch.nn.Module):
         _check_rank("y", y, 1, "(N,) of integer labels")
         if self.discretizers is not None:
             x1, x2 = (d.soft_assign(x, self.temperature) for d, x in zip(self.discretizers, (x1, x2)))
+        elif self.logits:
+            _warn_if_probabilities(x1=x1, x2=x2)
         counts = joint_from_probs(x1, x2, y, self._label_count(y), logits=self.logits and self.discretizers is None,
                                   normalize=False)
         if self.sync:
@@ -124,3 +127,13 @@ class PIDLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{name}={weight:g}" for name, weight in self.weights.items())
+
+
+def _warn_if_probabilities(**inputs: torch.Tensor) -> None:
+    """PIDLoss takes logits by default: rows that are already distributions would be
+    softmaxed a second time, silently flattening them; say so."""
+    for name, x in inputs.items():
+        values = x.detach()
+        if bool((values >= 0).all()) and bool(((values.sum(-1) - 1).abs() <= 1e-4).all()):
+            warnings.warn(f"PIDLoss: every row of {name} is a probability distribution, but PIDLoss applies a "
+                          "softmax (logits=True); pass logits=False for probabilities", UserWarning, stacklevel=3)

@@ -115,7 +115,7 @@ PROBS = torch.full((3, 2), 0.5)
 
 
 @pytest.mark.parametrize("args, kwargs, error, match", [
-    ((PROBS, torch.full((4, 2), 0.5), SYMBOLS), {}, ValueError, "same batch shape"),
+    ((PROBS, torch.full((4, 2), 0.5), SYMBOLS), {}, ValueError, r"must share their batch shape and N; got p1: \(3, 2\), p2: \(4, 2\), y: \(3,\)"),
     ((PROBS, PROBS, torch.tensor([0, 1, 5])), {"ny": 2}, ValueError, "out of range"),
     ((torch.tensor([[1.5, -0.5]] * 3), PROBS, SYMBOLS), {}, ValueError, "negative"),
     ((torch.full((3, 2), 0.7), PROBS, SYMBOLS), {}, ValueError, "sum to 1"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 import pytest
 import torch
@@ -94,7 +95,7 @@ def test_construction_errors(kwargs, error, match):
     (dict, (Z[None], Z, Y), ValueError, r"x1 must be a tensor of shape \(N, n\)"),
     (dict, (Z, Z.tolist(), Y), ValueError, "x2 must be a tensor"),
     (dict, (Z, Z, Y[:, None]), ValueError, r"y must be a tensor of shape \(N,\) of integer labels"),
-    (dict, (Z, Z[:5], Y), ValueError, "same batch shape and number of samples"),
+    (dict, (Z, Z[:5], Y), ValueError, r"must share their batch shape and N; got p1: \(8, 3\), p2: \(5, 3\)"),
     (dict, (Z, Z, Y.float()), TypeError, "integer symbols"),
     (lambda: {"num_classes": 1}, (Z, Z, Y), ValueError, "out of range"),
     (lambda: {"logits": False}, (Z, Z, Y), ValueError, "negative probabilities"),
@@ -204,3 +205,31 @@ def test_training_with_pid_loss_moves_the_targeted_atom():
             # A positive weight penalises the atom: it must fall; a negative one rewards it.
             moved = before - after if weight > 0 else after - before
             assert moved > margin, f"{atom}, seed {seed}: {before:.4f} bits without PIDLoss, {after:.4f} with"
+
+
+def test_half_precision_and_autocast():
+    """bf16/f16 logits and autocast: the joint is formed in float32, gradients reach the inputs."""
+    y = torch.randint(3, (128,))
+    loss = fastpid.PIDLoss({"synergy": 1.0, "unique1": 0.5}, sync=False)
+    for dtype in (torch.bfloat16, torch.float16):
+        x1 = torch.randn(128, 4, dtype=dtype, requires_grad=True)
+        value = loss(x1, torch.randn(128, 5, dtype=dtype), y)
+        value.backward()
+        assert torch.isfinite(value) and x1.grad.dtype == dtype and torch.isfinite(x1.grad).all()
+        reference = loss(x1.detach().float(), torch.zeros(128, 5), y)
+        assert torch.isfinite(reference)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        x1 = torch.randn(128, 4, requires_grad=True)
+        value = loss(x1, torch.randn(128, 5), y)
+    value.backward()
+    assert torch.isfinite(x1.grad).all()
+
+
+def test_probabilities_with_logits_default_warn():
+    y = torch.randint(3, (64,))
+    probabilities = torch.softmax(torch.randn(64, 4), -1)
+    with pytest.warns(UserWarning, match="every row of x1 is a probability distribution.*logits=False"):
+        fastpid.PIDLoss({"synergy": 1.0}, sync=False)(probabilities, torch.randn(64, 3), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fastpid.PIDLoss({"synergy": 1.0}, sync=False, logits=False)(probabilities, torch.softmax(torch.randn(64, 3), -1), y)
