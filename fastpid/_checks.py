@@ -9,16 +9,18 @@ import torch
 SUM_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-5}
 
 
-def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
-    """Turn ``p`` (tensor, array, or a sequence of joints) into one tensor.
+def as_joint_tensor(p, normalize: bool = False) -> tuple[torch.Tensor, bool]:
+    """Turn ``p`` (tensor, array, a sequence of joints, or nested lists of numbers) into one
+    floating tensor: integer counts become float64 with ``normalize`` (and are refused
+    without it), half precision becomes float32.
 
     Returns the tensor and whether the input was numpy."""
     if isinstance(p, np.ndarray):
-        if p.dtype.kind not in "f":
+        if p.dtype.kind not in "fiu":
             raise TypeError(f"P must hold float32 or float64 probabilities, got numpy dtype {p.dtype}")
-        return torch.tensor(p), True
+        return _floating(torch.from_numpy(np.ascontiguousarray(p)), normalize), True
     if isinstance(p, torch.Tensor):
-        return p, False
+        return _floating(p, normalize), False
     if isinstance(p, Sequence) and not isinstance(p, (str, bytes)) and len(p) > 0:
         if not any(isinstance(item, (torch.Tensor, np.ndarray)) for item in p):
             # Nested lists of numbers: an array in Python's own types, read as float64.
@@ -42,6 +44,18 @@ def as_joint_tensor(p) -> tuple[torch.Tensor, bool]:
     raise TypeError(
         f"P must be a torch.Tensor, a numpy.ndarray, a sequence of them or nested lists of numbers, "
         f"of shape (..., n1, n2, ny); got {type(p).__name__}")
+
+
+def _floating(p: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """Integer counts as float64 (only with ``normalize``: they cannot sum to 1), half precision as float32."""
+    if p.dtype in (torch.float16, torch.bfloat16):
+        return p.float()
+    if p.dtype.is_floating_point or p.dtype.is_complex or p.dtype == torch.bool:
+        return p
+    if not normalize:
+        raise TypeError(f"P holds integers ({p.dtype}): pass normalize=True to use them as counts, "
+                        "or convert with P / P.sum()")
+    return p.to(torch.float64)
 
 
 def check_layout(p: torch.Tensor) -> None:

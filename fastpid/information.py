@@ -37,7 +37,7 @@ def conditional_entropies(p: torch.Tensor) -> dict[str, torch.Tensor]:
 
 def _mutual_informations(P, normalize: bool) -> tuple[dict[str, torch.Tensor], bool]:
     """I(Y; X1), I(Y; X2), I(Y; X1, X2) in bits of a checked joint, and whether it came as numpy."""
-    tensor, from_numpy = as_joint_tensor(P)
+    tensor, from_numpy = as_joint_tensor(P, normalize)
     h = conditional_entropies(check_joint(tensor, normalize))
     return {key: (h["y"] - h[f"y|{given}"]) / LN2 for key, given in
             (("y;x1", "x1"), ("y;x2", "x2"), ("y;x1x2", "x1x2"))}, from_numpy

@@ -275,7 +275,10 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
 
     Args:
         P: tensor or numpy array of shape (..., n1, n2, ny), float32 or float64
-            (or a sequence of such joints on one device); leading axes are a batch.
+            (or a sequence of such joints on one device, or nested lists of
+            numbers); leading axes are a batch.  Integer counts are taken with
+            ``normalize=True``; float16/bfloat16 are computed in float32 and the
+            results returned in the input's dtype.
         backend: ``"auto"`` (fastest for the device and joint size), ``"torch"`` (reference),
             ``"cpu"`` (C++ extension) or ``"cuda"`` (CUDA build of the extension).
         normalize: rescale joints that do not sum to 1; otherwise such joints are
@@ -296,17 +299,18 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
         differentiable with respect to P (closed-form envelope gradient).
     """
     check_options(tol, max_iter)
-    tensor, from_numpy = as_joint_tensor(P)
+    tensor, from_numpy = as_joint_tensor(P, normalize)
     check_layout(tensor)
     name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
     # The op's dispatch (~30 µs a call) only where autograd or torch.compile needs it.
     needs_op = (tensor.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
     atoms, gap, q, _, _, iterations, converged = (broja if needs_op else _forward)(
         tensor, normalize, name, tol * LN2, max_iter, strict)
-    redundancy, unique1, unique2, synergy, mi = atoms.to(tensor.dtype).unbind(-1)
+    dtype = P.dtype if isinstance(P, torch.Tensor) and P.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
+    redundancy, unique1, unique2, synergy, mi = atoms.to(dtype).unbind(-1)
     result = PIDResult(
         redundancy=redundancy, unique1=unique1, unique2=unique2,
-        synergy=synergy, mi=mi, gap=gap.to(tensor.dtype),
+        synergy=synergy, mi=mi, gap=gap.to(dtype),
         converged=converged, iterations=iterations,
-        q=q.to(tensor.dtype) if return_q else None)
+        q=q.to(dtype) if return_q else None)
     return result.numpy() if from_numpy else result
