@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import warnings
 from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from .joints import joint_from_samples
+from .joints import as_symbols, joint_from_samples
 from .pid import DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
 
 QUANTITIES = ("redundancy", "unique1", "unique2", "synergy", "mi")
@@ -44,9 +45,9 @@ def as_generator(seed: int | torch.Generator | None, device: torch.device | str 
     """A torch.Generator: ``seed`` itself, a new one seeded with an int, or None (global RNG)."""
     if seed is None or isinstance(seed, torch.Generator):
         return seed
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an int, a torch.Generator or None, got {type(seed).__name__}")
-    return torch.Generator(device).manual_seed(seed)
+    return torch.Generator(device).manual_seed(int(seed))
 
 
 @dataclass
@@ -90,7 +91,7 @@ class BootstrapResult:
 
 
 def _check_options(n_resamples, confidence, progress) -> None:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 2:
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, numbers.Integral) or n_resamples < 2:
         raise ValueError(f"n_resamples must be an int ≥ 2, got {n_resamples!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
@@ -106,8 +107,9 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     r"""Bootstrap the plug-in PID of samples (x1, x2, y).
 
     Args:
-        x1, x2, y: integer symbols of shape (..., N); leading axes are a batch of
-            independent sample sets, each resampled on its own.
+        x1, x2, y: integer symbols of shape (..., N) (tensors, numpy arrays or
+            lists); leading axes are a batch of independent sample sets, each
+            resampled on its own.
         n1, n2, ny: alphabet sizes (default: largest symbol + 1 over the batch).
         n_resamples: B ≥ 2 resamples of N samples drawn with replacement.
         confidence: coverage of the intervals, in (0, 1).
@@ -124,6 +126,7 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
         and solved by ``fastpid.pid``, batched in chunks of ``CHUNK_ELEMENTS``.
     """
     _check_options(n_resamples, confidence, progress)
+    x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
     plugin = joint_from_samples(x1, x2, y, n1, n2, ny)
     sizes, batch_shape, samples = plugin.shape[-3:], x1.shape[:-1], x1.shape[-1]
     # fastpid.pid would warn once per chunk: this call reports once, for all of them.

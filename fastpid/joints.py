@@ -11,6 +11,9 @@ of all samples: ``all_reduce_joint`` does that with ``torch.distributed``.
 """
 from __future__ import annotations
 
+import numbers
+
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -21,6 +24,19 @@ from ._checks import SUM_TOLERANCE
 # number of samples (and above INFERRED_FREE): a stray large label, not a real alphabet.
 INFERRED_PER_SAMPLE = 10
 INFERRED_FREE = 1024
+
+
+def as_symbols(name: str, x) -> torch.Tensor:
+    """Symbols as a tensor: a tensor as it is, a numpy array or a (nested) list converted."""
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (np.ndarray, list, tuple)):
+        array = np.asarray(x)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integer symbols, got a {type(x).__name__} of {array.dtype}; "
+                            "encode labels of other types first (e.g. numpy.unique(labels, return_inverse=True))")
+        return torch.from_numpy(array.astype(np.int64))
+    raise TypeError(f"{name} must be a tensor, numpy array or list of integer symbols, got {type(x).__name__}")
 
 
 def _check_symbols(name: str, x: torch.Tensor, size: int | None, size_name: str | None = None) -> int:
@@ -42,8 +58,9 @@ def _check_symbols(name: str, x: torch.Tensor, size: int | None, size_name: str 
                 f"symbols for {samples:,} samples; relabel the symbols to 0..k-1 (torch.unique(x, return_inverse=True)) "
                 f"or pass the alphabet size ({size_name or 'its size'}={top + 1}) if it is meant")
         return top + 1
-    if not (isinstance(size, int) and size >= 1):
+    if isinstance(size, bool) or not (isinstance(size, numbers.Integral) and size >= 1):
         raise ValueError(f"the alphabet size of {name} must be a positive int, got {size!r}")
+    size = int(size)
     if top >= size:
         raise ValueError(f"{name} holds symbol {top}, out of range for an alphabet of size {size} (symbols in [0, {size}))")
     return size
@@ -68,16 +85,21 @@ def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     r"""The plug-in joint P(x1, x2, y) = #{n: (x1_n, x2_n, y_n) = (x1, x2, y)} / N.
 
     Args:
-        x1, x2, y: integer symbols of shape (..., N) on one device; leading axes
-            are a batch of independent sample sets.
+        x1, x2, y: integer symbols of shape (..., N) on one device (tensors, numpy
+            arrays or lists); leading axes are a batch of independent sample sets.
         n1, n2, ny: alphabet sizes (default: largest symbol + 1 over the batch).
         normalize: divide by N (default); ``False`` returns the counts, which add
             up across processes (``all_reduce_joint``).
-        dtype: floating dtype of the result.
+        dtype: dtype of the result (floating if ``normalize``; an integer dtype
+            gives exact counts with ``normalize=False``).
 
     Returns:
         Tensor of shape (..., n1, n2, ny) on the inputs' device.
     """
+    x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
+    if normalize and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype for a normalised joint, got {dtype}; "
+                         "pass normalize=False for integer counts")
     n1, n2, ny = (_check_symbols("x1", x1, n1, "n1"), _check_symbols("x2", x2, n2, "n2"),
                   _check_symbols("y", y, ny, "ny"))
     _check_same_samples(x1=x1, x2=x2, y=y)
@@ -134,8 +156,10 @@ def joint_from_probs(p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor, ny: in
         p2; float32 for half-precision inputs (float16, bfloat16, autocast), which
         are upcast before the softmax and the sum.
     """
+    p1, p2, y = (torch.from_numpy(p1) if isinstance(p1, np.ndarray) else p1,
+                 torch.from_numpy(p2) if isinstance(p2, np.ndarray) else p2, as_symbols("y", y))
     p1, p2 = _check_probs("p1", p1, logits), _check_probs("p2", p2, logits)
-    if isinstance(y, torch.Tensor) and y.dim() == p1.dim() and y.shape[:-1] == p1.shape[:-1]:
+    if y.dim() == p1.dim() and y.shape[:-1] == p1.shape[:-1]:
         raise ValueError(f"y must hold class indices of shape {tuple(p1.shape[:-1])}, got shape {tuple(y.shape)}, "
                          "which looks one-hot; pass y.argmax(-1)")
     ny = _check_symbols("y", y, ny, "ny")

@@ -104,7 +104,7 @@ SYMBOLS = torch.tensor([0, 1, 1])
     ((SYMBOLS.float(), SYMBOLS, SYMBOLS), {}, TypeError, "integer symbols"),
     ((torch.zeros(0, dtype=torch.long),) * 3, {}, ValueError, "N ≥ 1"),
     ((SYMBOLS, SYMBOLS, SYMBOLS), {"n1": 0}, ValueError, "positive int"),
-    (([0, 1], SYMBOLS, SYMBOLS), {}, TypeError, "torch.Tensor"),
+    (("01", SYMBOLS, SYMBOLS), {}, TypeError, "x1 must be a tensor, numpy array or list of integer symbols, got str"),
 ])
 def test_samples_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -181,3 +181,27 @@ def test_two_process_gloo_all_reduce_equals_the_joint_of_all_samples():
         torch.testing.assert_close(hard, expected, rtol=0, atol=1e-15)
         torch.testing.assert_close(soft, expected_soft)
         assert has_grad
+
+
+def test_numpy_lists_and_numpy_integers_are_taken():
+    """numpy arrays, lists and numpy integers (sizes, seeds) work as tensors and ints do."""
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.integers(3, size=300), rng.integers(2, size=300)
+    y = (x1 + x2) % 3
+    reference = fastpid.joint_from_samples(torch.from_numpy(x1), torch.from_numpy(x2), torch.from_numpy(y), 3, 2, 3)
+    for args in ((x1, x2, y), (list(x1), list(x2), list(y))):
+        torch.testing.assert_close(fastpid.joint_from_samples(*args, np.int64(3), np.int32(2), np.int64(3)), reference)
+    probs = rng.dirichlet(np.ones(4), size=300)
+    assert fastpid.joint_from_probs(probs, probs, y).shape == (4, 4, 3)
+    tensors = [torch.from_numpy(v) for v in (x1, x2, y)]
+    expected = fastpid.bootstrap(*tensors, n_resamples=10, seed=3)
+    ours = fastpid.bootstrap(x1, x2, y, n_resamples=np.int64(10), seed=np.int64(3))
+    torch.testing.assert_close(ours.replicates, expected.replicates)
+    pairs = fastpid.pid_pairs([x1, x2, y], y)
+    assert set(pairs) == {(0, 1), (0, 2), (1, 2)}
+    counts = fastpid.joint_from_samples(x1, x2, y, normalize=False, dtype=torch.int64)
+    assert counts.dtype == torch.int64 and int(counts.sum()) == 300
+    with pytest.raises(ValueError, match="floating dtype for a normalised joint"):
+        fastpid.joint_from_samples(x1, x2, y, dtype=torch.int64)
+    with pytest.raises(TypeError, match=r"y must hold integer symbols.*numpy.unique"):
+        fastpid.joint_from_samples(x1, x2, np.array(["a", "b", "c"] * 100))
