@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -100,6 +101,9 @@ class Discretizer:
         if last is not None and np.array_equal(last["rows"], rows):
             return last["labels"]
         samples, dim = rows.shape
+        if self.normalize and dim == 1:
+            warnings.warn("Discretizer: L2 normalisation maps one-column features to ±1, so at most two clusters "
+                          "differ; pass normalize=False for scalar features", UserWarning, stacklevel=3)
         if samples < self.n_clusters:
             raise ValueError(f"features have {samples} rows, fewer than n_clusters={self.n_clusters}; "
                              "fit on at least as many samples as clusters")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -200,3 +201,14 @@ FEATURES = torch.randn(30, 6, dtype=torch.float64)
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")  # scikit-learn sees the collapse too
+def test_one_column_features_warn_under_normalisation():
+    scalar = torch.randn(200, 1)
+    with pytest.warns(UserWarning, match=r"one-column features to ±1.*normalize=False"):
+        fastpid.Discretizer(n_components=1, n_clusters=4).fit(scalar)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        symbols = fastpid.Discretizer(n_components=1, n_clusters=4, normalize=False).fit_transform(scalar)
+    assert len(torch.unique(symbols)) == 4
