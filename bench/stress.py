@@ -135,7 +135,8 @@ def main():
         print(line, flush=True)
         lines.append(line)
         for k, (gap, joint) in enumerate(row["missed_joints"]):
-            misses.append(f"- {family}, {'x'.join(map(str, joint.shape))}, gap {gap:.2e} bits: `{joint.ravel().tolist()}`")
+            shape = "x".join(map(str, joint.shape))
+            misses.append(f"- {family}, {shape}, gap {gap:.2e} bits: `{joint.ravel().tolist()}`")
             missed_arrays[f"{family}_{k}"] = joint
     if misses:
         lines += ["", "Joints left above the tolerance (also in the .npz beside this file):", ""] + misses

@@ -18,7 +18,7 @@ def as_joint_tensor(p, normalize: bool = False) -> tuple[torch.Tensor, bool]:
     if isinstance(p, np.ndarray):
         if p.dtype.kind not in "fiu":
             raise TypeError(f"P must hold float32 or float64 probabilities, got numpy dtype {p.dtype}")
-        return _floating(torch.from_numpy(np.ascontiguousarray(p)), normalize), True
+        return _floating(torch.tensor(p), normalize), True
     if isinstance(p, torch.Tensor):
         return _floating(p, normalize), False
     if isinstance(p, Sequence) and not isinstance(p, (str, bytes)) and len(p) > 0:

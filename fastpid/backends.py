@@ -187,7 +187,8 @@ def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = Non
             return names[1]
         return names[0]
     if name not in SOLVERS:
-        raise ValueError(UNAVAILABLE.get(name, f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}"))
+        unknown = f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}"
+        raise ValueError(UNAVAILABLE.get(name, unknown))
     if name not in available(device) and not (name == "triton" and _triton_solves_on(device)):
         hint = (" ('triton' needs CUDA joints, or TRITON_INTERPRET=1 before fastpid is imported)"
                 if name == "triton" else "")

@@ -55,7 +55,8 @@ def _check_symbols(name: str, x: torch.Tensor, size: int | None, size_name: str 
         if top + 1 > max(INFERRED_FREE, INFERRED_PER_SAMPLE * samples):
             raise ValueError(
                 f"{name} holds symbol {top}: its alphabet, inferred as largest symbol + 1, would have {top + 1:,} "
-                f"symbols for {samples:,} samples; relabel the symbols to 0..k-1 (torch.unique(x, return_inverse=True)) "
+                f"symbols for {samples:,} samples; relabel the symbols to 0..k-1 "
+                f"(torch.unique(x, return_inverse=True)) "
                 f"or pass the alphabet size ({size_name or 'its size'}={top + 1}) if it is meant")
         return top + 1
     if isinstance(size, bool) or not (isinstance(size, numbers.Integral) and size >= 1):

@@ -99,8 +99,8 @@ class PIDResult:
         converged = np.asarray(_to_numpy(self.converged))
         header = "".join(f"{name:>12}" for name in ATOM_FIELDS)
         if gap.ndim == 0:
-            return (f"PID (bits){header}{'gap':>10}  converged\n"
-                    f"{'':10}{''.join(f'{float(v):12.6f}' for v in values.values())}{float(gap):10.1e}  {bool(converged)}")
+            row = "".join(f"{float(v):12.6f}" for v in values.values())
+            return f"PID (bits){header}{'gap':>10}  converged\n{'':10}{row}{float(gap):10.1e}  {bool(converged)}"
         rows = [f"{label:<10}{''.join(f'{float(reduce(v)):12.6f}' for v in values.values())}"
                 for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max))]
         return (f"PID of {gap.size:,} joints, batch shape {tuple(gap.shape)} (bits); {int(converged.sum()):,} "

@@ -215,14 +215,14 @@ def test_unknown_backend(name):
 
 @pytest.mark.skipif("cpu" in fastpid.available_backends(), reason="the 'cpu' extension is built")
 def test_unbuilt_backend():
-    with pytest.raises(ValueError, match=r"backend 'cpu' needs fastpid's C\+\+ extension, which this installation lacks"):
+    with pytest.raises(ValueError, match=r"backend 'cpu' needs fastpid's C\+\+ extension, which this installation"):
         fastpid.pid(good(), backend="cpu")
 
 
 @pytest.mark.parametrize("value", ["P.npy", b"bytes", 3.0, None, {"P": 1}, []],
                          ids=["str", "bytes", "float", "None", "dict", "empty list"])
 def test_not_a_tensor(value, backend):
-    with pytest.raises(TypeError, match=r"torch.Tensor, a numpy.ndarray, a sequence of them or nested lists of numbers.*got"):
+    with pytest.raises(TypeError, match=r"a numpy.ndarray, a sequence of them or nested lists of numbers.*got"):
         fastpid.pid(value, backend=backend)
 
 
