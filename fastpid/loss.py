@@ -59,7 +59,10 @@ def _check_rank(name: str, value, rank: int, shape: str) -> None:
 
 
 def _detached(result: PIDResult) -> PIDResult:
-    return PIDResult(**{f.name: None if getattr(result, f.name) is None else getattr(result, f.name).detach()
+    # Copies, not detached views: under torch.compile (torch 2.14.1) keeping a detached view of
+    # the op's unbound atoms makes aot_autograd fail ("Dimension specified as 0 but tensor has
+    # no dimensions"); tests/test_compile.py::test_compiled_training_step_with_pid_loss.
+    return PIDResult(**{f.name: None if getattr(result, f.name) is None else getattr(result, f.name).detach().clone()
                         for f in fields(result)})
 
 
