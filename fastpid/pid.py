@@ -269,6 +269,20 @@ def _backward(ctx, grad_atoms, *_):
 broja.register_autograd(_backward, setup_context=_setup_context)
 
 
+class _EagerBroja(torch.autograd.Function):
+    """The op's forward and backward for eager autograd.  Calling the op itself there would
+    import torch._dynamo on the first call (~1 s, torch.library's dispatch); the op stays
+    for torch.compile, which has it loaded anyway."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = _forward(*inputs)
+        _setup_context(ctx, inputs, output)
+        return output
+
+    backward = staticmethod(_backward)
+
+
 def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = False,
         tol: float = DEFAULT_TOL, max_iter: int = 100, strict: bool = False) -> PIDResult:
     r"""BROJA partial information decomposition of joints P(x1, x2, y), in bits.
@@ -302,10 +316,15 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     tensor, from_numpy = as_joint_tensor(P, normalize)
     check_layout(tensor)
     name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
-    # The op's dispatch (~30 µs a call) only where autograd or torch.compile needs it.
-    needs_op = (tensor.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling()
-    atoms, gap, q, _, _, iterations, converged = (broja if needs_op else _forward)(
-        tensor, normalize, name, tol * LN2, max_iter, strict)
+    # The op where torch.compile traces; its autograd function where autograd alone needs it; else the
+    # forward itself (the op's dispatch costs ~30 µs a call).
+    if torch.compiler.is_compiling():
+        forward = broja
+    elif tensor.requires_grad and torch.is_grad_enabled():
+        forward = _EagerBroja.apply
+    else:
+        forward = _forward
+    atoms, gap, q, _, _, iterations, converged = forward(tensor, normalize, name, tol * LN2, max_iter, strict)
     dtype = P.dtype if isinstance(P, torch.Tensor) and P.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
     redundancy, unique1, unique2, synergy, mi = atoms.to(dtype).unbind(-1)
     result = PIDResult(

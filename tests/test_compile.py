@@ -188,3 +188,19 @@ def test_compiled_training_step_with_pid_loss():
     torch.testing.assert_close(compiled, eager)
     torch.testing.assert_close(head.weight.grad, eager_grad)
     assert loss.last_result is not None and loss.last_result.synergy.shape == ()
+
+
+def test_eager_autograd_does_not_load_dynamo():
+    """The first fastpid.pid call through autograd cost ~1 s when it went through the op
+    (torch.library's dispatch imports torch._dynamo); eager autograd now takes an
+    autograd.Function with the op's forward and backward."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time, torch, fastpid\n"
+            "P = torch.full((2, 2, 2), 0.125, dtype=torch.float64, requires_grad=True)\n"
+            "start = time.perf_counter(); fastpid.pid(P).synergy.backward(); seconds = time.perf_counter() - start\n"
+            "print('torch._dynamo' in sys.modules, seconds, P.grad.abs().sum().item())\n")
+    loaded, seconds, grad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                           check=True).stdout.split()
+    assert loaded == "False" and float(seconds) < 0.5 and float(grad) >= 0
