@@ -21,8 +21,9 @@ The solve, its checks of the values of P and the certificate are one custom op,
 (shapes only) and the closed-form backward registered with it, so that
 ``torch.compile(fullgraph=True)`` traces ``fastpid.pid`` and its gradient as
 one graph: everything outside the op reads only shapes, dtypes and devices.
-Where neither autograd nor ``torch.compile`` is involved, ``fastpid.pid``
-calls the op's function directly.
+Outside ``torch.compile``, ``fastpid.pid`` calls the op's function directly, and
+under eager autograd an ``autograd.Function`` with the same forward and backward
+(the op's dispatch would import torch._dynamo on the first call: ~1 s).
 """
 from __future__ import annotations
 
