@@ -25,6 +25,7 @@ import numbers
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -79,6 +80,44 @@ class BootstrapResult:
                         for key, value in self.summary(name).items()} for name in QUANTITIES}
         return {**plain, "confidence": self.confidence, "unconverged": self.unconverged.tolist(),
                 "max_gap": self.max_gap.tolist()}
+
+    def to_dataframe(self):
+        """A pandas DataFrame with one row per quantity (and sample set, in ``set``, for a
+        batch): estimate, bias, corrected, se and both intervals."""
+        try:
+            import pandas
+        except ImportError as error:
+            raise ImportError("BootstrapResult.to_dataframe needs pandas: pip install pandas") from error
+        batch = self.estimate.shape[:-1]
+        rows = []
+        for index in np.ndindex(batch):
+            for name in QUANTITIES:
+                stats = {key: tuple(float(t[index]) for t in value) if isinstance(value, tuple)
+                         else float(value[index]) for key, value in self.summary(name).items()}
+                low, high = stats.pop("basic")
+                p_low, p_high = stats.pop("percentile")
+                rows.append({**({"set": index if len(index) > 1 else index[0]} if batch else {}), "quantity": name,
+                             **stats, "basic_low": low, "basic_high": high, "percentile_low": p_low,
+                             "percentile_high": p_high})
+        return pandas.DataFrame(rows)
+
+    def __str__(self) -> str:
+        """One table row per quantity (bits) for one sample set; for a batch, its size and the worst gap."""
+        if self.estimate.dim() > 1:
+            return (f"bootstrap of {self.estimate[..., 0].numel():,} sample sets, {len(self.replicates):,} "
+                    f"resamples each; largest gap {float(self.max_gap.max()):.1e} bits, "
+                    f"{int(self.unconverged.sum())} unconverged")
+        percent = f"{100 * self.confidence:g}%"
+        lines = [f"{'bits':<12}{'estimate':>10}{'bias':>10}{'corrected':>11}{'se':>9}  {percent} basic interval"]
+        for name in QUANTITIES:
+            stats = self.summary(name)
+            low, high = stats["basic"]
+            lines.append(f"{name:<12}{float(stats['estimate']):10.4f}{float(stats['bias']):+10.4f}"
+                         f"{float(stats['corrected']):11.4f}{float(stats['se']):9.4f}  "
+                         f"[{float(low):.4f}, {float(high):.4f}]")
+        lines.append(f"{len(self.replicates):,} resamples; largest gap {float(self.max_gap):.1e} bits, "
+                     f"{int(self.unconverged)} unconverged")
+        return "\n".join(lines)
 
     def summary(self, name: str) -> dict[str, torch.Tensor]:
         """The statistics of one quantity (a name in ``QUANTITIES``) as a dict."""

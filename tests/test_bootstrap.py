@@ -176,3 +176,18 @@ def test_permutation_power_on_synergy():
     assert set(result.to_dict()["synergy"]) == {"estimate", "p_value"}
     with pytest.raises(ValueError, match="n_permutations must be an int ≥ 2"):
         fastpid.permutation_test(x1, x2, y, n_permutations=1)
+
+
+def test_result_prints_and_goes_to_a_dataframe():
+    x1, x2, y = synthetic.noisy(synthetic.xor(), y=0.1).sample(300, seed=0)
+    result = fastpid.bootstrap(x1, x2, y, n_resamples=30, seed=0)
+    text = str(result)
+    assert text.splitlines()[0].split()[:2] == ["bits", "estimate"] and "synergy" in text and "tensor(" not in text
+    batched = fastpid.bootstrap(*synthetic.xor().sample(100, seed=0, batch_shape=(3,)), n_resamples=20, seed=0)
+    assert str(batched).startswith("bootstrap of 3 sample sets, 20 resamples each")
+    pandas = pytest.importorskip("pandas")
+    frame = result.to_dataframe()
+    assert isinstance(frame, pandas.DataFrame) and list(frame["quantity"]) == list(QUANTITIES)
+    synergy = frame.set_index("quantity").loc["synergy"]
+    assert synergy["basic_low"] == pytest.approx(float(result.basic[0][QUANTITIES.index("synergy")]))
+    assert batched.to_dataframe().shape[0] == 15
