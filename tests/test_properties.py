@@ -115,3 +115,23 @@ def test_result_numpy_method(backend):
 def test_normalize_is_scale_invariant(P, scale, backend):
     scaled = fastpid.pid(torch.tensor(P * scale), backend=backend, normalize=True)
     assert_same_atoms(run(P, backend), scaled)
+
+
+@SETTINGS
+@given(P=joints(max_size=4), counts=st.integers(10, 10_000))
+def test_numpy_list_and_tensor_inputs_agree(P, counts, backend):
+    """The same joint as a tensor, a numpy array, nested lists, and as integer counts
+    (normalize=True, all three forms) gives the same answer, bit for bit."""
+    reference = fastpid.pid(torch.tensor(P), backend=backend)
+    for given_as in (P, P.tolist()):
+        result = fastpid.pid(given_as, backend=backend)
+        for name in FIELDS + ("gap",):
+            assert field(result, name) == field(reference, name), name
+    integers = np.rint(P * counts).astype(np.int64)
+    if integers.sum() == 0:
+        return
+    expected = fastpid.pid(torch.tensor(integers / integers.sum()), backend=backend)
+    for given_as in (integers, integers.tolist(), torch.from_numpy(integers)):
+        result = fastpid.pid(given_as, backend=backend, normalize=True)
+        for name in FIELDS:
+            assert abs(field(result, name) - field(expected, name)) <= certified_bound(result, expected), name
