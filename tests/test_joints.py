@@ -205,3 +205,19 @@ def test_numpy_lists_and_numpy_integers_are_taken():
         fastpid.joint_from_samples(x1, x2, y, dtype=torch.int64)
     with pytest.raises(TypeError, match=r"y must hold integer symbols.*numpy.unique"):
         fastpid.joint_from_samples(x1, x2, np.array(["a", "b", "c"] * 100))
+
+
+def test_probs_half_precision_and_one_hot_labels():
+    """Half-precision predictions give a float32 joint (not a silent float16 one); a one-hot y
+    is named as such; shape errors show the shapes as passed."""
+    y = torch.randint(3, (200,))
+    for dtype in (torch.float16, torch.bfloat16):
+        joint = fastpid.joint_from_probs(torch.randn(200, 4, dtype=dtype), torch.randn(200, 5, dtype=dtype), y,
+                                         logits=True)
+        assert joint.dtype == torch.float32 and abs(float(joint.sum()) - 1) < 1e-5
+    with pytest.raises(ValueError, match=r"y must hold class indices of shape \(200,\), got shape \(200, 3\), "
+                                         r"which looks one-hot; pass y.argmax\(-1\)"):
+        fastpid.joint_from_probs(torch.randn(200, 4), torch.randn(200, 5), torch.nn.functional.one_hot(y, 3),
+                                 logits=True)
+    with pytest.raises(ValueError, match=r"got p1: \(200, 4\), p2: \(150, 5\), y: \(200,\)"):
+        fastpid.joint_from_probs(torch.randn(200, 4), torch.randn(150, 5), y, logits=True)
