@@ -138,12 +138,16 @@ def main():
             shape = "x".join(map(str, joint.shape))
             misses.append(f"- {family}, {shape}, gap {gap:.2e} bits: `{joint.ravel().tolist()}`")
             missed_arrays[f"{family}_{k}"] = joint
-    if misses:
-        lines += ["", "Joints left above the tolerance (also in the .npz beside this file):", ""] + misses
-        np.savez(out.with_suffix(".npz"), **missed_arrays)
-    out.write_text("\n".join(lines) + "\n")
+        write(out, lines, misses, missed_arrays)  # after every family: a stopped run keeps what it measured
     print(f"wrote {out}")
 
+
+def write(out: Path, lines: list[str], misses: list[str], missed_arrays: dict):
+    """The table so far, and the joints left above the tolerance (also as an .npz)."""
+    if misses:
+        np.savez(out.with_suffix(".npz"), **missed_arrays)
+        lines = lines + ["", "Joints left above the tolerance (also in the .npz beside this file):", ""] + misses
+    out.write_text("\n".join(lines) + "\n")
 
 if __name__ == "__main__":
     main()
