@@ -129,11 +129,12 @@ class BootstrapResult:
                 "basic": tuple(t[..., k] for t in self.basic)}
 
 
-def _check_options(count, confidence, progress, count_name: str = "n_resamples") -> None:
+def _check_count(name: str, count) -> None:
     if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 2:
-        raise ValueError(f"{count_name} must be an int ≥ 2, got {count!r}")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+        raise ValueError(f"{name} must be an int ≥ 2, got {count!r}")
+
+
+def _check_progress(progress) -> None:
     if progress not in (None, True, False):
         raise ValueError(f"progress must be None (automatic), True or False, got {progress!r}")
 
@@ -165,7 +166,10 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
         BootstrapResult; every resampled joint is built by ``joint_from_samples``
         and solved by ``fastpid.pid``, batched in chunks of ``CHUNK_ELEMENTS``.
     """
-    _check_options(n_resamples, confidence, progress)
+    _check_count("n_resamples", n_resamples)
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    _check_progress(progress)
 
     def resample(x1, x2, y, size, generator):
         index = torch.randint(x1.shape[-1], (size, *x1.shape), generator=generator, device=x1.device)
@@ -258,7 +262,8 @@ def permutation_test(x1, x2, y, n1: int | None = None, n2: int | None = None, ny
     not test one atom against the others.  All surrogates are solved in batched
     ``fastpid.pid`` calls, as in ``bootstrap`` (arguments as there).
     """
-    _check_options(n_permutations, 0.5, progress, "n_permutations")
+    _check_count("n_permutations", n_permutations)
+    _check_progress(progress)
 
     def permute(x1, x2, y, size, generator):
         order = torch.rand((size, *y.shape), generator=generator, device=y.device).argsort(-1)
