@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .joints import as_symbols, joint_from_samples
-from .pid import DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
+from .pid import ATOM_FIELDS, DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
 
-QUANTITIES = ("redundancy", "unique1", "unique2", "synergy", "mi")
+QUANTITIES = ATOM_FIELDS  # the order of every stacked statistic
 CHUNK_ELEMENTS = 2**21  # resampled symbols (or joint cells) per batched solve
 PROGRESS_CELLS = 2**22  # auto progress bar above this many resampled joint cells
 

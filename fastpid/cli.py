@@ -64,6 +64,7 @@ def pid_command(args) -> int:
 
     from . import bootstrap, permutation_test, pid
     from .joints import joint_from_samples
+    from .pid import ATOM_FIELDS
     from .tabular import encode, read_columns
 
     names = [*args.sources, args.target]
@@ -77,7 +78,7 @@ def pid_command(args) -> int:
     result = pid(joint_from_samples(x1, x2, y))
     report = {"file": str(args.file), "samples": len(y), **{f"symbols {name}": len(encoded[name][1]) for name in names},
               **result.to_dict()}
-    atoms = ("redundancy", "unique1", "unique2", "synergy", "mi")
+    atoms = ATOM_FIELDS
     if args.bootstrap:
         low, high = bootstrap(x1, x2, y, n_resamples=args.bootstrap, seed=args.seed, progress=False).basic
         report["basic interval"] = {atom: [float(low[k]), float(high[k])] for k, atom in enumerate(atoms)}

@@ -116,12 +116,11 @@ def feasible_dual(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int) ->
     weight = w * pair
     total_weight = weight.flatten(1).sum(1).clamp_min(torch.finfo(p.dtype).tiny)
 
-    def kkt_residual(lam1, lam2, w, target):
-        g, s = solver.pair_softmax(lam1, lam2, support)
+    def kkt_residual(g, s, w, target):
         rows, cols = solver.weighted_marginals(w, s)
         marginal = torch.cat([(rows - support.p1).flatten(1), (cols - support.p2).flatten(1)], 1) * support.free
         centring = (-w * g - target[:, None, None] * weight) * pair
-        return g, torch.cat([marginal, centring.flatten(1)], 1).norm(dim=1)
+        return torch.cat([marginal, centring.flatten(1)], 1).norm(dim=1)
 
     iterations = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
     for _ in range(max_iter):
@@ -140,10 +139,10 @@ def feasible_dual(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int) ->
         d1, d2, dw, _ = solver.newton_direction(matrix, w, h, s, (rows - support.p1, cols - support.p2),
                                                 torch.zeros_like(h), r_c, support)
         alpha = torch.nan_to_num(solver.FRACTION_TO_BOUNDARY * solver.max_step(w, dw), nan=0.0) * active
-        _, before = kkt_residual(lam1, lam2, w, target)
+        before = kkt_residual(g, s, w, target)
         for _ in range(MAX_BACKTRACKS):
-            g_new, after = kkt_residual(lam1 + _pin(alpha, 2) * d1, lam2 + _pin(alpha, 2) * d2,
-                                        w + _pin(alpha, 2) * dw, target)
+            g_new, s_new = solver.pair_softmax(lam1 + _pin(alpha, 2) * d1, lam2 + _pin(alpha, 2) * d2, support)
+            after = kkt_residual(g_new, s_new, w + _pin(alpha, 2) * dw, target)
             ok = (((g_new < 0) | ~pair).flatten(1).all(1) & (after <= (1 - BACKTRACK_DECREASE * alpha) * before)
                   | (alpha == 0))
             if ok.all():
@@ -169,8 +168,7 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
     on = cell.to(p.dtype)
     zeros = torch.zeros_like(on)
     lam1, lam2, _ = solver.analytic_start(support)
-    py = support.p1.sum(1)
-    q = support.p1[:, :, None, :] * support.p2[:, None, :, :] / torch.where(py > 0, py, 1)[:, None, None, :] * on
+    q = solver.independent_joint(support).to(p.dtype)
     pair_mass = q.sum(-1, keepdim=True)
     # Stationarity holds at the start: λ1 + λ2 = log Q0 − 1 there, so z = 1 − log Q0(x1, x2) ≥ 1.
     z = torch.where(cell, 1 - torch.where(pair_mass > 0, pair_mass, 1).log().expand_as(q), zeros)

@@ -247,6 +247,13 @@ def certificate(lam1, lam2, w, support: Support):
     return q, value, value - dual_objective(*feasible(lam1, lam2, support), support)
 
 
+def independent_joint(support: Support) -> torch.Tensor:
+    """Q0 = P1(x1, y) P2(x2, y) / P(y) on the cells: X1 ⊥ X2 given Y, a point of Δ_P."""
+    py = support.p1.sum(1)
+    return support.cell * support.p1[:, :, None, :] * support.p2[:, None, :, :] / torch.where(
+        py > 0, py, torch.ones_like(py))[:, None, None, :]
+
+
 def analytic_start(support: Support):
     """λ, w of the analytic point Q0 = P1 P2 / P(y), shifted strictly inside."""
     py = support.p1.sum(1)
@@ -255,9 +262,7 @@ def analytic_start(support: Support):
     log_py = torch.where(py > 0, py.log(), torch.zeros_like(py))
     lam1 = (log_p1 - log_py[:, None, :] - 1.0) * (support.p1 > 0)
     lam2 = log_p2 * (support.p2 > 0)
-    q0 = support.cell * support.p1[:, :, None, :] * support.p2[:, None, :, :]
-    w = (q0 / torch.where(py > 0, py, torch.ones_like(py))[:, None, None, :]).sum(-1)
-    return lam1, lam2, w
+    return lam1, lam2, independent_joint(support).sum(-1)
 
 
 @dataclass(frozen=True)
