@@ -11,7 +11,7 @@ endif
 
 .PHONY: demo test bench bench-gpu clean
 
-$(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/* csrc/cuda/*)
+$(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/broja/* csrc/cpu/* csrc/cuda/*)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)" numpy setuptools wheel ninja

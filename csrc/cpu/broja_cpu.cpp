@@ -35,6 +35,14 @@ const char* instruction_set() {
 #endif
 }
 
+int elimination(int n1, int n2, int ny) {
+  // FASTPID_ELIMINATION=side or =pairs forces one (tests run both on the same joints).
+  const char* forced = std::getenv("FASTPID_ELIMINATION");
+  if (forced != nullptr && std::strcmp(forced, "side") == 0) return int(broja::Elimination::kSide);
+  if (forced != nullptr && std::strcmp(forced, "pairs") == 0) return int(broja::Elimination::kPairs);
+  return int(broja::choose_elimination(n1, n2, ny));
+}
+
 // Whether the marginals P1(x1, y), P2(x2, y) of the joint p (n1 × n2 × ny) are
 // all positive; p1, p2 hold n1 ny and n2 ny values of scratch.
 static bool marginals_positive(const double* p, int64_t n1, int64_t n2, int64_t ny, double* p1, double* p2) {
@@ -78,7 +86,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   auto iterations = at::empty({batch}, p.options().dtype(at::kLong));
   auto converged = at::empty({batch}, p.options().dtype(at::kBool));
   const cpu::SolveArgs args{p.const_data_ptr<double>(), int(n1), int(n2), int(ny), tol, int(max_iter),
-                            int(patience), lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
+                            int(patience), cpu::elimination(int(n1), int(n2), int(ny)), lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
                             w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
                             converged.mutable_data_ptr<bool>()};
   auto solve_joints = cpu::solve_joints_baseline;

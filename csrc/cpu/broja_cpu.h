@@ -22,6 +22,10 @@ namespace cpu {
 // processor has both) or "baseline"; FASTPID_CPU_ISA=baseline forces the latter.
 const char* instruction_set();
 
+// The broja::Elimination (as an int) of an n1 × n2 × ny joint's Newton systems:
+// broja::choose_elimination's, unless FASTPID_ELIMINATION=side or =pairs forces one.
+int elimination(int n1, int n2, int ny);
+
 // The joints of a batch p (B, n1, n2, ny) that the CPU ops take in lanes
 // (csrc/cpu/lanes.h), in_lanes, and the others, alone: in lanes go joints of at
 // most kLaneMaxDuals dual variables (n1 + n2) ny whose marginals P1, P2 have no

@@ -22,6 +22,7 @@ struct SolveArgs {
   int n1, n2, ny;
   double tol;
   int max_iter, patience;
+  int elimination;  // broja::Elimination of the Newton systems (an int: that type is per instruction set)
   double *lam1, *lam2, *w;  // (B, n1, ny), (B, n2, ny), (B, n1, n2)
   int64_t* iterations;
   bool* converged;
@@ -66,20 +67,21 @@ struct ScopedWorkspace {
 };
 
 inline void solve_joints(const cpu::SolveArgs& a, const int64_t* index, int64_t begin, int64_t end) {
-  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  const Elimination elimination = Elimination(a.elimination);
+  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny, elimination));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t i = index ? index[j] : j;
     const Result<double> result =
-        solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience, workspace.data,
-                            a.lam1 + i * a.n1 * a.ny, a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
+        solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience, elimination,
+                            workspace.data, a.lam1 + i * a.n1 * a.ny, a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
     a.iterations[i] = int64_t(result.iterations);
     a.converged[i] = result.converged;
   }
 }
 
 inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int64_t begin, int64_t end) {
-  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny));
+  const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny, Elimination::kNone));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t i = index ? index[j] : j;
@@ -96,7 +98,7 @@ inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int6
 // joints, then `staging` Lanes (64-byte aligned) for the interleaved joints.
 struct LaneWorkspace {
   LaneWorkspace(int n1, int n2, int ny, size_t staging)
-      : solver_bytes((workspace_bytes<Lanes>(n1, n2, ny) + 63) / 64 * 64),
+      : solver_bytes((workspace_bytes<Lanes>(n1, n2, ny, Elimination::kSide) + 63) / 64 * 64),
         workspace(solver_bytes + staging * sizeof(Lanes) + 64) {}
   Lanes* staging() const {
     char* start = workspace.data + solver_bytes;
@@ -151,7 +153,7 @@ inline void solve_lanes(const cpu::SolveArgs& a, const int64_t* index, int64_t b
     int64_t joint[kLanes];
     lane_group(index, g, end, joint);
     interleave(p, a.p, joint, cells);
-    const Result<Lanes> result = solve_joint<Lanes>(p, n1, n2, ny, Lanes(a.tol), a.max_iter, a.patience,
+    const Result<Lanes> result = solve_joint<Lanes>(p, n1, n2, ny, Lanes(a.tol), a.max_iter, a.patience, Elimination::kSide,
                                                     workspace.workspace.data, lam1, lam2, w);
     for (int l = 0; l < kLanes && g + l < end; ++l) {
       const int64_t i = joint[l];

@@ -25,6 +25,10 @@ namespace fastpid {
 namespace {
 
 constexpr int kThreadsPerBlock = 64;
+// One thread per joint eliminates a side, as before the pairs elimination
+// existed; which kernel and elimination fit each regime on the GPU is still to
+// be measured on one.
+constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 
 __global__ void __launch_bounds__(kThreadsPerBlock)
     broja_solve_kernel(const double* __restrict__ p, int64_t batch, int n1, int n2, int ny, double tol,
@@ -35,7 +39,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   if (i >= batch) return;
   const int64_t cells = int64_t(n1) * n2 * ny;
   const broja::Result<double> result = broja::solve_joint<double>(
-      p + i * cells, n1, n2, ny, tol, max_iter, patience, workspace + size_t(i) * workspace_stride,
+      p + i * cells, n1, n2, ny, tol, max_iter, patience, kElimination, workspace + size_t(i) * workspace_stride,
       lam1 + i * int64_t(n1) * ny, lam2 + i * int64_t(n2) * ny, w + i * int64_t(n1) * n2);
   iterations[i] = int64_t(result.iterations);
   converged[i] = result.converged;
@@ -61,7 +65,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 // workspace_bytes includes room for that): the buffer and the stride.
 std::pair<at::Tensor, size_t> joint_workspaces(const at::Tensor& p, const char* op) {
   const int64_t batch = p.size(0);
-  const size_t stride = (broja::workspace_bytes<double>(int(p.size(1)), int(p.size(2)), int(p.size(3))) + 63) &
+  const size_t stride =
+      (broja::workspace_bytes<double>(int(p.size(1)), int(p.size(2)), int(p.size(3)), kElimination) + 63) &
                         ~size_t(63);
   TORCH_CHECK(stride <= size_t(std::numeric_limits<int64_t>::max()) / size_t(batch), op,
               ": workspace too large for the CUDA backend, got ", p.sizes());

@@ -1,0 +1,355 @@
+// Scalar helpers, decisions on values (Mask, where), the solver's constants and
+// the dense kernels (dot, Jacobi-scaled Cholesky factorisations, the
+// register-tiled rank update) that both eliminations use.
+#pragma once
+
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define FASTPID_HOST_DEVICE __host__ __device__
+#else
+#define FASTPID_HOST_DEVICE
+#endif
+
+// The solver is compiled once per instruction set it runs on: FASTPID_ISA
+// names the copy (an inline namespace, so that copies built with different
+// flags never merge at link time; csrc/cpu/broja_cpu_avx2.cpp builds the
+// second CPU copy).
+#ifndef FASTPID_ISA
+#define FASTPID_ISA baseline
+#endif
+
+namespace fastpid {
+namespace broja {
+inline namespace FASTPID_ISA {
+
+// The constants of fastpid/solver.py (same names, upper case there).
+constexpr double kFractionToBoundary = 0.99;  // at least; then 1 − μ, up to the next bound
+constexpr double kMaxFractionToBoundary = 1 - 1e-6;
+constexpr double kRegularization = 1e-14;  // first diagonal shift of a matrix that is not numerically SPD
+constexpr int kMaxShiftRaises = 8;
+constexpr int kRefinementSteps = 2;
+constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
+constexpr int kMaxBacktracks = 30;
+constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d
+constexpr double kStallGap = 1e-6;  // nats: stalls count only below this gap
+// Certificates are taken only at iterates whose complementarity Σ_k w_k h_k is
+// at most this many times max(tol, kStallGap) (see solve_joint).
+constexpr double kCertifyAbove = 100;
+// Not in the reference, which always refines: a refinement step is taken only
+// while the componentwise backward error exceeds this many ulps.
+constexpr double kRefinementBerr = 4;
+
+// ---------------------------------------------------------------- scalar helpers
+
+FASTPID_HOST_DEVICE inline double exp_(double x) { return ::exp(x); }
+FASTPID_HOST_DEVICE inline float exp_(float x) { return ::expf(x); }
+FASTPID_HOST_DEVICE inline double log_(double x) { return ::log(x); }
+FASTPID_HOST_DEVICE inline float log_(float x) { return ::logf(x); }
+FASTPID_HOST_DEVICE inline double sqrt_(double x) { return ::sqrt(x); }
+FASTPID_HOST_DEVICE inline float sqrt_(float x) { return ::sqrtf(x); }
+FASTPID_HOST_DEVICE inline double fabs_(double x) { return ::fabs(x); }
+FASTPID_HOST_DEVICE inline float fabs_(float x) { return ::fabsf(x); }
+
+template <typename T> struct Limits;
+template <> struct Limits<double> {
+  FASTPID_HOST_DEVICE static double tiny() { return DBL_MIN; }
+  FASTPID_HOST_DEVICE static double epsilon() { return DBL_EPSILON; }
+  FASTPID_HOST_DEVICE static double inf() { return HUGE_VAL; }
+};
+template <> struct Limits<float> {
+  FASTPID_HOST_DEVICE static float tiny() { return FLT_MIN; }
+  FASTPID_HOST_DEVICE static float epsilon() { return FLT_EPSILON; }
+  FASTPID_HOST_DEVICE static float inf() { return HUGE_VALF; }
+};
+
+// Decisions on values.  T is a scalar (one joint) or csrc/cpu/lanes.h's Lanes
+// (one joint per vector lane), so the code below never branches on a value:
+// a comparison gives a Mask (bool, or one flag per lane), `where` selects lane
+// by lane, and loops that run until every joint is done test all_ / any_.
+// Branches on the structure (cells, pairs, free variables) stay branches: the
+// joints of one Lanes share it.
+template <typename T> using Mask = decltype(T(0) < T(0));
+template <typename T> constexpr bool kScalar = sizeof(Mask<T>) == sizeof(bool);  // one joint, not lanes
+FASTPID_HOST_DEVICE inline double where(bool c, double a, double b) { return c ? a : b; }
+FASTPID_HOST_DEVICE inline float where(bool c, float a, float b) { return c ? a : b; }
+FASTPID_HOST_DEVICE inline bool all_(bool c) { return c; }
+FASTPID_HOST_DEVICE inline bool any_(bool c) { return c; }
+
+// False for ±inf and NaN (x − x is NaN there); no <cmath> needed on the device.
+template <typename T> FASTPID_HOST_DEVICE inline Mask<T> finite(T x) { return x - x == T(0); }
+
+// min and max that propagate NaN (like torch.minimum / torch.maximum).
+template <typename T> FASTPID_HOST_DEVICE inline T min_(T a, T b) { return where((a != a) | (a < b), a, b); }
+template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return where((a != a) | (a > b), a, b); }
+
+// x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
+template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return where(x == T(0), T(0), x * log_(x)); }
+
+// The register tiles of rank_update: kTileRows rows of S by two vectors of
+// FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
+// this header, as csrc/cpu/broja_cpu_avx2.cpp does).  The Schur complement and
+// its stacked factors have rows padded to a multiple of kPadding, two vectors
+// of the widest build.
+#ifndef FASTPID_VECTOR_BYTES
+#define FASTPID_VECTOR_BYTES 16
+#endif
+constexpr int kTileRows = 4;
+constexpr int kPadding = 8;
+static_assert(2 * FASTPID_VECTOR_BYTES / 8 <= kPadding && kPadding % kTileRows == 0, "tiles must fit the padding");
+
+// n rounded up to a multiple of kPadding.
+FASTPID_HOST_DEVICE inline int padded(int n) { return (n + kPadding - 1) / kPadding * kPadding; }
+
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// Vectors of FASTPID_VECTOR_BYTES (GCC/Clang vector extensions) for the CPU
+// kernels below, with unaligned loads and stores.
+typedef double vector_double __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
+constexpr int kVectorDoubles = FASTPID_VECTOR_BYTES / sizeof(double);
+inline vector_double load(const double* x) {
+  vector_double v;
+  __builtin_memcpy(&v, x, sizeof v);
+  return v;
+}
+inline void store(double* x, vector_double v) { __builtin_memcpy(x, &v, sizeof v); }
+#endif
+
+// The long passes of pair_softmax and certificate_gap: x ← exp(x), x ← log(x)
+// and Σ x log x (0 log 0 = 0) over n values.  A translation unit may define
+// FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector_double)
+// before including this header, as csrc/cpu/broja_cpu_avx2.cpp does with
+// SLEEF's, for the double versions below.
+template <typename T> FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
+  for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
+}
+template <typename T> FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
+  T sum = T(0);
+  for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
+  return sum;
+}
+#if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
+inline void exp_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_EXP(load(x + i)));
+  for (; i < n; ++i) x[i] = exp_(x[i]);
+}
+inline void log_all(double* x, int n) {
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_LOG(load(x + i)));
+  for (; i < n; ++i) x[i] = log_(x[i]);
+}
+inline double sum_xlogx(const double* x, int n) {
+  vector_double acc = {};
+  int i = 0;
+  for (; i + kVectorDoubles <= n; i += kVectorDoubles) {
+    const vector_double v = load(x + i);
+    const vector_double t = v * FASTPID_VECTOR_LOG(v);
+    acc += v == 0.0 ? vector_double{} : t;  // 0 log 0 = 0; NaN for x < 0 or NaN, as xlogx
+  }
+  double sum = 0.0;
+  for (; i < n; ++i) sum += xlogx(x[i]);
+  for (int l = 0; l < kVectorDoubles; ++l) sum += acc[l];
+  return sum;
+}
+#endif
+
+// ---------------------------------------------------------------- dense kernels
+
+// Σ a_i b_i with four partial sums (independent chains, so it pipelines).
+template <typename T>
+FASTPID_HOST_DEVICE inline T dot(const T* a, const T* b, int n) {
+  T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
+  int i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// The same with two vector accumulators (4 or 8 partial sums).
+FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
+  vector_double s0 = {}, s1 = {};
+  int i = 0;
+  for (; i + 2 * kVectorDoubles <= n; i += 2 * kVectorDoubles) {
+    s0 += load(a + i) * load(b + i);
+    s1 += load(a + i + kVectorDoubles) * load(b + i + kVectorDoubles);
+  }
+  s0 += s1;
+  double sum = 0.0;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (int l = 0; l < kVectorDoubles; ++l) sum += s0[l];
+  return sum;
+}
+#endif
+
+// In-place Jacobi-scaled Cholesky of the m × m lower triangle of A (leading
+// dimension ld): D = diag(A)^(-1/2) (diagonal clamped at the smallest normal
+// number, as solver.solve_spd), then D A D + shift I = L Lᵀ with L in A and
+// its reciprocal pivots in inv.  False if a pivot is not positive (or NaN).
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(T* A, int ld, int m, T* D, T* inv, T shift) {
+  for (int i = 0; i < m; ++i) {
+    const T d = A[i * ld + i];
+    D[i] = T(1) / sqrt_(where(d < Limits<T>::tiny(), Limits<T>::tiny(), d));  // NaN stays NaN
+  }
+  for (int i = 0; i < m; ++i) {
+    T* Ai = A + i * ld;
+    const T di = D[i];
+    for (int j = 0; j <= i; ++j) Ai[j] = Ai[j] * di * D[j];
+    Ai[i] += shift;
+  }
+  Mask<T> ok = T(0) == T(0);
+  for (int i = 0; i < m; ++i) {
+    T* Ai = A + i * ld;
+    for (int j = 0; j < i; ++j) Ai[j] = (Ai[j] - dot(Ai, A + j * ld, j)) * inv[j];
+    const T pivot = Ai[i] - dot(Ai, Ai, i);
+    ok = ok & (pivot > T(0));
+    if (!any_(ok)) return ok;
+    Ai[i] = sqrt_(pivot);
+    inv[i] = T(1) / Ai[i];
+  }
+  return ok;
+}
+
+// x ← L⁻¹ x and x ← L⁻ᵀ x for a factor of cholesky_jacobi.
+template <typename T>
+FASTPID_HOST_DEVICE inline void forward(const T* L, int ld, int m, const T* inv, T* x) {
+  for (int i = 0; i < m; ++i) x[i] = (x[i] - dot(L + i * ld, x, i)) * inv[i];
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline void backward(const T* L, int ld, int m, const T* inv, T* x) {
+  for (int i = m - 1; i >= 0; --i) {
+    const T xi = x[i] * inv[i];
+    x[i] = xi;
+    const T* Li = L + i * ld;
+    for (int l = 0; l < i; ++l) x[l] -= Li[l] * xi;
+  }
+}
+
+// S[r][j] −= Σ_i G[i][r] G[i][j] for 0 ≤ r ≤ j < n (upper triangle, row-major,
+// leading dimensions ldS, ldG): the rank-`rows` update of the Schur complement
+// and of the blocked Cholesky below.  The arrays are padded (`padded`): G has
+// readable columns up to padded(n), zero beyond n, and S writable rows and
+// columns up to padded(n), so that every register tile is a full one.  Entries
+// below the diagonal may be updated too: no caller reads S's lower triangle.
+template <typename T>
+FASTPID_HOST_DEVICE inline void rank_update(T* S, int ldS, const T* G, int ldG, int rows, int n) {
+  for (int r = 0; r < n; ++r)
+    for (int j = r; j < n; ++j) {
+      T sum = T(0);
+      for (int i = 0; i < rows; ++i) sum += G[i * ldG + r] * G[i * ldG + j];
+      S[r * ldS + j] -= sum;
+    }
+}
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// The same in tiles of kTileRows × 2 vectors of FASTPID_VECTOR_BYTES (GCC/Clang
+// vector extensions): 4 × 4 with SSE2, the x86-64 baseline, 4 × 8 where
+// csrc/cpu/broja_cpu_avx2.cpp builds the solver for AVX2 and FMA.  Tiles that
+// cross the diagonal are written whole (their lower part is never read).
+FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G, int ldG, int rows, int n) {
+  constexpr int W = kVectorDoubles, C = 2 * W;
+  for (int r0 = 0; r0 < n; r0 += kTileRows) {
+    for (int j0 = r0 / C * C; j0 < n; j0 += C) {
+      vector_double acc[kTileRows][2] = {};
+      for (int i = 0; i < rows; ++i) {
+        const double* Gi = G + i * ldG;
+        const vector_double b0 = load(Gi + j0), b1 = load(Gi + j0 + W);
+        for (int a = 0; a < kTileRows; ++a) {
+          const vector_double g = Gi[r0 + a] - vector_double{};  // a broadcast: x − (+0) = x, no addition
+          acc[a][0] += g * b0;
+          acc[a][1] += g * b1;
+        }
+      }
+      for (int a = 0; a < kTileRows; ++a) {
+        double* Sr = S + (r0 + a) * ldS + j0;
+        store(Sr, load(Sr) - acc[a][0]);
+        store(Sr + W, load(Sr + W) - acc[a][1]);
+      }
+    }
+  }
+}
+#endif
+
+// S ← D S D + shift I on the upper triangle of S (row-major, n × n, leading
+// dimension ld), with D = diag^(-1/2) (clamped at the smallest normal number)
+// from the given diagonal: the Jacobi scaling of the factorisations below.
+template <typename T>
+FASTPID_HOST_DEVICE inline void scale_upper(T* S, int ld, int n, const T* diag, T* D, T shift) {
+  for (int i = 0; i < n; ++i)
+    D[i] = T(1) / sqrt_(where(diag[i] < Limits<T>::tiny(), Limits<T>::tiny(), diag[i]));  // NaN stays NaN
+  for (int i = 0; i < n; ++i) {
+    T* Si = S + i * ld;
+    const T di = D[i];
+    for (int j = i; j < n; ++j) Si[j] = Si[j] * di * D[j];
+    Si[i] += shift;
+  }
+}
+
+// Pivots begin ≤ p < end of the Cholesky factorisation Uᵀ U of the upper
+// triangle of S (row-major, n × n, leading dimension ld), in place, blocked
+// right-looking: rows begin..end become rows of U and the trailing rows from
+// end on hold the Schur complement of the leading ones.  Reciprocal pivots in
+// inv.  False if a pivot is not positive (or NaN).  S is padded as rank_update
+// needs, with kPadding more rows and columns where end is not a multiple of it.
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> factor_upper(T* S, int ld, int n, int begin, int end, T* inv) {
+  constexpr int kPanel = 16;
+  Mask<T> ok = T(0) == T(0);
+  for (int p0 = begin; p0 < end; p0 += kPanel) {
+    const int p1 = end < p0 + kPanel ? end : p0 + kPanel;
+    for (int p = p0; p < p1; ++p) {
+      T* Up = S + p * ld;
+      const T pivot = Up[p];
+      ok = ok & (pivot > T(0));
+      if (!any_(ok)) return ok;
+      Up[p] = sqrt_(pivot);
+      const T r = T(1) / Up[p];
+      inv[p] = r;
+      for (int j = p + 1; j < n; ++j) Up[j] *= r;
+      for (int i = p + 1; i < p1; ++i) {
+        const T f = Up[i];
+        T* Si = S + i * ld;
+        for (int j = i; j < n; ++j) Si[j] -= f * Up[j];
+      }
+    }
+    if (p1 < n) rank_update(S + p1 * ld + p1, ld, S + p0 * ld + p1, ld, p1 - p0, n - p1);
+  }
+  return ok;
+}
+
+// Scaled Cholesky D S D + shift I = Uᵀ U of the upper triangle of S
+// (scale_upper, then factor_upper over every pivot).
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(T* S, int ld, int n, const T* diag, T* D, T* inv, T shift) {
+  scale_upper(S, ld, n, diag, D, shift);
+  return factor_upper(S, ld, n, 0, n, inv);
+}
+
+// x ← U⁻ᵀ x and x ← U⁻¹ x for a factor of cholesky_upper.
+template <typename T>
+FASTPID_HOST_DEVICE inline void forward_upper(const T* U, int ld, int n, const T* inv, T* x) {
+  for (int p = 0; p < n; ++p) {
+    const T xp = x[p] * inv[p];
+    x[p] = xp;
+    const T* Up = U + p * ld;
+    for (int j = p + 1; j < n; ++j) x[j] -= Up[j] * xp;
+  }
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline void backward_upper(const T* U, int ld, int n, const T* inv, T* x) {
+  for (int i = n - 1; i >= 0; --i) x[i] = (x[i] - dot(U + i * ld + i + 1, x + i + 1, n - i - 1)) * inv[i];
+}
+
+}  // namespace FASTPID_ISA
+}  // namespace broja
+}  // namespace fastpid

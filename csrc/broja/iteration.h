@@ -1,0 +1,338 @@
+// The interior-point iteration on one joint (docs/pid-math.md, "Iteration"):
+// products with the Newton matrix and iterative refinement, the predictor-
+// corrector step, the safeguards, and solve_joint with its stopping rules.
+#pragma once
+
+#include "certificate.h"
+#include "schur.h"
+#include "pairs.h"
+
+namespace fastpid {
+namespace broja {
+inline namespace FASTPID_ISA {
+
+// The Newton matrix factorised, with the diagonal shift `shift`, and solved by
+// the joint's elimination.  The pairs elimination orders the pairs by the sign
+// of their c, a branch on values: joints in vector lanes (csrc/cpu/lanes.h)
+// always eliminate a side.
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> factor(Joint<T>& J, T shift) {
+  if constexpr (kScalar<T>)
+    if (J.elimination == Elimination::kPairs) return pairs_factor(J, shift);
+  return side_factor(J, shift);
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
+  if constexpr (kScalar<T>)
+    if (J.elimination == Elimination::kPairs) return pairs_solve(J, r1, r2, x1, x2);
+  side_solve(J, r1, r2, x1, x2);
+}
+
+// solver.solve_spd's factorisation: no shift, then 1e-14, raised ×100 while
+// the factorisation fails, at most kMaxShiftRaises attempts in all.  (Lanes:
+// each joint keeps the shift that worked for it; a factorisation repeated with
+// the same shift gives the same factor.)
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> factor_with_shift(Joint<T>& J) {
+  for (int k = 0; k < J.np; ++k) J.c[k] = J.pair[k] ? J.w[k] / J.h[k] - J.w[k] : T(0);
+  T shift = T(0);
+  Mask<T> ok = factor(J, shift);
+  for (int attempt = 1; attempt < kMaxShiftRaises && !all_(ok); ++attempt) {
+    shift = where(ok, shift, where(shift > T(0), shift * T(100), T(kRegularization)));
+    ok = factor(J, shift);
+  }
+  return ok;
+}
+
+// (e1, e2) += M (x1, x2) and (m1, m2) += |M| |x| (the bound below), pair by
+// pair, over the cells only (s and q vanish off them); Dense as in pair_softmax.
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* x2, T* e1, T* e2, T* m1, T* m2) {
+  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
+  for (int v = 0; v < pairs; ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    const int k1 = c.k / n2, k2 = c.k % n2;
+    const T* sk = J.s + c.k * ny;
+    const T* qk = J.q + c.k * ny;
+    const T* a = x1 + k1 * ny;
+    const T* b = x2 + k2 * ny;
+    T dot = T(0), dot_abs = T(0);
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      dot += sk[y] * (a[y] + b[y]);
+      dot_abs += sk[y] * (fabs_(a[y]) + fabs_(b[y]));
+    }
+    const T ck = J.c[c.k];
+    dot *= ck;
+    dot_abs *= fabs_(ck);
+    T* o1 = e1 + k1 * ny;
+    T* o2 = e2 + k2 * ny;
+    T* p1 = m1 + k1 * ny;
+    T* p2 = m2 + k2 * ny;
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      const T value = qk[y] * (a[y] + b[y]) + sk[y] * dot;
+      const T bound = qk[y] * (fabs_(a[y]) + fabs_(b[y])) + sk[y] * dot_abs;
+      o1[y] += value;
+      o2[y] += value;
+      p1[y] += bound;
+      p2[y] += bound;
+    }
+  }
+}
+
+// (e1, e2) ← (r1, r2) − M (x1, x2) on the free variables (0 elsewhere), with the
+// unshifted matrix M = Σ_k E_kᵀ [diag(q_k) + c_k s_k s_kᵀ] E_k, and returns the
+// componentwise backward error max_i |e_i| / (|M| |x| + |r|)_i (LAPACK's berr, with
+// |M| bounded by Σ_k E_kᵀ |diag(q_k) + c_k s_k s_kᵀ| E_k).
+template <typename T>
+FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, const T* x1, const T* x2, T* e1,
+                                      T* e2) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  T* m1 = J.t1;  // |M| |x|
+  T* m2 = J.t2;
+  for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
+  for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
+  if (J.dense)
+    add_products<true>(J, x1, x2, e1, e2, m1, m2);
+  else
+    add_products<false>(J, x1, x2, e1, e2, m1, m2);
+  T berr = T(0);
+  for (int i = 0; i < n1 * ny; ++i) {
+    e1[i] = J.on1[i] ? r1[i] - e1[i] : T(0);
+    const T scale = m1[i] + fabs_(r1[i]);
+    if (J.on1[i]) berr = where(scale > T(0), max_(berr, fabs_(e1[i]) / scale), berr);
+  }
+  for (int i = 0; i < n2 * ny; ++i) {
+    e2[i] = J.free2[i] ? r2[i] - e2[i] : T(0);
+    const T scale = m2[i] + fabs_(r2[i]);
+    if (J.free2[i]) berr = where(scale > T(0), max_(berr, fabs_(e2[i]) / scale), berr);
+  }
+  return berr;
+}
+
+// Δλ, Δw, Δh for the complementarity target rc (solver.newton_direction);
+// rc is overwritten by rc + w (g + h).
+template <typename T>
+FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* dh) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
+  for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      if (!J.pair[k]) continue;
+      rc[k] += J.w[k] * J.primal[k];
+      const T f = rc[k] / J.h[k];
+      const T* sk = J.s + k * ny;
+      T* a = J.rhs1 + k1 * ny;
+      T* b = J.rhs2 + k2 * ny;
+      for (int y = 0; y < ny; ++y) {
+        const T v = sk[y] * f;
+        a[y] += v;
+        b[y] += v;
+      }
+    }
+  for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
+  for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
+  solve_factored(J, J.rhs1, J.rhs2, J.d1, J.d2);
+  // Iterative refinement with the unshifted matrix, at most kRefinementSteps
+  // steps as in the reference, while the backward error exceeds a few ulps.
+  for (int t = 0; t < kRefinementSteps; ++t) {
+    const T berr = residual(J, J.rhs1, J.rhs2, J.d1, J.d2, J.e1, J.e2);
+    const Mask<T> refine = !(berr <= T(kRefinementBerr) * Limits<T>::epsilon());
+    if (!any_(refine)) break;
+    solve_factored(J, J.e1, J.e2, J.f1, J.f2);
+    for (int i = 0; i < n1 * ny; ++i) J.d1[i] = where(refine, J.d1[i] + J.f1[i], J.d1[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.d2[i] = where(refine, J.d2[i] + J.f2[i], J.d2[i]);
+  }
+  for (int k1 = 0, k = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2, ++k) {
+      if (!J.pair[k]) {
+        dw[k] = T(0);
+        dh[k] = T(0);
+        continue;
+      }
+      const T* sk = J.s + k * ny;
+      const T* a = J.d1 + k1 * ny;
+      const T* b = J.d2 + k2 * ny;
+      T slope = T(0);
+      for (int y = 0; y < ny; ++y) slope += sk[y] * (a[y] + b[y]);
+      dh[k] = -J.primal[k] - slope;
+      dw[k] = (rc[k] + J.w[k] * slope) / J.h[k];
+    }
+}
+
+// Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
+template <typename T>
+FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
+  // The min over the decreasing entries, NaN if any ratio is NaN; without branches on the values.
+  T alpha = T(1), nan = T(0);
+  Mask<T> any_nan = T(0) != T(0);
+  for (int k = 0; k < n; ++k) {
+    const T r = where(delta[k] < T(0), -value[k] / delta[k], T(1));
+    any_nan = any_nan | (r != r);
+    nan = where(r != r, r, nan);
+    alpha = where(r < alpha, r, alpha);
+  }
+  return where(any_nan, nan, alpha);
+}
+
+
+// One predictor-corrector step, for the joints in `active`, from the current
+// iterate (g, s, q and r of primal_residuals); g and s are then those of the
+// new iterate.  False (per joint), with the iterate untouched, for joints not
+// active and where the reference could make no more progress: the
+// factorisation fails, the step is not finite, or every backtrack violates the
+// constraints by more than allowed (the reference then takes α = 0, or steps
+// into NaN, from where its best iterate can no longer change).
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
+  const int np = J.np, n1 = J.n1, n2 = J.n2, ny = J.ny;
+  T mu = T(0);
+  for (int k = 0; k < np; ++k) {
+    J.primal[k] = J.pair[k] ? J.g[k] + J.h[k] : T(0);
+    J.comp[k] = J.pair[k] ? J.w[k] * J.h[k] : T(0);
+    mu += J.comp[k];
+  }
+  mu /= J.total_weight;
+  Mask<T> ok = active & factor_with_shift(J);
+  if (!any_(ok)) return ok;
+  // Predictor: the affine-scaling direction.
+  for (int k = 0; k < np; ++k) J.rc[k] = -J.comp[k];
+  newton_direction(J, J.rc, J.dw_a, J.dh_a);
+  const T alpha_a = min_(max_step(J.w, J.dw_a, np), max_step(J.h, J.dh_a, np));
+  T mu_a = T(0);
+  for (int k = 0; k < np; ++k)
+    if (J.pair[k]) mu_a += (J.w[k] + alpha_a * J.dw_a[k]) * (J.h[k] + alpha_a * J.dh_a[k]);
+  mu_a /= J.total_weight;
+  const T mu_floor = where(mu < Limits<T>::tiny(), Limits<T>::tiny(), mu);
+  T ratio = mu_a / mu_floor;
+  ratio = where(ratio < T(0), T(0), where(ratio > T(1), T(1), ratio));
+  // σ ≥ kInfeasibilityCentring max |r_d| / μ (solver.py: μ falls no faster than
+  // the marginal residual), at most 1.
+  T infeasibility = T(0);
+  for (int i = 0; i < n1 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
+  for (int i = 0; i < n2 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r2[i]));
+  T sigma_floor = T(kInfeasibilityCentring) * infeasibility / mu_floor;
+  sigma_floor = where(sigma_floor > T(1), T(1), sigma_floor);  // NaN stays NaN
+  const T sigma_mu = max_(ratio * ratio * ratio, sigma_floor) * mu;
+  // Corrector: centring plus the second-order term.
+  for (int k = 0; k < np; ++k)
+    J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
+  newton_direction(J, J.rc, J.dw, J.dh);
+  T fraction = T(1) - mu;
+  fraction = where(fraction < T(kFractionToBoundary), T(kFractionToBoundary),
+                   where(fraction > T(kMaxFractionToBoundary), T(kMaxFractionToBoundary), fraction));
+  T alpha = fraction * min_(max_step(J.w, J.dw, np), max_step(J.h, J.dh, np));
+  ok = ok & finite(alpha) & (alpha > T(0));
+  for (int k = 0; k < np; ++k) ok = ok & finite(J.dw[k]) & finite(J.dh[k]);
+  for (int i = 0; i < n1 * ny; ++i) ok = ok & finite(J.d1[i]);
+  for (int i = 0; i < n2 * ny; ++i) ok = ok & finite(J.d2[i]);
+  if (!any_(ok)) return ok;
+  // Safeguard: λ may leave the feasible set by no more than it already has or
+  // kMaxViolation; halve the step until it does not.
+  T allowed = T(kMaxViolation);
+  for (int k = 0; k < np; ++k) allowed = max_(allowed, J.g[k]);
+  for (int i = 0; i < n1 * ny; ++i) J.lam1_0[i] = J.lam1[i];
+  for (int i = 0; i < n2 * ny; ++i) J.lam2_0[i] = J.lam2[i];
+  Mask<T> pending = ok;  // joints still looking for a step length
+  for (int t = 0; t < kMaxBacktracks && any_(pending); ++t) {
+    if (t > 0) alpha = where(pending, alpha / T(2), alpha);
+    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(ok, J.lam1_0[i] + alpha * J.d1[i], J.lam1_0[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(ok, J.lam2_0[i] + alpha * J.d2[i], J.lam2_0[i]);
+    pair_softmax(J);
+    Mask<T> within = T(0) == T(0);
+    for (int k = 0; k < np; ++k) within = within & (J.g[k] <= allowed);
+    pending = pending & !within;
+  }
+  const Mask<T> stepped = ok & !pending;
+  if (any_(pending)) {
+    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(stepped, J.lam1[i], J.lam1_0[i]);
+    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(stepped, J.lam2[i], J.lam2_0[i]);
+    pair_softmax(J);
+  }
+  for (int k = 0; k < np; ++k) {
+    J.w[k] = where(stepped, J.w[k] + alpha * J.dw[k], J.w[k]);
+    J.h[k] = where(stepped, J.h[k] + alpha * J.dh[k], J.h[k]);
+  }
+  return stepped;
+}
+
+// ---------------------------------------------------------------- the solve
+
+template <typename T> struct Result {
+  T iterations;        // index of the returned (best) iterate
+  Mask<T> converged;   // its gap ≤ tol
+};
+
+// Solves one joint p (n1 × n2 × ny, contiguous) as solver.solve does and writes
+// the best iterate's λ1 (n1 × ny), λ2 (n2 × ny) and w (n1 × n2), solving the
+// Newton systems by `elimination` (kSide or kPairs; kPairs for scalar T only).
+// `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination) bytes; it
+// needs no initialisation.
+template <typename T>
+FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter,
+                                                 int patience, Elimination elimination, void* workspace,
+                                                 T* lam1_out, T* lam2_out, T* w_out) {
+  Joint<T> J;
+  attach(J, workspace, n1, n2, ny, elimination);
+  set_up(J, p);
+  const int c1 = n1 * ny, c2 = n2 * ny, np = J.np;
+  for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];
+  for (int i = 0; i < c2; ++i) J.best_lam2[i] = J.lam2[i];
+  for (int k = 0; k < np; ++k) J.best_w[k] = J.w[k];
+  Result<T> result{T(0), T(0) != T(0)};
+  T best_gap = Limits<T>::inf(), stalled = T(0);
+  Mask<T> stopped = T(0) != T(0);  // done, or no step possible
+  // The gap of the current iterate, for the joints in `take`: the best
+  // iterate, the stall count and the stop (certificate_gap needs g, s current:
+  // set_up and step leave them so; it also leaves the residuals step needs).
+  const auto take_certificate = [&](Mask<T> take, int iteration) {
+    const T gap = certificate_gap(J);
+    const Mask<T> improved = gap < best_gap / T(2);
+    const Mask<T> better = take & (gap < best_gap);
+    if (any_(better)) {
+      best_gap = where(better, gap, best_gap);
+      for (int i = 0; i < c1; ++i) J.best_lam1[i] = where(better, J.lam1[i], J.best_lam1[i]);
+      for (int i = 0; i < c2; ++i) J.best_lam2[i] = where(better, J.lam2[i], J.best_lam2[i]);
+      for (int k = 0; k < np; ++k) J.best_w[k] = where(better, J.w[k], J.best_w[k]);
+      result.iterations = where(better, T(iteration), result.iterations);
+    }
+    stalled = where(take, where(gap != gap, T(patience), where(improved, T(0), stalled + T(1))), stalled);
+    stopped = stopped | (take & ((best_gap <= tol) | ((stalled >= T(patience)) & (best_gap <= T(kStallGap)))));
+  };
+  const T far = T(kCertifyAbove) * max_(tol, T(kStallGap));
+  for (int iteration = 0; iteration <= max_iter; ++iteration) {
+    T complementarity = T(0);
+    for (int k = 0; k < np; ++k)
+      if (J.pair[k]) complementarity += J.w[k] * J.h[k];
+    const Mask<T> near = iteration == max_iter ? T(0) == T(0) : !(complementarity > far);  // NaN: near
+    const Mask<T> take = (!stopped) & near;
+    if (any_(take))
+      take_certificate(take, iteration);
+    else
+      primal_residuals(J);
+    if (all_(stopped) || iteration == max_iter) break;
+    const Mask<T> failed = (!stopped) & !step(J, !stopped);  // iterate (and g, s) untouched
+    if (any_(failed & !take)) take_certificate(failed & !take, iteration);  // it stops with its best iterate
+    stopped = stopped | failed;
+    if (all_(stopped)) break;
+  }
+  result.converged = best_gap <= tol;
+  for (int i = 0; i < c1; ++i) lam1_out[i] = J.best_lam1[i];
+  for (int i = 0; i < c2; ++i) lam2_out[i] = J.best_lam2[i];
+  for (int k = 0; k < np; ++k) w_out[k] = J.best_w[k];
+  return result;
+}
+
+// Bytes of workspace solve_joint (certify_joint: Elimination::kNone) needs for
+// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64 bytes.
+template <typename T>
+FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination) {
+  Joint<T> J;
+  return layout(J, nullptr, n1, n2, ny, elimination) + 63;
+}
+
+}  // namespace FASTPID_ISA
+}  // namespace broja
+}  // namespace fastpid
