@@ -28,9 +28,16 @@
 //         csrc/cpu/broja_certificate_cpu.cpp
 //   CUDA  csrc/cuda/broja_cuda.cu (solve, certificate), csrc/cuda/broja_backward_cuda.cu (built with
 //         FASTPID_CUDA, which defines WITH_CUDA)
+//
+//   fastpid::broja_workspace(int n1, int n2, int ny) -> (int bytes, int elimination)
+//
+// is the workspace the CPU op takes for one n1 × n2 × ny joint and the
+// broja::Elimination it solves it with; ValueError where the joint is past
+// the solver's index range or the memory budget (csrc/broja_checks.h).
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
+#include "broja_checks.h"
 #include "broja_forward.h"
 #include "cpu/broja_backward_cpu.h"
 #include "cpu/broja_certificate_cpu.h"
@@ -42,6 +49,16 @@
 
 namespace fastpid {
 namespace {
+
+std::tuple<int64_t, int64_t> broja_workspace(int64_t n1, int64_t n2, int64_t ny) {
+  constexpr const char* op = "fastpid::broja_workspace";
+  const int64_t largest = std::numeric_limits<int>::max();
+  TORCH_CHECK_VALUE(n1 > 0 && n2 > 0 && ny > 0, op, ": alphabet sizes must be positive, got ", n1, "×", n2, "×", ny);
+  TORCH_CHECK_VALUE(n1 <= largest && n2 <= largest && ny <= largest, op, ": a ", n1, "×", n2, "×", ny,
+                    " joint is beyond the solver's index range (alphabets of at most 2^31 − 1 symbols)");
+  const int elimination = cpu::elimination(int(n1), int(n2), int(ny));
+  return {check_workspace(op, n1, n2, ny, broja::Elimination(elimination)), elimination};
+}
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_meta(
     const at::Tensor& p, double /*tol*/, int64_t /*max_iter*/, int64_t /*patience*/) {
@@ -103,6 +120,7 @@ BrojaForward broja_forward_meta(const at::Tensor& p, bool /*normalize*/, double 
 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("broja_workspace(int n1, int n2, int ny) -> (int, int)", &broja_workspace);
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
   m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience) -> "

@@ -96,12 +96,17 @@ def dual_from_primal(q: torch.Tensor, support: Support):
     mass = weight.sum(-1)
     share = weight / torch.where(mass > 0, mass, 1)[..., None]
     # Σ_k E_kᵀ diag(weight_k) E_k: the Newton matrix with its rank-one part at zero (h = 1).
-    matrix = solver.newton_matrix(mass, torch.ones_like(mass), share, support)
+    factor = solver.factorize(mass, torch.ones_like(mass), share, support, _elimination(q))
     rows, cols = marginals(weight * log_conditional)
     rhs = torch.cat([rows.flatten(1), cols.flatten(1)], 1) * support.free
-    lam = solver.solve_spd(matrix, rhs)
+    lam = factor.solve(rhs)
     n1, ny = support.p1.shape[1:]
     return lam[:, : n1 * ny].view_as(support.p1), lam[:, n1 * ny:].view_as(support.p2)
+
+
+def _elimination(p: torch.Tensor) -> str:
+    """How the Newton systems of joints shaped like p (..., n1, n2, ny) are solved."""
+    return solver.choose_elimination(*p.shape[-3:])
 
 
 def _pin(alpha: torch.Tensor, dims: int) -> torch.Tensor:
@@ -134,9 +139,9 @@ def feasible_dual(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int) ->
         complementarity = w * h * pair
         target = FALLBACK_CENTRING * complementarity.flatten(1).sum(1) / total_weight
         rows, cols = solver.weighted_marginals(w, s)
-        matrix = solver.newton_matrix(w, h, s, support)
+        factor = solver.factorize(w, h, s, support, _elimination(p))
         r_c = target[:, None, None] * weight - complementarity
-        d1, d2, dw, _ = solver.newton_direction(matrix, w, h, s, (rows - support.p1, cols - support.p2),
+        d1, d2, dw, _ = solver.newton_direction(factor, w, h, s, (rows - support.p1, cols - support.p2),
                                                 torch.zeros_like(h), r_c, support)
         alpha = torch.nan_to_num(solver.FRACTION_TO_BOUNDARY * solver.max_step(w, dw), nan=0.0) * active
         before = kkt_residual(g, s, w, target)
@@ -203,9 +208,9 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
         gamma = torch.where(cell, q_on * z / (1 + z), zeros).sum(-1)
         gamma_safe = torch.where(gamma > 0, gamma, 1)[..., None]
         d_mass = d.sum(-1)
-        matrix = solver.newton_matrix(
+        factor = solver.factorize(
             d_mass, torch.where(support.pair, gamma / torch.where(pair_mass[..., 0] > 0, pair_mass[..., 0], 1), 1),
-            d / torch.where(d_mass > 0, d_mass, 1)[..., None], support)
+            d / torch.where(d_mass > 0, d_mass, 1)[..., None], support, _elimination(p))
 
         def apply_inverse(v):  # M⁻¹ v, pair by pair
             return d * v + d * (d * v).sum(-1, keepdim=True) / gamma_safe
@@ -213,7 +218,7 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
         reduced = (r_s + r_c / q_on) * on
         rows, cols = marginals(apply_inverse(reduced))
         rhs = torch.cat([(rows - r_p[0]).flatten(1), (cols - r_p[1]).flatten(1)], 1) * support.free
-        step = solver.solve_spd(matrix, rhs)
+        step = factor.solve(rhs)
         n1, ny = support.p1.shape[1:]
         d1, d2 = step[:, : n1 * ny].view_as(lam1), step[:, n1 * ny:].view_as(lam2)
         dq = apply_inverse(d1[:, :, None, :] + d2[:, None, :, :] - reduced) * on

@@ -74,6 +74,7 @@ fallbacks of ``fastpid.fallback`` (docs/pid-math.md, "Why the dual iteration sta
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,12 +87,17 @@ MAX_FRACTION_TO_BOUNDARY = 1 - 1e-6
 REGULARIZATION = 1e-14  # first diagonal shift of a Jacobi-scaled matrix that is not numerically SPD
 MAX_SHIFT_RAISES = 8
 REFINEMENT_STEPS = 2
+PAIRS_REFINEMENT_STEPS = 6  # the pair elimination's solves lose more to rounding (docs/pid-math.md)
+PAIRS_ADVANTAGE = 3.1  # "pairs" where its flops are fewer by this factor (choose_elimination)
 MAX_VIOLATION = 0.1  # nats: how far a step may take λ out of the feasible set
 MAX_BACKTRACKS = 30
 INFEASIBILITY_CENTRING = 1e-2  # σμ ≥ this × max |r_d|: μ falls no faster than the marginal residual
 STALL_GAP = 1e-6  # nats: below it, a joint whose gap stops shrinking has hit rounding error
 CERTIFY_ABOVE = 100  # certificates only at iterates with Σ w h ≤ this × max(tol, STALL_GAP)
 PATIENCE = 5  # iterations without halving the best gap before a joint stops
+DEFAULT_MEMORY_GIB = 8  # memory_budget_bytes without FASTPID_MEMORY_GIB (csrc/broja_checks.h: kDefaultMemoryGiB)
+CELL_COPIES = 16  # (B, n1, n2, ny) tensors live at once in solve (working_set_bytes)
+SIDE_RESCUE_BYTES = 256 * 2**20  # joints the pair elimination leaves unconverged: solved again by "side" up to this
 
 
 @dataclass
@@ -114,6 +120,10 @@ class Support:
         pinned.scatter_(1, p2.argmax(1, keepdim=True), True)
         free = torch.cat([on1.flatten(1), (on2 & ~pinned).flatten(1)], 1)
         return Support(p1, p2, cell, cell.any(-1), free)
+
+    def take(self, keep: torch.Tensor) -> "Support":
+        """The support of the joints selected by ``keep`` (a mask or indices over the batch)."""
+        return Support(self.p1[keep], self.p2[keep], self.cell[keep], self.pair[keep], self.free[keep])
 
 
 def pair_softmax(lam1, lam2, support: Support):
@@ -139,7 +149,7 @@ def weighted_marginals(weight, s):
 
 
 def newton_matrix(w, h, s, support: Support):
-    """Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k/h_k) s_k s_kᵀ, on (λ1, λ2), gauge pinned."""
+    """Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k/h_k) s_k s_kᵀ, on (λ1, λ2), gauge pinned (dense)."""
     batch, n1, n2, ny = s.shape
     q = w[..., None] * s
     rank_one = (w / h - w)[..., None] * s
@@ -161,38 +171,176 @@ def newton_matrix(w, h, s, support: Support):
     return matrix + torch.diag_embed(1.0 - free)
 
 
-def solve_spd(matrix, rhs):
-    """Solve a batch of SPD systems: Jacobi scaling, Cholesky (with a small
-    diagonal shift, raised until it succeeds, where it fails) and iterative refinement.
+def newton_product(w, h, s, support: Support, x):
+    """M x for the Newton matrix of ``newton_matrix`` without forming it: pair by
+    pair, E_kᵀ [diag(q_k) + c_k s_k s_kᵀ] E_k x over the cells; x and M x are
+    (B, (n1 + n2) ny) and vanish at variables that are not free."""
+    _, n1, n2, ny = s.shape
+    x = x * support.free
+    x1, x2 = x[:, : n1 * ny].view(-1, n1, ny), x[:, n1 * ny:].view(-1, n2, ny)
+    along = x1[:, :, None, :] + x2[:, None, :, :]
+    slope = (s * along).sum(-1)
+    per_cell = w[..., None] * s * along + ((w / h - w) * slope)[..., None] * s
+    rows, cols = marginals(per_cell * support.cell)
+    return torch.cat([rows.flatten(1), cols.flatten(1)], 1) * support.free
 
-    Near the optimum the matrix is as ill-conditioned as the problem is
-    degenerate (many pairs with w → 0); the shift keeps the factorisation
-    defined and refinement recovers the accuracy it costs."""
-    scale = matrix.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(matrix.dtype).tiny).rsqrt()
-    scaled = matrix * scale[:, :, None] * scale[:, None, :]
-    eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
-    shift = torch.zeros(matrix.shape[:1], dtype=matrix.dtype, device=matrix.device)
+
+def _cholesky_with_shift(scaled):
+    """Cholesky factor of a batch of Jacobi-scaled SPD matrices, with a diagonal
+    shift (REGULARIZATION, raised ×100) on the members where it fails."""
+    eye = torch.eye(scaled.shape[-1], dtype=scaled.dtype, device=scaled.device)
+    shift = torch.zeros(scaled.shape[:-2], dtype=scaled.dtype, device=scaled.device)
     for _ in range(MAX_SHIFT_RAISES):
-        factor, info = torch.linalg.cholesky_ex(scaled + shift[:, None, None] * eye)
+        factor, info = torch.linalg.cholesky_ex(scaled + shift[..., None, None] * eye)
         if not (info > 0).any():
             break
         shift = torch.where(info > 0, torch.where(shift > 0, shift * 100, REGULARIZATION), shift)
-    b = rhs * scale
-    x = torch.cholesky_solve(b[..., None], factor)[..., 0]
-    for _ in range(REFINEMENT_STEPS):
-        residual = b - (scaled @ x[..., None])[..., 0]
-        x = x + torch.cholesky_solve(residual[..., None], factor)[..., 0]
-    return x * scale
+    return factor
 
 
-def newton_direction(matrix, w, h, s, residual, primal, r_c, support: Support,
+def _jacobi(matrix):
+    """D = diag(matrix)^(-1/2) (clamped at the smallest normal number) and D matrix D."""
+    scale = matrix.diagonal(dim1=-2, dim2=-1).clamp_min(torch.finfo(matrix.dtype).tiny).rsqrt()
+    return scale, matrix * scale[..., :, None] * scale[..., None, :]
+
+
+class DenseFactor:
+    """The Newton matrix formed densely and factorised whole: Jacobi scaling and
+    Cholesky (with a small diagonal shift, raised until it succeeds, where it
+    fails).  Eliminating λ1 first, this is the side elimination of csrc/broja/schur.h.
+
+    Near the optimum the matrix is as ill-conditioned as the problem is
+    degenerate (many pairs with w → 0); the shift keeps the factorisation
+    defined and iterative refinement recovers the accuracy it costs."""
+
+    def __init__(self, matrix):
+        self.scale, self.scaled = _jacobi(matrix)
+        self.factor = _cholesky_with_shift(self.scaled)
+
+    def solve(self, rhs):
+        b = rhs * self.scale
+        x = torch.cholesky_solve(b[..., None], self.factor)[..., 0]
+        for _ in range(REFINEMENT_STEPS):
+            residual = b - (self.scaled @ x[..., None])[..., 0]
+            x = x + torch.cholesky_solve(residual[..., None], self.factor)[..., 0]
+        return x * self.scale
+
+
+def solve_spd(matrix, rhs):
+    """Solve a batch of SPD systems (``DenseFactor``)."""
+    return DenseFactor(matrix).solve(rhs)
+
+
+class PairsFactor:
+    r"""The Newton matrix M = D + Σ_k c_k u_k u_kᵀ solved through its structure
+    (docs/pid-math.md, "Pair elimination"; csrc/broja/pairs.h): D is
+    block-diagonal over the target values, one (n1 + n2)-block D_y per y, and
+    each pair adds a rank-one term u_k = E_kᵀ s_k, c_k = w_k / h_k − w_k.  With
+    G = Uᵀ D⁻¹ U, ρ = |c|^(1/2) and σ = sign c,
+
+        M⁻¹ r = D⁻¹ (r − U ρ u),   (σ + ρ G ρ) u = ρ Uᵀ D⁻¹ r;
+
+    the capacitance matrix is symmetric indefinite (one negative eigenvalue per
+    pair with c < 0): LAPACK's Bunch–Kaufman factorisation here, a Cholesky
+    factorisation with those pairs last in the C++ solver.  Refinement steps use
+    M's products (``newton_product``)."""
+
+    def __init__(self, w, h, s, support: Support):
+        batch, n1, n2, ny = s.shape
+        self.w, self.h, self.s, self.support, self.n1 = w, h, s, support, n1
+        q = w[..., None] * s
+        blocks = torch.zeros(batch, ny, n1 + n2, n1 + n2, dtype=s.dtype, device=s.device)
+        blocks[:, :, :n1, :n1] = torch.diag_embed(q.sum(2).transpose(1, 2))
+        blocks[:, :, n1:, n1:] = torch.diag_embed(q.sum(1).transpose(1, 2))
+        blocks[:, :, :n1, n1:] = q.permute(0, 3, 1, 2)
+        blocks[:, :, n1:, :n1] = q.permute(0, 3, 2, 1)
+        free = self.per_target(support.free.to(s.dtype))  # (B, ny, n1 + n2)
+        blocks = blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1 - free)
+        scale, scaled = _jacobi(blocks)
+        inverse = torch.cholesky_inverse(_cholesky_with_shift(scaled))
+        self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
+        f11, f12, f22 = self.inverse[..., :n1, :n1], self.inverse[..., :n1, n1:], self.inverse[..., n1:, n1:]
+        sy = s.permute(0, 3, 1, 2)  # (B, ny, n1, n2)
+        across = torch.einsum("byij,byIJ,byiJ->bijIJ", sy, sy, f12)
+        g = (torch.einsum("byij,byIJ,byiI->bijIJ", sy, sy, f11) + across
+             + across.permute(0, 3, 4, 1, 2) + torch.einsum("byij,byIJ,byjJ->bijIJ", sy, sy, f22))
+        c = ((w / h - w) * support.pair).flatten(1)
+        self.root = c.abs().sqrt()
+        capacitance = torch.diag_embed(torch.where(c < 0, -1.0, 1.0).to(s.dtype)) + (
+            self.root[:, :, None] * g.reshape(batch, n1 * n2, n1 * n2) * self.root[:, None, :])
+        self.capacitance_scale = (1 + self.root**2 * g.reshape(batch, n1 * n2, n1 * n2).diagonal(dim1=1, dim2=2)
+                                  ).rsqrt()
+        scaled = capacitance * self.capacitance_scale[:, :, None] * self.capacitance_scale[:, None, :]
+        self.ldl, self.pivots, _ = torch.linalg.ldl_factor_ex(scaled)
+
+    def per_target(self, x):
+        """(B, (n1 + n2) ny) → (B, ny, n1 + n2): the variables of each target value."""
+        ny = self.s.shape[-1]
+        return x.view(x.shape[0], -1, ny).transpose(1, 2)
+
+    def solve_once(self, r):
+        n1 = self.n1
+        t = (self.inverse @ self.per_target(r)[..., None])[..., 0]  # D⁻¹ r, (B, ny, n1 + n2)
+        sy = self.s.permute(0, 3, 1, 2)
+        v = (torch.einsum("byij,byi->bij", sy, t[..., :n1]) + torch.einsum("byij,byj->bij", sy, t[..., n1:])).flatten(1)
+        b = self.root * v * self.capacitance_scale
+        u = torch.linalg.ldl_solve(self.ldl, self.pivots, b[..., None])[..., 0]
+        z = (self.root * self.capacitance_scale * u).view_as(self.w)
+        lifted = self.s * z[..., None]
+        rows, cols = marginals(lifted)
+        r = (r - torch.cat([rows.flatten(1), cols.flatten(1)], 1)) * self.support.free
+        x = (self.inverse @ self.per_target(r)[..., None])[..., 0]
+        return x.transpose(1, 2).reshape(r.shape)
+
+    def solve(self, rhs):
+        x = self.solve_once(rhs)
+        for _ in range(PAIRS_REFINEMENT_STEPS):
+            x = x + self.solve_once(rhs - newton_product(self.w, self.h, self.s, self.support, x))
+        return x
+
+
+def side_flops(n1: int, n2: int, ny: int) -> float:
+    """Flops of one factorisation by the side elimination (docs/pid-math.md, "Cost of each elimination")."""
+    e, k = max(n1, n2) * ny, min(n1, n2) * ny
+    return e * ny * ny / 3 + e * ny * k + e * k * k + k**3 / 3
+
+
+def pairs_flops(n1: int, n2: int, ny: int) -> float:
+    """Flops of one factorisation by the pair elimination (docs/pid-math.md, "Cost of each elimination")."""
+    nn, pairs = n1 + n2, n1 * n2
+    return ny * nn**3 + 1.5 * ny * pairs**2 + pairs**3 / 3
+
+
+def choose_elimination(n1: int, n2: int, ny: int) -> str:
+    """"pairs" where its flops are fewer by PAIRS_ADVANTAGE, else "side" (csrc/broja/joint.h's rule)."""
+    return "pairs" if pairs_flops(n1, n2, ny) * PAIRS_ADVANTAGE < side_flops(n1, n2, ny) else "side"
+
+
+def default_elimination(n1: int, n2: int, ny: int) -> str:
+    """``choose_elimination``'s, unless FASTPID_ELIMINATION=side or =pairs forces
+    one (as for the compiled ops: tests run both on the same joints)."""
+    forced = os.environ.get("FASTPID_ELIMINATION", "")
+    return forced if forced in ("side", "pairs") else choose_elimination(n1, n2, ny)
+
+
+def factorize(w, h, s, support: Support, elimination: str, newton_matrix=newton_matrix):
+    """The Newton matrix at (w, h, s), factorised once for every solve of the
+    iteration: a ``DenseFactor`` of ``newton_matrix`` ("side") or a
+    ``PairsFactor`` ("pairs"); either has ``solve(rhs)``."""
+    if elimination == "pairs":
+        return PairsFactor(w, h, s, support)
+    return DenseFactor(newton_matrix(w, h, s, support))
+
+
+def newton_direction(factor, w, h, s, residual, primal, r_c, support: Support,
                      weighted_marginals=weighted_marginals):
-    """Δλ1, Δλ2, Δw, Δh for the residuals r_d, r_p = g + h and a complementarity target r_c."""
+    """Δλ1, Δλ2, Δw, Δh for the residuals r_d, r_p = g + h and a complementarity
+    target r_c, with the Newton matrix's ``factorize``d form."""
     _, n1, n2, ny = s.shape
     r_c = r_c + w * primal
     lift1, lift2 = weighted_marginals(r_c / h, s)
     rhs = -torch.cat([(residual[0] + lift1).flatten(1), (residual[1] + lift2).flatten(1)], 1)
-    step = solve_spd(matrix, rhs * support.free)
+    step = factor.solve(rhs * support.free)
     d1, d2 = step[:, : n1 * ny].view(-1, n1, ny), step[:, n1 * ny :].view(-1, n2, ny)
     slope = (s * (d1[:, :, None, :] + d2[:, None, :, :])).sum(-1)
     dh = -primal - slope
@@ -292,15 +440,76 @@ class Solution:
     converged: torch.Tensor
 
 
+SOLUTION_FIELDS = ("lam1", "lam2", "w", "iterations", "converged")
+
+
+def memory_budget_bytes() -> float:
+    """The memory a solve may take for its working set: FASTPID_MEMORY_GIB GiB
+    (default DEFAULT_MEMORY_GIB), the budget of the compiled ops' workspace too."""
+    setting = os.environ.get("FASTPID_MEMORY_GIB", "")
+    try:
+        gib = float(setting) if setting else DEFAULT_MEMORY_GIB
+    except ValueError:
+        raise ValueError(f"FASTPID_MEMORY_GIB must be a number of GiB, got {setting!r}") from None
+    return (gib if gib > 0 else DEFAULT_MEMORY_GIB) * 2**30
+
+
+def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int = 8) -> int:
+    """Bytes one n1 × n2 × ny joint takes in ``solve`` at its peak: the
+    iteration's per-cell tensors and the live copies of its Newton system (the
+    dense matrix and its outer products, or the per-y blocks and the capacitance
+    matrix with the intermediates of its formation)."""
+    cells, pairs, nn = n1 * n2 * ny, n1 * n2, n1 + n2
+    if elimination == "pairs":
+        system = 6 * ny * nn * nn + 3 * ny * pairs * max(n1, n2) + 6 * pairs * pairs
+    else:
+        system = 3 * pairs * ny * ny + 4 * (nn * ny) ** 2
+    return itemsize * (CELL_COPIES * cells + system)
+
+
 def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patience: int = PATIENCE,
-          passes: Passes = TORCH_PASSES) -> Solution:
+          passes: Passes = TORCH_PASSES, elimination: str | None = None) -> Solution:
     """Reference ("torch") solve of a batch ``p`` of shape (B, n1, n2, ny), float64.
 
     A joint stops once its certified gap is at most ``tol`` (nats), or, once
     its gap is below STALL_GAP, after ``patience`` iterations without halving
     it (rounding error has then taken over).  The iterate with the smallest gap
     is returned.  ``passes`` computes the per-iteration passes over the cells
-    (``Passes``; the "triton" backend gives fused kernels)."""
+    (``Passes``; the "triton" backend gives fused kernels); ``elimination``
+    ("side" or "pairs") forces how the Newton systems are solved, else
+    ``default_elimination`` picks it; joints that the pair elimination leaves
+    unconverged are solved again by the side elimination where their working
+    set is at most SIDE_RESCUE_BYTES (csrc/cpu/per_joint.h does the same).
+    A batch whose working set
+    (``working_set_bytes``) exceeds the memory budget (``memory_budget_bytes``)
+    is solved in chunks; a joint that alone exceeds it raises ValueError."""
+    batch, n1, n2, ny = p.shape
+    elimination = elimination or default_elimination(n1, n2, ny)
+    if elimination not in ("side", "pairs"):
+        raise ValueError(f"elimination must be 'side' or 'pairs', got {elimination!r}")
+    per_joint, budget = working_set_bytes(n1, n2, ny, elimination), memory_budget_bytes()
+    if per_joint > budget:
+        raise ValueError(
+            f"a {n1}×{n2}×{ny} joint needs {per_joint / 2**30:.3g} GiB to solve ({elimination} elimination), "
+            f"more than the memory budget of {budget / 2**30:.3g} GiB; set the environment variable "
+            "FASTPID_MEMORY_GIB to raise it")
+    chunk = max(1, int(budget // per_joint))
+    parts = [_solve_batch(p[start:start + chunk], tol, max_iter, patience, passes, elimination)
+             for start in range(0, batch, chunk)]
+    solution = parts[0] if len(parts) == 1 else Solution(*(
+        torch.cat([getattr(part, name) for part in parts]) for name in SOLUTION_FIELDS))
+    if elimination == "pairs" and working_set_bytes(n1, n2, ny, "side") <= SIDE_RESCUE_BYTES:
+        stalled = (~solution.converged).nonzero()[:, 0]
+        if len(stalled):
+            again = solve(p[stalled], tol, max_iter, patience, passes, "side")
+            for name in SOLUTION_FIELDS:
+                getattr(solution, name)[stalled] = getattr(again, name)
+    return solution
+
+
+def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -> Solution:
+    """``solve`` on one chunk.  The joints still iterating form the working set:
+    a joint leaves it once it stops, and every pass runs on the others only."""
     support = Support.of(p)
     lam1, lam2, w = analytic_start(support)
     h = -passes.pair_softmax(lam1, lam2, support)[0] + ~support.pair
@@ -310,39 +519,47 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
     weight = w * support.pair
     total_weight = weight.flatten(1).sum(1).clamp_min(torch.finfo(p.dtype).tiny)
     batch = p.shape[0]
-    best = Solution(lam1, lam2, w, torch.zeros(batch, dtype=torch.int64, device=p.device),
+    best = Solution(lam1.clone(), lam2.clone(), w.clone(), torch.zeros(batch, dtype=torch.int64, device=p.device),
                     torch.zeros(batch, dtype=torch.bool, device=p.device))
     best_gap = torch.full((batch,), float("inf"), dtype=p.dtype, device=p.device)
     stalled = torch.zeros(batch, dtype=torch.int64, device=p.device)
     far = CERTIFY_ABOVE * max(tol, STALL_GAP)
-    done = torch.zeros(batch, dtype=torch.bool, device=p.device)
+    index = torch.arange(batch, device=p.device)
     for iteration in range(max_iter + 1):
         g, s = passes.pair_softmax(lam1, lam2, support)
         complementarity = w * h * support.pair
         complementarity_sum = complementarity.flatten(1).sum(1)
         # Certified only where the gap can decide something (module docstring).
         take = ~(complementarity_sum > far) | (iteration == max_iter)
+        done = torch.zeros_like(take)
         if take.any():
             _, _, gap = passes.certificate(lam1, lam2, w, support)
-            improved = gap < best_gap / 2
-            better = take & (gap < best_gap)
-            best_gap = torch.where(better, gap, best_gap)
-            best.lam1 = torch.where(better[:, None, None], lam1, best.lam1)
-            best.lam2 = torch.where(better[:, None, None], lam2, best.lam2)
-            best.w = torch.where(better[:, None, None], w, best.w)
-            best.iterations = torch.where(better, iteration, best.iterations)
-            stalled = torch.where(take, torch.where(gap.isnan(), patience, torch.where(improved, 0, stalled + 1)),
-                                  stalled)
-            done = (best_gap <= tol) | ((stalled >= patience) & (best_gap <= STALL_GAP))
+            improved = gap < best_gap[index] / 2
+            better = take & (gap < best_gap[index])
+            best_gap[index] = torch.where(better, gap, best_gap[index])
+            chosen = index[better]
+            best.lam1[chosen], best.lam2[chosen], best.w[chosen] = lam1[better], lam2[better], w[better]
+            best.iterations[chosen] = iteration
+            stalled[index] = torch.where(take, torch.where(gap.isnan(), patience,
+                                                           torch.where(improved, 0, stalled[index] + 1)),
+                                         stalled[index])
+            done = (best_gap[index] <= tol) | ((stalled[index] >= patience) & (best_gap[index] <= STALL_GAP))
         if done.all() or iteration == max_iter:
             break
+        if done.any():  # the stopped joints leave the working set
+            keep = ~done
+            index, lam1, lam2, w, h, g, s = (x[keep] for x in (index, lam1, lam2, w, h, g, s))
+            weight, total_weight, complementarity, complementarity_sum = (
+                x[keep] for x in (weight, total_weight, complementarity, complementarity_sum))
+            support = support.take(keep)
         rows, cols = passes.weighted_marginals(w, s)
         residual = (rows - support.p1, cols - support.p2)
         primal = (g + h) * support.pair
         mu = complementarity_sum / total_weight
-        matrix = passes.newton_matrix(w, h, s, support)
+        # One factorisation for the predictor and the corrector.
+        factor = factorize(w, h, s, support, elimination, passes.newton_matrix)
         # Predictor: the affine-scaling direction (μ target 0).
-        _, _, dw_a, dh_a = newton_direction(matrix, w, h, s, residual, primal, -complementarity, support,
+        _, _, dw_a, dh_a = newton_direction(factor, w, h, s, residual, primal, -complementarity, support,
                                             passes.weighted_marginals)
         alpha_a = torch.minimum(max_step(w, dw_a), max_step(h, dh_a))
         w_a, h_a = w + alpha_a[:, None, None] * dw_a, h + alpha_a[:, None, None] * dh_a
@@ -354,11 +571,11 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
         sigma = torch.maximum(sigma, floor.clamp(max=1))
         # Corrector: centring plus the second-order term of the predictor.
         r_c = (sigma * mu)[:, None, None] * weight - complementarity - dw_a * dh_a
-        d1, d2, dw, dh = newton_direction(matrix, w, h, s, residual, primal, r_c, support,
+        d1, d2, dw, dh = newton_direction(factor, w, h, s, residual, primal, r_c, support,
                                           passes.weighted_marginals)
         fraction = torch.clamp(1 - mu, min=FRACTION_TO_BOUNDARY, max=MAX_FRACTION_TO_BOUNDARY)
         alpha = fraction * torch.minimum(max_step(w, dw), max_step(h, dh))
-        alpha = torch.nan_to_num(alpha * ~done, nan=0.0)
+        alpha = torch.nan_to_num(alpha, nan=0.0)
         # Safeguard: λ may leave the feasible set, but by no more than it already
         # has or MAX_VIOLATION; halve steps that go further (this stops divergence
         # on degenerate joints, where tiny pair masses make Δλ large).

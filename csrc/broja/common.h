@@ -32,6 +32,7 @@ constexpr double kMaxFractionToBoundary = 1 - 1e-6;
 constexpr double kRegularization = 1e-14;  // first diagonal shift of a matrix that is not numerically SPD
 constexpr int kMaxShiftRaises = 8;
 constexpr int kRefinementSteps = 2;
+constexpr int kPairsRefinementSteps = 6;  // TRY
 constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
 constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d

@@ -137,7 +137,8 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
   solve_factored(J, J.rhs1, J.rhs2, J.d1, J.d2);
   // Iterative refinement with the unshifted matrix, at most kRefinementSteps
   // steps as in the reference, while the backward error exceeds a few ulps.
-  for (int t = 0; t < kRefinementSteps; ++t) {
+  const int steps = J.elimination == Elimination::kPairs ? kPairsRefinementSteps : kRefinementSteps;
+  for (int t = 0; t < steps; ++t) {
     const T berr = residual(J, J.rhs1, J.rhs2, J.d1, J.d2, J.e1, J.e2);
     const Mask<T> refine = !(berr <= T(kRefinementBerr) * Limits<T>::epsilon());
     if (!any_(refine)) break;
@@ -323,14 +324,6 @@ FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int
   for (int i = 0; i < c2; ++i) lam2_out[i] = J.best_lam2[i];
   for (int k = 0; k < np; ++k) w_out[k] = J.best_w[k];
   return result;
-}
-
-// Bytes of workspace solve_joint (certify_joint: Elimination::kNone) needs for
-// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64 bytes.
-template <typename T>
-FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination) {
-  Joint<T> J;
-  return layout(J, nullptr, n1, n2, ny, elimination) + 63;
 }
 
 }  // namespace FASTPID_ISA

@@ -34,7 +34,7 @@ FASTPID_HOST_DEVICE inline double pairs_flops(int n1, int n2, int ny) {
 }
 // kPairs where its flops are fewer by kPairsAdvantage: the side elimination's
 // kernels run at a higher rate (measured: bench/results/eliminations-*.md).
-constexpr double kPairsAdvantage = 2;
+constexpr double kPairsAdvantage = 3.1;
 FASTPID_HOST_DEVICE inline Elimination choose_elimination(int n1, int n2, int ny) {
   return pairs_flops(n1, n2, ny) * kPairsAdvantage < side_flops(n1, n2, ny) ? Elimination::kPairs
                                                                              : Elimination::kSide;
@@ -192,6 +192,15 @@ FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int n1, int
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
   layout(J, base, n1, n2, ny, elimination);
 }
+
+// Bytes of workspace solve_joint (certify_joint: Elimination::kNone) needs for
+// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64 bytes.
+template <typename T>
+FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination) {
+  Joint<T> J;
+  return layout(J, nullptr, n1, n2, ny, elimination) + 63;
+}
+
 
 // ---------------------------------------------------------------- set-up
 

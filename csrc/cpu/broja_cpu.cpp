@@ -79,6 +79,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   TORCH_CHECK(p.device().is_cpu(), "fastpid::broja_solve (CPU): expected p on the CPU, got ", p.device());
   check_broja_solve_args(p, max_iter, patience);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
+  const int elimination = cpu::elimination(int(n1), int(n2), int(ny));
+  check_workspace("fastpid::broja_solve", n1, n2, ny, broja::Elimination(elimination));
 
   auto lam1 = at::empty({batch, n1, ny}, p.options());
   auto lam2 = at::empty({batch, n2, ny}, p.options());
@@ -86,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   auto iterations = at::empty({batch}, p.options().dtype(at::kLong));
   auto converged = at::empty({batch}, p.options().dtype(at::kBool));
   const cpu::SolveArgs args{p.const_data_ptr<double>(), int(n1), int(n2), int(ny), tol, int(max_iter),
-                            int(patience), cpu::elimination(int(n1), int(n2), int(ny)), lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
+                            int(patience), elimination, lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
                             w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
                             converged.mutable_data_ptr<bool>()};
   auto solve_joints = cpu::solve_joints_baseline;

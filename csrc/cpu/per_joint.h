@@ -9,6 +9,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <vector>
+
 #include "../broja.h"
 #include "lanes.h"
 #include "workspace.h"
@@ -51,6 +53,10 @@ void certify_lanes_avx2(const CertifyArgs& args, const int64_t* index, int64_t b
 // their own cell loops fill vectors (measured: bench/README.md).
 constexpr int64_t kLaneMaxDuals = 128;
 
+// The largest side-elimination workspace a joint left unconverged by the pair
+// elimination is solved again with (solve_joints).
+constexpr size_t kSideRescueBytes = size_t(256) << 20;
+
 }  // namespace cpu
 
 namespace broja {
@@ -66,18 +72,38 @@ struct ScopedWorkspace {
   char* const data;
 };
 
-inline void solve_joints(const cpu::SolveArgs& a, const int64_t* index, int64_t begin, int64_t end) {
-  const Elimination elimination = Elimination(a.elimination);
+// Solves the joints index[begin..end) one by one with `elimination`; appends
+// those it leaves unconverged to `unconverged` (when not null).
+inline void solve_each(const cpu::SolveArgs& a, Elimination elimination, const int64_t* index, int64_t begin,
+                       int64_t end, std::vector<int64_t>* unconverged) {
   const ScopedWorkspace workspace(workspace_bytes<double>(a.n1, a.n2, a.ny, elimination));
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t i = index ? index[j] : j;
-    const Result<double> result =
-        solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience, elimination,
-                            workspace.data, a.lam1 + i * a.n1 * a.ny, a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2);
+    double* lam1 = a.lam1 + i * a.n1 * a.ny;
+    double* lam2 = a.lam2 + i * a.n2 * a.ny;
+    double* w = a.w + i * a.n1 * a.n2;
+    const Result<double> result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter,
+                                                      a.patience, elimination, workspace.data, lam1, lam2, w);
     a.iterations[i] = int64_t(result.iterations);
     a.converged[i] = result.converged;
+    if (unconverged != nullptr && !result.converged) unconverged->push_back(i);
   }
+}
+
+// The joints index[begin..end) solved with the elimination of a.elimination.
+// The pair elimination stalls on some degenerate joints (its capacitance
+// formula cancels where the per-y blocks are near-singular: docs/pid-math.md,
+// "Pair elimination"); those it leaves unconverged are solved again by the
+// side elimination where its workspace is at most kSideRescueBytes.
+inline void solve_joints(const cpu::SolveArgs& a, const int64_t* index, int64_t begin, int64_t end) {
+  const Elimination elimination = Elimination(a.elimination);
+  const bool rescue = elimination == Elimination::kPairs &&
+                      workspace_bytes<double>(a.n1, a.n2, a.ny, Elimination::kSide) <= cpu::kSideRescueBytes;
+  std::vector<int64_t> unconverged;
+  solve_each(a, elimination, index, begin, end, rescue ? &unconverged : nullptr);
+  if (!unconverged.empty())
+    solve_each(a, Elimination::kSide, unconverged.data(), 0, int64_t(unconverged.size()), nullptr);
 }
 
 inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int64_t begin, int64_t end) {

@@ -87,6 +87,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_solve (CUDA): expected p on a CUDA device, got ", p.device());
   check_broja_solve_args(p, max_iter, patience);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
+  check_workspace("fastpid::broja_solve", n1, n2, ny, kElimination);
 
   const c10::cuda::CUDAGuard device_guard(p.device());
   auto lam1 = at::empty({batch, n1, ny}, p.options());
