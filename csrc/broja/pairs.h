@@ -47,10 +47,10 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   }
   if (!cholesky_jacobi(A, nn, m, J.blockD, J.blockI, shift)) return false;
   // F = D L⁻ᵀ L⁻¹ D from the columns L⁻¹ e_j.
-  for (int j = 0; j < m; ++j) {
+  for (int j = 0; j < m; ++j) {  // L⁻¹ e_j vanishes above j: the substitution starts there
     T* x = J.columns + j * size_t(nn);
     for (int i = 0; i < m; ++i) x[i] = T(i == j);
-    forward(A, nn, m, J.blockI, x);
+    for (int i = j; i < m; ++i) x[i] = (x[i] - dot(A + i * nn + j, x + j, i - j)) * J.blockI[i];
   }
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
@@ -92,13 +92,14 @@ FASTPID_HOST_DEVICE inline void add_cross_terms(Joint<T>& J, int y) {
       const T* f2 = F + size_t(n1 + x2) * nn;
       for (int v = 0; v < nn; ++v) R[v] = f1[v] + f2[v];
       T* Gk = J.cross + k * np;
-      const T* R2 = R + n1;
+      T* R2 = R + n1;  // scaled by s_k(y) once per pair
+      for (int x2l = 0; x2l < n2; ++x2l) R2[x2l] *= sk;
       for (int a2 = a; a2 < m1; ++a2) {
         const int x1l = on1[a2];
-        const T r1 = R[x1l];
+        const T r1 = sk * R[x1l];
         T* out = Gk + size_t(x1l) * n2;
         const T* sl = sy + size_t(x1l) * n2;
-        for (int x2l = 0; x2l < n2; ++x2l) out[x2l] += sk * sl[x2l] * (r1 + R2[x2l]);
+        for (int x2l = 0; x2l < n2; ++x2l) out[x2l] += sl[x2l] * (r1 + R2[x2l]);
       }
     }
   }
@@ -153,27 +154,22 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   return factor_upper(C, ld, n, p, n, J.capI);
 }
 
-// t_y = F_y r_y for every y, into J.ty (ny × nn), from (r1, r2) (zero where not free).
+// t_y = F_y r_y for every y, into J.ty (ny × nn), from (r1, r2) (zero where
+// not free): rows of F_y over all nn variables (zero off the free ones), so
+// that the products are contiguous.
 template <typename T>
 FASTPID_HOST_DEVICE inline void apply_block_inverses(Joint<T>& J, const T* r1, const T* r2) {
-  const int n1 = J.n1, ny = J.ny, nn = J.nn;
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn;
   T* rv = J.row;
   for (int y = 0; y < ny; ++y) {
     const int m = J.ycount[y];
     const int* vars = J.yvars + size_t(y) * nn;
     const T* F = J.F + size_t(y) * nn * nn;
     T* t = J.ty + size_t(y) * nn;
-    for (int i = 0; i < m; ++i) {
-      const int v = vars[i];
-      rv[i] = v < n1 ? r1[size_t(v) * ny + y] : r2[size_t(v - n1) * ny + y];
-    }
+    for (int x = 0; x < n1; ++x) rv[x] = r1[size_t(x) * ny + y];
+    for (int x = 0; x < n2; ++x) rv[n1 + x] = r2[size_t(x) * ny + y];
     for (int v = 0; v < nn; ++v) t[v] = T(0);
-    for (int i = 0; i < m; ++i) {
-      const T* Fi = F + size_t(vars[i]) * nn;
-      T sum = T(0);
-      for (int j = 0; j < m; ++j) sum += Fi[vars[j]] * rv[j];
-      t[vars[i]] = sum;
-    }
+    for (int i = 0; i < m; ++i) t[vars[i]] = dot(F + size_t(vars[i]) * nn, rv, nn);
   }
 }
 
