@@ -15,6 +15,10 @@ ratios that bench/report.py prints are measured in the same run.  Cases:
    5×5×5 joint of case 2, beside fastpid on the same joint.
 4. A sparse plug-in joint, 20×20×10 from 1,280 samples as the controller's probes
    make (``plugin_joint``): ``fastpid.pid`` ("cpu") against ``cvxpy_pid``.
+5. Many classes and large alphabets: one joint of 20×20×101, 20×20×1000 and
+   32×32×32 (Dirichlet 0.7) and the plug-in construction of case 4 with 100
+   classes, through ``fastpid.pid`` ("cpu"), timed against case 1 in the same
+   run; with the side elimination forced too where it takes under a second.
 
 Accuracy.  Every benchmark stores ``error_bits``: the largest deviation of any
 atom (R, U1, U2, S) from the more accurate answer for the same joint.  That is
@@ -242,6 +246,55 @@ def test_plugin_cvxpy(benchmark, plugin_joint, plugin_reference):
     record(benchmark, "plugin", "cvxpy", 1, PLUGIN,
            np.abs(dict_atoms(answer) - plugin_reference["atoms"][0]).max(), plugin_reference,
            solver="CLARABEL", solver_options=CLARABEL_TIGHT)
+
+
+# ---------------------------------------------------------------- case 5: many classes and large alphabets
+
+MANY = {  # name: (shape, Dirichlet concentration, or None for the plug-in joint of PLUGIN_SAMPLES samples)
+    "20x20x101": ((20, 20, 101), 0.7),
+    "20x20x1000": ((20, 20, 1000), 0.7),
+    "plugin20x20x100": ((20, 20, 100), None),
+    "32x32x32": ((32, 32, 32), 0.7),
+}
+
+
+def sampled_plugin_joint(shape) -> torch.Tensor:
+    """``plugin_joint``'s construction for any number of classes: y uniform; given y,
+    x1 uniform on 3 and x2 on 6 of the symbols, consecutive from 2y."""
+    generator = torch.Generator().manual_seed(SEED + 3)
+    y = torch.randint(shape[2], (PLUGIN_SAMPLES,), generator=generator)
+    x1 = (2 * y + torch.randint(3, (PLUGIN_SAMPLES,), generator=generator)) % shape[0]
+    x2 = (2 * y + torch.randint(6, (PLUGIN_SAMPLES,), generator=generator)) % shape[1]
+    return fastpid.joint_from_samples(x1, x2, y, *shape).double()
+
+
+@pytest.fixture(scope="session", params=sorted(MANY))
+def many_case(request):
+    shape, concentration = MANY[request.param]
+    joint = (sampled_plugin_joint(shape) if concentration is None
+             else torch.tensor(dirichlet_joint(np.random.default_rng(SEED + 5), shape, concentration)))
+    return request.param, joint, certified_reference(joint[None], "cpu")
+
+
+@pytest.mark.benchmark(group="5: many classes")
+@pytest.mark.parametrize("elimination", ["auto", "side"])
+def test_many_classes(benchmark, monkeypatch, many_case, elimination):
+    """One joint with many classes or a large alphabet through ``fastpid.pid`` ("cpu"),
+    with the elimination the rule picks and, where it is affordable, with the side
+    elimination forced (the solver before the pair elimination existed)."""
+    name, joint, reference = many_case
+    if elimination == "side":
+        if solver.side_flops(*joint.shape) > 2e9:
+            pytest.skip("the side elimination takes seconds to minutes here (bench/results/eliminations-*.md)")
+        monkeypatch.setenv("FASTPID_ELIMINATION", "side")
+    rounds = 3 if solver.pairs_flops(*joint.shape) > 1e8 else 10
+    result = benchmark.pedantic(fastpid.pid, args=(joint,), kwargs={"backend": "cpu"}, rounds=rounds, iterations=1,
+                                warmup_rounds=1)
+    record_fastpid(benchmark, f"many/{name}", f"cpu/{elimination}", result, reference["atoms"], reference,
+                   joint.shape)
+    benchmark.extra_info["key"] = f"many/{name}/cpu/{elimination}"
+    benchmark.extra_info["elimination"] = (solver.choose_elimination(*joint.shape) if elimination == "auto"
+                                           else elimination)
 
 
 # ---------------------------------------------------------------- lanes

@@ -59,6 +59,39 @@ METHODS = {
     "plugin/cpu": "fastpid cpu, tol 1e-8",
 }
 
+# Case 5: (label, benchmark key, largest cost against one 20×20×6 joint (case 1, cpu, tol 1e-8), or None)
+MANY_ROWS = [
+    ("20×20×101, Dirichlet 0.7", "many/20x20x101/cpu/auto", 25),
+    ("20×20×101, Dirichlet 0.7, side elimination forced", "many/20x20x101/cpu/side", None),
+    ("20×20×1000, Dirichlet 0.7", "many/20x20x1000/cpu/auto", 400),
+    ("plug-in 20×20×100, 1,280 samples", "many/plugin20x20x100/cpu/auto", 3),
+    ("plug-in 20×20×100, 1,280 samples, side elimination forced", "many/plugin20x20x100/cpu/side", None),
+    ("32×32×32, Dirichlet 0.7", "many/32x32x32/cpu/auto", None),
+    ("32×32×32, Dirichlet 0.7, side elimination forced", "many/32x32x32/cpu/side", None),
+]
+MANY_BASELINE = "large/cpu/tol=1e-08"
+
+
+def many_table(benchmarks):
+    """Case 5's rows: time, elimination, accuracy and the cost against one 20×20×6 joint."""
+    header = ["joint", "elimination", "time", "error (bits)", "gap (bits)", "× one 20×20×6 joint", "target",
+              "met?"]
+    rows = []
+    if MANY_BASELINE not in benchmarks:
+        return header, rows
+    base = per_joint(benchmarks[MANY_BASELINE])
+    for label, key, target in MANY_ROWS:
+        if key not in benchmarks:
+            continue
+        bench = benchmarks[key]
+        cost = per_joint(bench) / base
+        met = "" if target is None else (
+            "yes" if cost <= target and bench["error_bits"] <= ACCURACY_BITS else "no")
+        rows.append([label, bench.get("elimination", ""), seconds(per_joint(bench)), sci(bench["error_bits"]),
+                     sci(bench.get("gap_bits")), f"{cost:,.1f}×", "" if target is None else f"≤{target:,}×", met])
+    return header, rows
+
+
 # (label, fastpid.pid benchmark, C++ backend alone to convergence, C++ backend alone with max_iter=0)
 ROOFLINE_ROWS = [
     ("20×20×6, one joint", "large/cpu/tol=1e-08", "large/cpu/backend", "large/cpu/backend/setup"),
@@ -238,6 +271,7 @@ def main(argv=None):
     header, rows, verdicts = comparison(benchmarks)
     roof_header, roof_rows, ceilings = roofline_table(benchmarks)
     lane_header, lane_rows = lanes_table(benchmarks)
+    many_header, many_rows = many_table(benchmarks)
 
     references = sorted({(b["case"], b["reference"], b["reference_bound_bits"])
                          for b in benchmarks.values() if "reference" in b})
@@ -261,6 +295,9 @@ def main(argv=None):
     if roof_rows:
         print(f"Roofline (bench/roofline.py; ceilings measured in this run: {ceilings})\n")
         print(text_table(roof_header, roof_rows), "\n")
+    if many_rows:
+        print("Many classes and large alphabets (fastpid.pid, cpu, tol 1e-8)\n")
+        print(text_table(many_header, many_rows), "\n")
     if lane_rows:
         print("Small joints in vector lanes (C++ backend alone, per joint)\n")
         print(text_table(lane_header, lane_rows), "\n")
@@ -284,6 +321,13 @@ def main(argv=None):
                "difference of two medians, negative where it is below the noise); "
                "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
                "DRAM traffic.", "", markdown_table(roof_header, roof_rows), ""]
+    if many_rows:
+        md += ["## Many classes and large alphabets", "", "Case 5: one joint through `fastpid.pid` (\"cpu\", "
+               "tol 1e-8 bits) with the elimination `solver.choose_elimination` picks, and with the side "
+               "elimination (the solver before the pair elimination) forced where it takes under a second; "
+               "the cost is the time ÷ one 20×20×6 joint of case 1 (cpu, tol 1e-8) from this run. Both "
+               "eliminations against ny and n: bench/results/eliminations-*.md.", "",
+               markdown_table(many_header, many_rows), ""]
     if lane_rows:
         md += ["## Small joints in vector lanes", "", "The C++ backend alone, per joint, on batches of "
                "Dirichlet(1) joints (~16,000 cells per call): four joints per AVX2 vector (`csrc/cpu/lanes.h`) "
