@@ -259,11 +259,14 @@ class PairsFactor:
         scale, scaled = _jacobi(blocks)
         inverse = torch.cholesky_inverse(_cholesky_with_shift(scaled))
         self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
-        f11, f12, f22 = self.inverse[..., :n1, :n1], self.inverse[..., :n1, n1:], self.inverse[..., n1:, n1:]
+        # G[k][l] = Σ_y s_k(y) s_l(y) (R_k[x1(l)] + R_k[n1 + x2(l)]), R_k the sum of D_y⁻¹'s rows
+        # x1(k) and n1 + x2(k): contractions over y batched over x1(l), then over x2(l).
         sy = s.permute(0, 3, 1, 2)  # (B, ny, n1, n2)
-        across = torch.einsum("byij,byIJ,byiJ->bijIJ", sy, sy, f12)
-        g = (torch.einsum("byij,byIJ,byiI->bijIJ", sy, sy, f11) + across
-             + across.permute(0, 3, 4, 1, 2) + torch.einsum("byij,byIJ,byjJ->bijIJ", sy, sy, f22))
+        rows = self.inverse[..., :n1, None, :] + self.inverse[..., None, n1:, :]  # (B, ny, n1, n2, n1 + n2)
+        scaled = sy[..., None] * rows
+        g = (torch.einsum("byijI,byIJ->bijIJ", scaled[..., :n1], sy)
+             + torch.einsum("byijJ,byIJ->bijIJ", scaled[..., n1:], sy))
+        del rows, scaled
         c = ((w / h - w) * support.pair).flatten(1)
         self.root = c.abs().sqrt()
         capacitance = torch.diag_embed(torch.where(c < 0, -1.0, 1.0).to(s.dtype)) + (
@@ -461,9 +464,9 @@ def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int
     matrix with the intermediates of its formation)."""
     cells, pairs, nn = n1 * n2 * ny, n1 * n2, n1 + n2
     if elimination == "pairs":
-        system = 6 * ny * nn * nn + 3 * ny * pairs * max(n1, n2) + 6 * pairs * pairs
+        system = 6 * ny * nn * nn + 3 * ny * pairs * nn + 8 * pairs * pairs
     else:
-        system = 3 * pairs * ny * ny + 4 * (nn * ny) ** 2
+        system = 3 * pairs * ny * ny + 9 * (nn * ny) ** 2
     return itemsize * (CELL_COPIES * cells + system)
 
 
