@@ -28,7 +28,7 @@ def batches():
     yield "degenerate_2x3x2", list(degenerate_joints((2, 3, 2), rng).values())
     yield "dirichlet_20x20x6", [dirichlet_joint(rng, (20, 20, 6), 0.1)]
     # Plug-in joints of 80 samples, x1 and x2 on a few symbols per y: most cells off the
-    # domain (csrc/broja.h, "Sparse joints").
+    # domain (csrc/broja/joint.h, "Sparse joints").
     y = torch.from_numpy(rng.integers(0, 5, (3, 80)))
     x1 = (2 * y + torch.from_numpy(rng.integers(0, 3, y.shape))) % 10
     x2 = (y + torch.from_numpy(rng.integers(0, 4, y.shape))) % 12

@@ -115,7 +115,7 @@ def test_sparse_joints():
 @pytest.mark.parametrize("shape, samples", [((20, 20, 10), 1280), ((8, 6, 4), 60)])
 def test_plug_in_joints_with_most_cells_off_the_domain(shape, samples):
     """Plug-in joints of samples whose x1 and x2 each take a few symbols per y: the
-    solver's sparse-cell loops (csrc/broja.h, "Sparse joints") against the reference."""
+    solver's sparse-cell loops (csrc/broja/joint.h, "Sparse joints") against the reference."""
     generator = torch.Generator().manual_seed(7)
     n1, n2, ny = shape
     y = torch.randint(ny, (8, samples), generator=generator)

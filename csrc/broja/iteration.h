@@ -1,6 +1,21 @@
-// The interior-point iteration on one joint (docs/pid-math.md, "Iteration"):
-// products with the Newton matrix and iterative refinement, the predictor-
-// corrector step, the safeguards, and solve_joint with its stopping rules.
+// The interior-point iteration on one joint (docs/pid-math.md, "The
+// interior-point iteration" and "Solving the Newton system"; fastpid/solver.py
+// has the step rules): products with the Newton matrix and iterative
+// refinement, the predictor-corrector step, the safeguards, and solve_joint
+// with its stopping rules.  What is particular to this code:
+//
+// - The gauge pins λ2 at the heaviest x2 of each target value (first index on
+//   ties, like torch.argmax); masked variables are removed from the system.
+// - Refinement: a step is taken only while the componentwise backward error
+//   exceeds kRefinementBerr ulps (the reference always takes all of them);
+//   this skips most steps and changes no iteration count.
+// - The certificate is taken only where it can decide something: at iterates
+//   whose complementarity Σ_k w_k h_k is at most kCertifyAbove × max(tol,
+//   kStallGap), at the last iteration allowed and where a step fails.
+// - Where the reference can make no further progress (a factorisation that
+//   fails even with the largest shift, a non-finite step, no acceptable step
+//   length) the joint stops with its best iterate, as the reference's does;
+//   NaN never reaches the returned values.
 #pragma once
 
 #include "certificate.h"

@@ -221,6 +221,13 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
   side.total = total;
 }
 
+// Sparse joints.  A plug-in joint of a few samples per cell has most cells
+// off the domain (P1 = 0 or P2 = 0).  pair_softmax, the refinement's products
+// and the certificate then run over the cells listed pair by pair
+// (Joint::cells), not over every (pair, y); a dense joint runs the same loops
+// over every cell, contiguously (the Dense instantiations).  Only summation
+// orders over the cells differ between the two.
+//
 // The cells of the v-th pair with cells (v < pairs_with_cells): pair k, its
 // cells at (k, y) for y = ys[i], i < count, and start, where they begin in the
 // cell list.  Dense: every pair, every y (ys unused: y = i), start = k ny.
