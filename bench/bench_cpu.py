@@ -34,7 +34,7 @@ lanes (four joints per AVX2 vector, csrc/cpu/lanes.h) and without
 
 The "roofline" groups feed bench/roofline.py's model: the machine's ceilings
 (single-thread DGEMM, vectorised exp, DRAM copy bandwidth), and the C++ backend
-alone (``fastpid.backends.SOLVERS["cpu"]``, without fastpid.pid's Python side)
+alone (``fastpid.backends.get("cpu").solve``, without fastpid.pid's Python side)
 to convergence and with ``max_iter=0`` (set-up and one certificate), so that
 the time per iteration and the fixed costs are measured apart.
 """
@@ -313,7 +313,7 @@ def test_lanes(benchmark, monkeypatch, shape, lanes):
     rng = np.random.default_rng(SEED)
     count = max(32, 16384 // int(np.prod(shape)))
     joints = torch.tensor(np.stack([dirichlet_joint(rng, shape) for _ in range(count)]))
-    solution = benchmark.pedantic(backends.SOLVERS["cpu"], args=(joints, TOL * LN2, 100, solver.PATIENCE),
+    solution = benchmark.pedantic(backends.get("cpu").solve, args=(joints, TOL * LN2, 100, solver.PATIENCE),
                                   rounds=5, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update({"key": f"lanes/{'x'.join(map(str, shape))}/{lanes}", "joints": count,
                                  "shape": list(shape), "converged_fraction": float(solution.converged.double().mean())})
@@ -327,7 +327,7 @@ def test_backend_alone(benchmark, case, max_iter, large_joint, small_batch):
     """The compiled solve without fastpid.pid's Python side (support, certificate, atoms):
     to convergence, and with ``max_iter=0`` (set-up and one certificate: the fixed cost)."""
     joints = (large_joint[None] if case == "large" else small_batch).contiguous()
-    solve = backends.SOLVERS["cpu"]
+    solve = backends.get("cpu").solve
     solution = benchmark.pedantic(solve, args=(joints, TOL * LN2, max_iter, solver.PATIENCE),
                                   rounds=20 if case == "large" else 5, iterations=1, warmup_rounds=1)
     iterations = solution.iterations.double()

@@ -71,7 +71,7 @@ CASES = [_case(b, s) for b in BATCH_SIZES for s in BATCH_SHAPES] + [_case(1, s) 
 BACKENDS = [
     pytest.param("cuda", marks=pytest.mark.skipif(not backends.has_cuda_kernel(),
                                                   reason="extension built without FASTPID_CUDA")),
-    pytest.param("triton", marks=pytest.mark.skipif("triton" not in backends.SOLVERS, reason="triton not installed")),
+    pytest.param("triton", marks=pytest.mark.skipif(backends.get("triton").missing is not None, reason="triton not installed")),
     "torch",
 ]
 

@@ -11,7 +11,7 @@ from 2×2×2 to 20×20×6 (10×10×10 for plug-in joints):
 - near-degenerate: Dirichlet(1) joints with one symbol scaled down by 1e-3 … 1e-15.
 
 For every chunk it solves the joints with the backend's iteration alone
-(``fastpid.backends.FORWARDS``: what ``fastpid.pid`` returned before its
+(``fastpid.backends.get(name).forward``: what ``fastpid.pid`` returned before its
 fallbacks) and with ``fastpid.pid`` (default settings: tol 1e-8 bits), and
 counts the joints whose gap stays above the tolerance; float32 copies of a
 sample of each chunk check that float32 input changes no atom by more than 1e-4
@@ -84,7 +84,7 @@ def run_family(family: str, backend: str, joints: int, rng: np.random.Generator)
     for shape, count in plan(family, joints, rng):
         _, P = family_chunk(family, rng, shape, count)
         p = torch.from_numpy(P)
-        primary = backends.FORWARDS[backend](p, False, tol, 100)
+        primary = backends.get(backend).forward(p, False, tol, 100)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", fastpid.ConvergenceWarning)

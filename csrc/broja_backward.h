@@ -1,5 +1,5 @@
 // The backward of the BROJA PID for one joint: the per-joint form of
-// fastpid/pid.py's `envelope_gradient` (the reference), fused into three passes.
+// fastpid/decomposition.py's `envelope_gradient` (the reference), fused into three passes.
 //
 // For a joint P (any positive scale T = Σ P, p = P / T) with dual solution
 // λ1(x1, y), λ2(x2, y) and upstream gradients g = (g_R, g_U1, g_U2, g_S, g_MI)
@@ -10,7 +10,7 @@
 //     a_y = g_R + g_MI,  a_1 = g_R − g_U2,  a_2 = g_R − g_U1,
 //     a_12 = g_S + g_MI,  a_v = g_U1 + g_U2 − g_R − g_S,
 //
-// G = 0 on the cells with p = 0 (the face-of-simplex convention of pid.py), and
+// G = 0 on the cells with p = 0 (the face-of-simplex convention of decomposition.py), and
 // through the rescaling p = P / T:  ∂/∂P = (G − Σ_cells G p) / T.
 //
 // Pass 1 sums the marginals P(x1, y), P(x2, y), P(y); pass 2 writes G pair by

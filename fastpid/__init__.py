@@ -2,8 +2,8 @@
 from .backends import available as available_backends
 from .information import co_information, mutual_information
 from .joints import all_reduce_joint, all_reduce_label_count, joint_from_probs, joint_from_samples
-from .pid import ConvergenceError, ConvergenceWarning, PIDResult, pid
-from .bootstrap import BootstrapResult, PermutationResult, bootstrap, permutation_test
+from .decomposition import ConvergenceError, ConvergenceWarning, PIDResult, pid
+from .resampling import BootstrapResult, PermutationResult, bootstrap, permutation_test
 from .pairs import pid_pairs
 from .discretize import Discretizer
 from .loss import PIDLoss

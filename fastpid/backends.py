@@ -1,26 +1,30 @@
 """Solver backends behind ``fastpid.pid``: one algorithm, several implementations.
 
-Each backend maps a float64 batch of normalised joints (B, n1, n2, ny) to a
-``fastpid.solver.Solution`` (dual variables λ1, λ2, pair masses w, iterations,
-converged) (``SOLVERS``), and every solution is certified by the same duality
-gap (``torch_certificate``: ``fastpid.solver.certificate`` and the entropies
-of the joints, or the compiled op that computes both).
-
-``FORWARDS`` holds the forward of ``fastpid.pid`` for each backend: check and
-rescale the joints (``fastpid._checks.check_joint``), solve, certify, and
-return the measures [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] (..., 5) that the
-atoms are made of, the gap, Q, λ1, λ2, iterations and converged, shaped like
-the batch.  The compiled backends do all of it in one op
+A backend is one ``Backend`` record: its ``solve`` maps a float64 batch of
+normalised joints (B, n1, n2, ny) to a ``fastpid.solver.Solution`` (dual
+variables λ1, λ2, pair masses w, iterations, converged); its ``forward`` is
+``fastpid.pid``'s: check and rescale the joints (``fastpid._checks.check_joint``),
+solve, certify (the same duality gap for every backend: ``torch_certificate``,
+or the compiled op that computes it), and return the measures [H(Y), H(Y|X1),
+H(Y|X2), H(Y|X1,X2), V] (..., 5), the gap, Q, λ1, λ2, iterations and
+converged, shaped like the batch.  The compiled backends do all of it in one op
 (``fastpid::broja_forward``, csrc/broja_forward.cpp); the others compose it
-here (``python_forward``).  ``GRADIENTS`` holds the fused backward kernels,
-each computing ``fastpid.pid.envelope_gradient(p, lam1, lam2, grad_atoms)``
-(the reference, used by the backends without one).
+here (``python_forward``).  ``gradient`` is a fused backward computing
+``fastpid.decomposition.envelope_gradient`` (the reference, used where a
+backend has none).
+
+The built-in backends ("cpu", "cuda", "torch") are records here, with the
+reason they are unavailable in a build that lacks them.  Other packages plug
+backends in through the ``fastpid.backends`` entry-point group: a callable
+returning a ``Backend``, loaded when its name is first asked for (the
+"triton" backend of ``fastpid.kernels``).  The core never imports them.
 """
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import torch
 
@@ -83,78 +87,99 @@ def torch_certificate(p: torch.Tensor, solution: solver.Solution
     return *solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p)), entropies
 
 
-def python_forward(name: str, p: torch.Tensor, normalize: bool, tol: float, max_iter: int
+def python_forward(solve: Callable, p: torch.Tensor, normalize: bool, tol: float, max_iter: int
                    ) -> tuple[torch.Tensor, ...]:
-    """The forward of ``fastpid.pid`` (``FORWARDS``) with backend ``name``'s solver and ``torch_certificate``."""
+    """The forward of ``fastpid.pid`` with the solver ``solve`` and ``torch_certificate``."""
     joint = check_joint(p, normalize).to(torch.float64)
     batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
     flat = joint.reshape(-1, *cells)
-    solution = SOLVERS[name](flat, tol, max_iter, solver.PATIENCE)
+    solution = solve(flat, tol, max_iter, solver.PATIENCE)
     q, value, gap, entropies = torch_certificate(flat, solution)
     outputs = (torch.cat([entropies, value[:, None]], 1), gap, q, solution.lam1, solution.lam2,
                solution.iterations, solution.converged)
     return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
 
 
-SOLVERS = {"torch": solver.solve}
-FORWARDS = {"torch": functools.partial(python_forward, "torch")}
-GRADIENTS = {}
-if _OPS is not None:  # the C++ extension is built: "cpu" is a backend name only where it exists
-    SOLVERS["cpu"] = _compiled
-    FORWARDS["cpu"] = _compiled_forward
-    GRADIENTS["cpu"] = _compiled_gradient
-if has_cuda_kernel():  # a FASTPID_CUDA build: "cuda" is a backend name only where it exists
-    SOLVERS["cuda"] = _compiled
-    FORWARDS["cuda"] = _compiled_forward
-    GRADIENTS["cuda"] = _compiled_gradient
+@dataclass(frozen=True)
+class Backend:
+    """One backend of ``fastpid.pid``: how it solves, runs the forward and the backward,
+    which joints it takes, and why it cannot be used in this installation (``missing``)."""
 
-# "triton": solver.solve with fused Triton kernels for its passes over the cells
-# (fastpid.kernels), where Triton is installed.  It solves CUDA joints, and CPU
-# joints under Triton's interpreter (TRITON_INTERPRET=1 when fastpid is imported:
-# slow, for tests).  It is named explicitly, never picked by "auto" (so it is not
-# in ``available``): it has not yet been timed against "torch" on a GPU.
-try:
-    _HAS_TRITON = importlib.util.find_spec("triton") is not None
-except (ImportError, ValueError):  # a stub or broken entry in sys.modules
-    _HAS_TRITON = False
-_TRITON_INTERPRET = os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "on", "yes", "y")
+    name: str
+    solve: Callable | None  # (p, tol, max_iter, patience) -> solver.Solution
+    forward: Callable | None  # (p, normalize, tol, max_iter) -> the outputs above
+    gradient: Callable | None = None  # fused envelope gradient, or None for the reference
+    solves_on: Callable[[torch.device], bool] = lambda device: True
+    where: str = ""  # the joints it takes, in words, for messages
+    auto: bool = True  # a candidate of backend="auto"
+    missing: str | None = None  # None where usable; else what is missing and how to get it
 
 
-def _triton(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
-    """The reference iteration with fused Triton passes (``fastpid.kernels.TRITON_PASSES``)."""
-    # Imported on first use: Triton decorates the kernels then (and reads TRITON_INTERPRET).
-    from .kernels import TRITON_PASSES
-    return solver.solve(p, tol, max_iter, patience, passes=TRITON_PASSES)
+def python_backend(name: str, solve: Callable, **fields) -> Backend:
+    """A ``Backend`` whose forward composes ``solve`` with ``torch_certificate`` (``python_forward``)."""
+    return Backend(name, solve, functools.partial(python_forward, solve), **fields)
 
 
-def _triton_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
-                     grad_atoms: torch.Tensor) -> torch.Tensor:
-    """The fused Triton backward (``fastpid.kernels.envelope_gradient``)."""
-    from .kernels import envelope_gradient
-    return envelope_gradient(p, lam1, lam2, grad_atoms)
+def unavailable(name: str, missing: str) -> Backend:
+    """The record of a backend this installation lacks."""
+    return Backend(name, None, None, missing=missing)
 
 
-if _HAS_TRITON:
-    SOLVERS["triton"] = _triton
-    FORWARDS["triton"] = functools.partial(python_forward, "triton")
-    GRADIENTS["triton"] = _triton_gradient
+# Why a built-in backend is missing from a build, and how to get it.
+MISSING = {
+    "cpu": "backend 'cpu' needs fastpid's C++ extension, which this installation lacks (fastpid._C did not "
+           "import); reinstall with `pip install --no-build-isolation .` where a C++ compiler is found, "
+           "or use backend='torch'",
+    "cuda": "backend 'cuda' needs fastpid's C++ extension built with CUDA, and this build has no CUDA kernels "
+            "(nvcc was not found, or FASTPID_CUDA=0); reinstall with CUDA_HOME set, e.g. "
+            "`CUDA_HOME=/usr/local/cuda pip install --no-build-isolation .`, or use backend='torch' on CUDA tensors",
+}
 
 
-def _triton_solves_on(device: torch.device) -> bool:
-    return _HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and _TRITON_INTERPRET))
+def _built_in() -> dict[str, Backend]:
+    """"cpu", "cuda" and "torch", in the order "auto" prefers them."""
+    cpu = (unavailable("cpu", MISSING["cpu"]) if _OPS is None else
+           Backend("cpu", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cpu",
+                   "CPU joints"))
+    cuda = (Backend("cuda", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cuda",
+                    "CUDA joints") if has_cuda_kernel() else unavailable("cuda", MISSING["cuda"]))
+    return {"cpu": cpu, "cuda": cuda, "torch": python_backend("torch", solver.solve, where="joints on any device")}
+
+
+BUILT_IN = _built_in()
+PLUGINS = "fastpid.backends"  # entry-point group of the backends other packages provide
+
+
+@functools.cache
+def _plugins() -> dict:
+    return {entry.name: entry for entry in entry_points(group=PLUGINS) if entry.name not in BUILT_IN}
+
+
+@functools.cache
+def _plugin(name: str) -> Backend:
+    return _plugins()[name].load()()
+
+
+def names() -> list[str]:
+    """Every backend name this installation knows, usable or not."""
+    return [*BUILT_IN, *sorted(_plugins())]
+
+
+def get(name: str) -> Backend:
+    """The record of backend ``name`` (a plug-in is loaded on first use); ValueError if unknown."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    if name not in _plugins():
+        raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {names()}")
+    return _plugin(name)
 
 
 def available(device: torch.device | str = "cpu") -> list[str]:
-    """Backends that can solve joints stored on ``device``, fastest first ("auto"'s
-    candidates; "triton", named explicitly only, is not listed)."""
+    """Backends that "auto" may pick for joints stored on ``device``, fastest first
+    (plug-ins are named explicitly only: none has been timed against these)."""
     device = torch.device(device)
-    names = []
-    if device.type == "cpu" and _OPS is not None:
-        names.append("cpu")
-    if device.type == "cuda" and has_cuda_kernel():
-        names.append("cuda")
-    names.append("torch")
-    return names
+    return [name for name, backend in BUILT_IN.items()
+            if backend.auto and backend.missing is None and backend.solves_on(device)]
 
 
 # "cuda" runs one thread per joint, so its time grows with the cost of one joint
@@ -166,32 +191,18 @@ def available(device: torch.device | str = "cpu") -> list[str]:
 CUDA_MAX_DUALS = 512
 
 
-# Why a backend that the README lists is missing from this installation, and how to get it.
-UNAVAILABLE = {
-    "cpu": "backend 'cpu' needs fastpid's C++ extension, which this installation lacks (fastpid._C did not "
-           "import); reinstall with `pip install --no-build-isolation .` where a C++ compiler is found, "
-           "or use backend='torch'",
-    "cuda": "backend 'cuda' needs fastpid's C++ extension built with CUDA, and this build has no CUDA kernels "
-            "(nvcc was not found, or FASTPID_CUDA=0); reinstall with CUDA_HOME set, e.g. "
-            "`CUDA_HOME=/usr/local/cuda pip install --no-build-isolation .`, or use backend='torch' on CUDA tensors",
-    "triton": "backend 'triton' needs Triton (`pip install triton`), which this installation lacks",
-}
-
-
 def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = None) -> str:
     """Check a backend name against the device; ``"auto"`` picks the fastest for
     the device and, given the joints' ``shape`` (..., n1, n2, ny), their size."""
     if name == "auto":
-        names = available(device)
-        if shape is not None and names[0] == "cuda" and (shape[-3] + shape[-2]) * shape[-1] > CUDA_MAX_DUALS:
-            return names[1]
-        return names[0]
-    if name not in SOLVERS:
-        unknown = f"unknown backend {name!r}; expected 'auto' or one of {sorted(SOLVERS)}"
-        raise ValueError(UNAVAILABLE.get(name, unknown))
-    if name not in available(device) and not (name == "triton" and _triton_solves_on(device)):
-        hint = (" ('triton' needs CUDA joints, or TRITON_INTERPRET=1 before fastpid is imported)"
-                if name == "triton" else "")
-        raise ValueError(
-            f"backend {name!r} cannot solve joints on {device}; available there: {available(device)}{hint}")
+        candidates = available(device)
+        if shape is not None and candidates[0] == "cuda" and (shape[-3] + shape[-2]) * shape[-1] > CUDA_MAX_DUALS:
+            return candidates[1]
+        return candidates[0]
+    backend = get(name)
+    if backend.missing is not None:
+        raise ValueError(backend.missing)
+    if not backend.solves_on(device):
+        raise ValueError(f"backend {name!r} cannot solve joints on {device} (it takes {backend.where}); "
+                         f"available there: {available(device)}")
     return name

@@ -1,16 +1,16 @@
 """The ``fastpid`` command: ``fastpid pid`` decomposes the columns of a data file;
-``fastpid verify`` checks the installation against dit; ``fastpid demo`` is the
-main job (verification, the PID of real views, the two-stage controller against
-its baselines)."""
+``fastpid verify`` checks the installation against dit.  Other packages add
+subcommands through the ``fastpid.commands`` entry-point group (a callable
+that adds its parser to the subparsers and sets ``handler`` and ``needs`` on
+it): ``fastpid demo``, the main job, comes from ``fastpid.controller``."""
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import sys
+from importlib.metadata import entry_points
 
-# What each command imports beyond fastpid's own requirements, and the pip names that install it.
-NEEDS = {"pid": {}, "verify": {"dit": "dit", "ecos": "ecos"},
-         "demo": {"dit": "dit", "ecos": "ecos", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}}
+COMMANDS = "fastpid.commands"  # entry-point group of the subcommands other packages provide
 
 
 def main(argv=None) -> int:
@@ -27,33 +27,29 @@ def main(argv=None) -> int:
     data.add_argument("--permutations", type=int, default=0, metavar="B", help="surrogates for p-values")
     data.add_argument("--seed", type=int, default=0)
     data.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    data.set_defaults(handler=pid_command, needs={})
     verify = commands.add_parser("verify", help="compare fastpid with dit's BROJA cone solver")
     verify.add_argument("--random", type=int, default=200, help="number of random joints (default 200)")
     verify.add_argument("--tol", type=float, default=1e-6, help="largest accepted difference in bits")
     verify.add_argument("--backend", default="auto", help="solver backend (default auto)")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--short", action="store_true", help="print only canonical joints and failures")
-    demo = commands.add_parser("demo", help="the main job: verify (short), PID of UCI views, controller vs baselines")
-    demo.add_argument("--out", default="results", help="folder for results.json and the plot (default results)")
-    demo.add_argument("--seeds", type=int, default=3, help="training seeds per method and data set (default 3)")
-    demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: per data set)")
-    demo.add_argument("--random", type=int, default=200, help="random joints in the verification (default 200)")
-    demo.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    verify.set_defaults(handler=verify_command, needs={"dit": "dit", "ecos": "ecos"})
+    for entry in entry_points(group=COMMANDS):
+        entry.load()(commands)
     args = parser.parse_args(argv)
-    missing = [package for module, package in NEEDS[args.command].items() if importlib.util.find_spec(module) is None]
+    # What the command imports beyond fastpid's own requirements (module: the pip name that installs it).
+    missing = [package for module, package in args.needs.items() if importlib.util.find_spec(module) is None]
     if missing:
         print(f"fastpid {args.command} needs {', '.join(missing)}: pip install {' '.join(missing)}", file=sys.stderr)
         return 2
-    if args.command == "pid":
-        return pid_command(args)
-    if args.command == "verify":
-        from .verify import run
+    return args.handler(args)
 
-        ok = run(args.random, args.tol, args.backend, args.seed, show_all=not args.short)
-        return 0 if ok else 1
-    if args.command == "demo":
-        return demo_command(args)
-    return 2
+
+def verify_command(args) -> int:
+    from .verify import run
+
+    return 0 if run(args.random, args.tol, args.backend, args.seed, show_all=not args.short) else 1
 
 
 def pid_command(args) -> int:
@@ -64,7 +60,7 @@ def pid_command(args) -> int:
 
     from . import bootstrap, permutation_test, pid
     from .joints import joint_from_samples
-    from .pid import ATOM_FIELDS
+    from .decomposition import ATOM_FIELDS
     from .tabular import encode, read_columns
 
     names = [*args.sources, args.target]
@@ -102,21 +98,6 @@ def pid_command(args) -> int:
         print("| " + " | ".join(cells) + " |")
     print(f"gap {report['gap']:.1e} bits (bounds the error of every atom), converged {report['converged']}")
     return 0
-
-
-def demo_command(args) -> int:
-    """Part 1 (verification against dit), then the controller package's parts 2 and 3."""
-    from fastpid.controller.experiment import run_demo
-
-    from .verify import run
-
-    print("== 1. fastpid against dit (BROJA, cone solver) ==")
-    lines: list[str] = []
-    agrees = run(args.random, show_all=False, print_fn=lambda line: (print(line), lines.append(line)))
-    overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    run_demo(args.out, seeds=tuple(range(args.seeds)), n_resamples=args.resamples,
-             verification={"agrees": agrees, "lines": lines}, **overrides)
-    return 0 if agrees else 1
 
 
 if __name__ == "__main__":

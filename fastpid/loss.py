@@ -25,7 +25,7 @@ import torch
 
 from .discretize import Discretizer, _positive_int, _positive_real
 from .joints import _distributed, all_reduce_joint, all_reduce_label_count, joint_from_probs
-from .pid import PIDResult, pid
+from .decomposition import PIDResult, pid
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")
 

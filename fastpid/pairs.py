@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .joints import joint_from_samples
-from .pid import PIDResult, pid
+from .decomposition import PIDResult, pid
 
 
 def pid_pairs(xs: Sequence[torch.Tensor], y: torch.Tensor, sizes: Sequence[int | None] | None = None,

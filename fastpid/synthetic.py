@@ -2,7 +2,7 @@ r"""Synthetic sources (X1, X2, Y) whose BROJA decomposition is known exactly.
 
 Each ``Synthetic`` holds a population joint P(x1, x2, y) and its true atoms
 ``truth`` = (R, U1, U2, S, I(Y; X1, X2)) in bits, in the order of
-``fastpid.bootstrap.QUANTITIES``; ``sample`` draws i.i.d. symbols from P.
+``fastpid.resampling.QUANTITIES``; ``sample`` draws i.i.d. symbols from P.
 
     xor()            y = x1 ⊕ x2 of uniform bits             S = 1
     redundant(k)     x1 = x2 = y uniform on k symbols        R = log2 k
@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .bootstrap import QUANTITIES, as_generator, quantities
+from .resampling import QUANTITIES, as_generator, quantities
 from .examples import CANONICAL
-from .pid import pid
+from .decomposition import pid
 
 TRUTH_TOLERANCE = 1e-10  # bits: duality gap of the truths computed by fastpid.pid
 

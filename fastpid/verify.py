@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import examples
-from .pid import pid
+from .decomposition import pid
 from .references import ATOMS, dit_pid
 
 RANDOM_SHAPES = [(2, 2, 2), (3, 3, 2), (2, 4, 3), (4, 4, 4), (5, 5, 5), (3, 6, 4)]

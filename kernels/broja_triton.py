@@ -11,7 +11,7 @@ its inputs once and writes its outputs once:
     newton_matrix        30 ((B, n1, n2, ny, ny) cross blocks, copies)  zero fill + _newton_matrix_kernel
     certificate          60 (the pair softmax twice, rounding, f(Q),    _certificate_kernel
                              the feasibility shift, the dual)
-    backward             ~25 (pid.envelope_gradient)                   3 sums + _envelope_gradient_kernel
+    backward             ~25 (decomposition.envelope_gradient)                   3 sums + _envelope_gradient_kernel
                                                                         + the projection (envelope_gradient)
 
 The Cholesky solve (``solver.solve_spd``), the step lengths and the
@@ -369,7 +369,7 @@ def _envelope_gradient_kernel(p_ptr, lam1_ptr, lam2_ptr, log1_ptr, log2_ptr, log
 
 
 def envelope_gradient(p, lam1, lam2, grad_atoms):
-    r"""``fastpid.pid.envelope_gradient``, fused: ∂(Σ_a g_a atom_a)/∂p for joints p
+    r"""``fastpid.decomposition.envelope_gradient``, fused: ∂(Σ_a g_a atom_a)/∂p for joints p
     (..., n1, n2, ny) of any positive scale T (the formula of csrc/broja_backward.h):
     G = [a_y (−log p(y) − 1) + a_1 log p(y|x1) + a_2 log p(y|x2) + a_12 log p(y|x1,x2)
     + a_v (λ1 + λ2)] / ln 2 on the support, then (G − Σ G p / T) / T.
@@ -380,7 +380,7 @@ def envelope_gradient(p, lam1, lam2, grad_atoms):
     reads p, and λ2 and log p(y|x2) once per x1 (3 b N), and writes G (b N);
     torch's three sums read p (3 b N) and the projection reads G and writes the
     gradient (2 b N): 9 b N in all, against ~25 N-sized temporaries written and
-    reread by ``fastpid.pid.envelope_gradient``.  Flops: ~12 N; transcendentals:
+    reread by ``fastpid.decomposition.envelope_gradient``.  Flops: ~12 N; transcendentals:
     N + K logs."""
     *batch_shape, n1, n2, ny = p.shape
     p = p.to(torch.float64).reshape(-1, n1, n2, ny).contiguous()

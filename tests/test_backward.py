@@ -1,5 +1,5 @@
 """The fused backward ``torch.ops.fastpid.broja_backward`` (csrc/broja_backward.h)
-against the reference ``fastpid.pid.envelope_gradient``.
+against the reference ``fastpid.decomposition.envelope_gradient``.
 
 The gradient's correctness itself (against finite differences, gradcheck in
 float64) is tests/test_gradients.py's, for every backend; here the fused op must
@@ -20,7 +20,7 @@ pytest.importorskip("fastpid._C")
 import fastpid  # noqa: E402
 from fastpid.examples import degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
-envelope_gradient = sys.modules["fastpid.pid"].envelope_gradient
+envelope_gradient = fastpid.decomposition.envelope_gradient
 SCHEMA = "fastpid::broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor"
 
 

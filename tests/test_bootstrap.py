@@ -1,4 +1,4 @@
-"""Bootstrap of the plug-in PID (fastpid/bootstrap.py): resampling, statistics, coverage, bias and errors."""
+"""Bootstrap of the plug-in PID (fastpid/resampling.py): resampling, statistics, coverage, bias and errors."""
 from __future__ import annotations
 
 import importlib
@@ -11,7 +11,7 @@ import torch
 
 import fastpid
 from fastpid import synthetic
-from fastpid.bootstrap import QUANTITIES, quantities
+from fastpid.resampling import QUANTITIES, quantities
 
 NOISY_MIXTURE = synthetic.independent(synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.2),
                                       synthetic.noisy(synthetic.unique(source=2), x2=0.1))

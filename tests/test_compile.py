@@ -13,7 +13,7 @@ import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
 import fastpid
-from fastpid.pid import broja
+from fastpid.decomposition import broja
 
 FIELDS = ("redundancy", "unique1", "unique2", "synergy", "mi", "gap", "converged", "iterations")
 

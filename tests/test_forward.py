@@ -88,8 +88,8 @@ def test_flags_the_joints_it_refuses(bad, refused_with_normalize, normalize):
 def test_python_forward_agrees():
     """The "cpu" forward (the op) and its Python form (the same solver, the torch certificate)."""
     p = torch.tensor(joints((4, 4, 3), 5, seed=9))
-    for ours, theirs in zip(backends.FORWARDS["cpu"](p, False, TOL, 100),
-                            backends.python_forward("cpu", p, False, TOL, 100)):
+    for ours, theirs in zip(backends.get("cpu").forward(p, False, TOL, 100),
+                            backends.python_forward(backends.get("cpu").solve, p, False, TOL, 100)):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 

@@ -42,7 +42,7 @@ FOUND = {"issue_plugin_2x2x2": ISSUE_JOINT, "fuzz_plugin_2x2x2": PLUGIN_FOUND,
 
 def iteration_alone(P: np.ndarray, backend: str):
     """The backend's forward without the fallbacks: (gap in nats, converged)."""
-    outputs = backends.FORWARDS[backend](torch.tensor(P), False, TOL, 100)
+    outputs = backends.get(backend).forward(torch.tensor(P), False, TOL, 100)
     return outputs[1], outputs[-1]
 
 
@@ -94,7 +94,7 @@ def skewed_misses(rng: np.random.Generator, count: int, limit: int) -> np.ndarra
 
 @pytest.mark.filterwarnings("ignore:Solution may be inaccurate")
 def test_fuzz_misses_against_cvxpy():
-    if "cpu" not in backends.FORWARDS:
+    if backends.get("cpu").missing:
         pytest.skip("needs the C++ extension")
     joints = skewed_misses(np.random.default_rng(7), 20_000, 4)
     assert joints, "no skewed joint defeats the iteration alone in this sample"
@@ -193,7 +193,7 @@ def test_users_of_pid_surface_it(monkeypatch):
     strict reaches each of them; the controller names an unconverged pair in its decision.
     (bootstrap and PIDLoss take no max_iter: their solves are made to fail here.)"""
     failing_pid = functools.partial(fastpid.pid, max_iter=1)
-    for module in ("fastpid.bootstrap", "fastpid.loss"):
+    for module in ("fastpid.resampling", "fastpid.loss"):
         monkeypatch.setattr(sys.modules[module], "pid", failing_pid)
     x = [torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 0, 1, 1, 0]),
          torch.tensor([1, 0, 0, 1, 1, 1, 0, 0])]
@@ -228,7 +228,7 @@ def test_extreme_joints_against_high_precision():
     """Dirichlet(0.02) 2×2×2 joints (cells down to 1e-70) that need the fallbacks, against a
     50-digit solve (references.mpmath_pid_2x2x2; dit and cvxpy are ~1e-9 bits off on them):
     every atom within the certified gap, and the gap within the tolerance."""
-    if "cpu" not in backends.FORWARDS:
+    if backends.get("cpu").missing:
         pytest.skip("needs the C++ extension")
     P = examples.dirichlet_batch(np.random.default_rng(5), (2, 2, 2), 20_000, 0.02)
     _, converged = iteration_alone(P, "cpu")

@@ -8,7 +8,7 @@ import torch
 
 import fastpid
 from fastpid import synthetic
-from fastpid.bootstrap import quantities
+from fastpid.resampling import quantities
 
 TRUTH_ATOL = 1e-7  # bits
 

@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .joints import as_symbols, joint_from_samples
-from .pid import ATOM_FIELDS, DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
+from .decomposition import ATOM_FIELDS, DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
 
 QUANTITIES = ATOM_FIELDS  # the order of every stacked statistic
 CHUNK_ELEMENTS = 2**21  # resampled symbols (or joint cells) per batched solve

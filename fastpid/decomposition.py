@@ -150,7 +150,7 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
 
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
     to sum 1, solves in float64 with ``backend`` (a name in
-    ``backends.FORWARDS``) to a gap of ``tol`` nats in at most ``max_iter``
+    ``backends.names()``) to a gap of ``tol`` nats in at most ``max_iter``
     iterations and certifies the solution; joints still above ``tol`` go to
     ``fastpid.fallback.refine``, and any left above it then raise
     ``ConvergenceError`` (``strict``) or give one ``ConvergenceWarning``.
@@ -159,7 +159,7 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
     int64; converged (...) bool."""
-    outputs = backends.FORWARDS[backend](p, normalize, tol, max_iter)
+    outputs = backends.get(backend).forward(p, normalize, tol, max_iter)
     converged = outputs[-1]
     if not bool(converged if converged.dim() == 0 else converged.all()):  # one joint: no reduction (~1 µs)
         outputs = _refine(p, outputs, tol, max_iter)
@@ -255,14 +255,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_atoms, *_):
     """Envelope gradient of the atoms with respect to the input joint: the
-    backend's fused kernel (``backends.GRADIENTS``) where it has one, else
+    backend's fused kernel (``Backend.gradient``) where it has one, else
     ``envelope_gradient``."""
     if torch.is_grad_enabled():  # backward(create_graph=True)
         raise NotImplementedError(
             "second derivatives of fastpid.pid are not implemented: its gradient holds the optimal dual "
             "variables, whose derivative with respect to P is not computed; use create_graph=False")
     raw, lam1, lam2 = ctx.saved_tensors
-    fused = backends.GRADIENTS.get(ctx.backend)
+    fused = backends.get(ctx.backend).gradient
     grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))
     return grad.to(raw.dtype), None, None, None, None, None
 
