@@ -38,19 +38,19 @@ alone (``fastpid.backends.get("cpu").solve``, without fastpid.pid's Python side)
 to convergence and with ``max_iter=0`` (set-up and one certificate), so that
 the time per iteration and the fixed costs are measured apart.
 """
-from __future__ import annotations
 
+from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
 import fastpid
+from bench.paper_solver import paper_pid
 from fastpid import backends, solver
 from fastpid.examples import dirichlet_joint
 from fastpid.information import LN2
 from fastpid.references import ATOMS, CLARABEL_TIGHT, cvxpy_pid, dit_pid
-from bench.paper_solver import paper_pid
 
 SEED = 20250923
 LARGE = (20, 20, 6)
@@ -69,10 +69,10 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 # ---------------------------------------------------------------- joints and reference answers
 
+
 def atoms_of(result) -> np.ndarray:
     """(B, 4) float64 array of R, U1, U2, S from a PIDResult (tensor or numpy fields)."""
-    return np.stack([np.asarray(torch.as_tensor(getattr(result, a)).reshape(-1), dtype=np.float64)
-                     for a in ATOMS], 1)
+    return np.stack([np.asarray(torch.as_tensor(getattr(result, a)).reshape(-1), dtype=np.float64) for a in ATOMS], 1)
 
 
 def dict_atoms(answer: dict) -> np.ndarray:
@@ -141,55 +141,105 @@ def small_reference(small_batch) -> dict:
 
 def record(benchmark, case: str, method: str, joints: int, shape, error: float, reference: dict, **more):
     """extra_info that bench/report.py reads."""
-    benchmark.extra_info.update({
-        "key": f"{case}/{method}", "case": case, "method": method, "joints": joints,
-        "shape": list(shape), "error_bits": float(error),
-        "reference": reference["source"], "reference_bound_bits": float(np.max(reference["bound"])),
-        **more})
+    benchmark.extra_info.update(
+        {
+            "key": f"{case}/{method}",
+            "case": case,
+            "method": method,
+            "joints": joints,
+            "shape": list(shape),
+            "error_bits": float(error),
+            "reference": reference["source"],
+            "reference_bound_bits": float(np.max(reference["bound"])),
+            **more,
+        }
+    )
 
 
 def record_fastpid(benchmark, case, method, result, reference_atoms, reference, shape):
     atoms = atoms_of(result)
     iterations = result.iterations.numpy()
-    record(benchmark, case, method, len(atoms), shape, np.abs(atoms - reference_atoms).max(), reference,
-           gap_bits=float(result.gap.max()), converged_fraction=float(result.converged.double().mean()),
-           iterations_mean=float(iterations.mean()), iterations_max=int(iterations.max()))
+    record(
+        benchmark,
+        case,
+        method,
+        len(atoms),
+        shape,
+        np.abs(atoms - reference_atoms).max(),
+        reference,
+        gap_bits=float(result.gap.max()),
+        converged_fraction=float(result.converged.double().mean()),
+        iterations_mean=float(iterations.mean()),
+        iterations_max=int(iterations.max()),
+    )
 
 
 # ---------------------------------------------------------------- case 1: one 20×20×6 joint
 
+
 @pytest.mark.benchmark(group="1: 20x20x6")
 @pytest.mark.parametrize("backend, tol, rounds", [("cpu", 1e-8, 50), ("cpu", 1e-10, 50), ("torch", 1e-8, 10)])
 def test_large_fastpid(benchmark, large_joint, large_reference, backend, tol, rounds):
-    result = benchmark.pedantic(fastpid.pid, args=(large_joint,), kwargs={"backend": backend, "tol": tol},
-                                rounds=rounds, iterations=1, warmup_rounds=2)
-    record_fastpid(benchmark, "large", f"{backend}/tol={tol:g}", result, large_reference["atoms"],
-                   large_reference, LARGE)
+    result = benchmark.pedantic(
+        fastpid.pid,
+        args=(large_joint,),
+        kwargs={"backend": backend, "tol": tol},
+        rounds=rounds,
+        iterations=1,
+        warmup_rounds=2,
+    )
+    record_fastpid(
+        benchmark, "large", f"{backend}/tol={tol:g}", result, large_reference["atoms"], large_reference, LARGE
+    )
 
 
 @pytest.mark.benchmark(group="1: 20x20x6")
 def test_large_cvxpy(benchmark, large_joint, large_reference):
     P = large_joint.numpy()
     answer = benchmark.pedantic(cvxpy_pid, args=(P,), rounds=3, iterations=1, warmup_rounds=1)
-    record(benchmark, "large", "cvxpy", 1, LARGE, np.abs(dict_atoms(answer) - large_reference["atoms"][0]).max(),
-           large_reference, solver="CLARABEL", solver_options=CLARABEL_TIGHT)
+    record(
+        benchmark,
+        "large",
+        "cvxpy",
+        1,
+        LARGE,
+        np.abs(dict_atoms(answer) - large_reference["atoms"][0]).max(),
+        large_reference,
+        solver="CLARABEL",
+        solver_options=CLARABEL_TIGHT,
+    )
 
 
 @pytest.mark.benchmark(group="3: paper solver")
 def test_large_paper(benchmark, large_joint, large_reference):
     P = large_joint.numpy()
     answer = benchmark.pedantic(paper_pid, args=(P,), rounds=3, iterations=1, warmup_rounds=1)
-    record(benchmark, "large", "paper", 1, LARGE, np.abs(dict_atoms(answer) - large_reference["atoms"][0]).max(),
-           large_reference, steps=answer["steps"])
+    record(
+        benchmark,
+        "large",
+        "paper",
+        1,
+        LARGE,
+        np.abs(dict_atoms(answer) - large_reference["atoms"][0]).max(),
+        large_reference,
+        steps=answer["steps"],
+    )
 
 
 # ---------------------------------------------------------------- case 2: 10,000 joints of 5×5×5
 
+
 @pytest.mark.benchmark(group="2: 10000 x 5x5x5")
 @pytest.mark.parametrize("backend, rounds", [("cpu", 5), ("torch", 1)])
 def test_batch_fastpid(benchmark, small_batch, small_reference, backend, rounds):
-    result = benchmark.pedantic(fastpid.pid, args=(small_batch,), kwargs={"backend": backend, "tol": TOL},
-                                rounds=rounds, iterations=1, warmup_rounds=1 if backend == "cpu" else 0)
+    result = benchmark.pedantic(
+        fastpid.pid,
+        args=(small_batch,),
+        kwargs={"backend": backend, "tol": TOL},
+        rounds=rounds,
+        iterations=1,
+        warmup_rounds=1 if backend == "cpu" else 0,
+    )
     record_fastpid(benchmark, "batch", backend, result, small_reference["atoms"], small_reference, SMALL)
 
 
@@ -203,11 +253,21 @@ def test_batch_dit(benchmark, small_batch, small_reference, dit_indices):
 
     answers = benchmark.pedantic(solve_one_by_one, rounds=3, iterations=1)
     errors = np.abs(np.stack([dict_atoms(a) for a in answers]) - small_reference["atoms"][dit_indices])
-    record(benchmark, "batch", "dit", DIT_SAMPLE, SMALL, errors.max(), small_reference,
-           sample_indices=dit_indices.tolist(), median_error_bits=float(np.median(errors.max(1))))
+    record(
+        benchmark,
+        "batch",
+        "dit",
+        DIT_SAMPLE,
+        SMALL,
+        errors.max(),
+        small_reference,
+        sample_indices=dit_indices.tolist(),
+        median_error_bits=float(np.median(errors.max(1))),
+    )
 
 
 # ---------------------------------------------------------------- case 3: the paper's solver on 5×5×5
+
 
 @pytest.fixture(scope="session")
 def small_index(dit_indices) -> int:
@@ -218,34 +278,58 @@ def small_index(dit_indices) -> int:
 def test_small_paper(benchmark, small_batch, small_reference, small_index):
     P = small_batch[small_index].numpy()
     answer = benchmark.pedantic(paper_pid, args=(P,), rounds=3, iterations=1, warmup_rounds=1)
-    record(benchmark, "small", "paper", 1, SMALL,
-           np.abs(dict_atoms(answer) - small_reference["atoms"][small_index]).max(), small_reference,
-           steps=answer["steps"], joint_index=small_index)
+    record(
+        benchmark,
+        "small",
+        "paper",
+        1,
+        SMALL,
+        np.abs(dict_atoms(answer) - small_reference["atoms"][small_index]).max(),
+        small_reference,
+        steps=answer["steps"],
+        joint_index=small_index,
+    )
 
 
 @pytest.mark.benchmark(group="3: paper solver")
 def test_small_fastpid(benchmark, small_batch, small_reference, small_index):
     P = small_batch[small_index]
-    result = benchmark.pedantic(fastpid.pid, args=(P,), kwargs={"backend": "cpu", "tol": TOL},
-                                rounds=200, iterations=1, warmup_rounds=5)
+    result = benchmark.pedantic(
+        fastpid.pid, args=(P,), kwargs={"backend": "cpu", "tol": TOL}, rounds=200, iterations=1, warmup_rounds=5
+    )
     record_fastpid(benchmark, "small", "cpu", result, small_reference["atoms"][small_index], small_reference, SMALL)
 
 
 # ---------------------------------------------------------------- case 4: a sparse plug-in joint
 
+
 @pytest.mark.benchmark(group="4: plug-in 20x20x10")
 def test_plugin_fastpid(benchmark, plugin_joint, plugin_reference):
-    result = benchmark.pedantic(fastpid.pid, args=(plugin_joint,), kwargs={"backend": "cpu", "tol": TOL},
-                                rounds=50, iterations=1, warmup_rounds=2)
+    result = benchmark.pedantic(
+        fastpid.pid,
+        args=(plugin_joint,),
+        kwargs={"backend": "cpu", "tol": TOL},
+        rounds=50,
+        iterations=1,
+        warmup_rounds=2,
+    )
     record_fastpid(benchmark, "plugin", "cpu", result, plugin_reference["atoms"], plugin_reference, PLUGIN)
 
 
 @pytest.mark.benchmark(group="4: plug-in 20x20x10")
 def test_plugin_cvxpy(benchmark, plugin_joint, plugin_reference):
     answer = benchmark.pedantic(cvxpy_pid, args=(plugin_joint.numpy(),), rounds=3, iterations=1, warmup_rounds=1)
-    record(benchmark, "plugin", "cvxpy", 1, PLUGIN,
-           np.abs(dict_atoms(answer) - plugin_reference["atoms"][0]).max(), plugin_reference,
-           solver="CLARABEL", solver_options=CLARABEL_TIGHT)
+    record(
+        benchmark,
+        "plugin",
+        "cvxpy",
+        1,
+        PLUGIN,
+        np.abs(dict_atoms(answer) - plugin_reference["atoms"][0]).max(),
+        plugin_reference,
+        solver="CLARABEL",
+        solver_options=CLARABEL_TIGHT,
+    )
 
 
 # ---------------------------------------------------------------- case 5: many classes and large alphabets
@@ -271,8 +355,11 @@ def sampled_plugin_joint(shape) -> torch.Tensor:
 @pytest.fixture(scope="session", params=sorted(MANY))
 def many_case(request):
     shape, concentration = MANY[request.param]
-    joint = (sampled_plugin_joint(shape) if concentration is None
-             else torch.tensor(dirichlet_joint(np.random.default_rng(SEED + 5), shape, concentration)))
+    joint = (
+        sampled_plugin_joint(shape)
+        if concentration is None
+        else torch.tensor(dirichlet_joint(np.random.default_rng(SEED + 5), shape, concentration))
+    )
     return request.param, joint, certified_reference(joint[None], "cpu")
 
 
@@ -288,13 +375,14 @@ def test_many_classes(benchmark, monkeypatch, many_case, elimination):
             pytest.skip("the side elimination takes seconds to minutes here (bench/results/eliminations-*.md)")
         monkeypatch.setenv("FASTPID_ELIMINATION", "side")
     rounds = 3 if solver.pairs_flops(*joint.shape) > 1e8 else 10
-    result = benchmark.pedantic(fastpid.pid, args=(joint,), kwargs={"backend": "cpu"}, rounds=rounds, iterations=1,
-                                warmup_rounds=1)
-    record_fastpid(benchmark, f"many/{name}", f"cpu/{elimination}", result, reference["atoms"], reference,
-                   joint.shape)
+    result = benchmark.pedantic(
+        fastpid.pid, args=(joint,), kwargs={"backend": "cpu"}, rounds=rounds, iterations=1, warmup_rounds=1
+    )
+    record_fastpid(benchmark, f"many/{name}", f"cpu/{elimination}", result, reference["atoms"], reference, joint.shape)
     benchmark.extra_info["key"] = f"many/{name}/cpu/{elimination}"
-    benchmark.extra_info["elimination"] = (solver.choose_elimination(*joint.shape) if elimination == "auto"
-                                           else elimination)
+    benchmark.extra_info["elimination"] = (
+        solver.choose_elimination(*joint.shape) if elimination == "auto" else elimination
+    )
 
 
 # ---------------------------------------------------------------- lanes
@@ -313,13 +401,25 @@ def test_lanes(benchmark, monkeypatch, shape, lanes):
     rng = np.random.default_rng(SEED)
     count = max(32, 16384 // int(np.prod(shape)))
     joints = torch.tensor(np.stack([dirichlet_joint(rng, shape) for _ in range(count)]))
-    solution = benchmark.pedantic(backends.get("cpu").solve, args=(joints, TOL * LN2, 100, solver.PATIENCE),
-                                  rounds=5, iterations=1, warmup_rounds=1)
-    benchmark.extra_info.update({"key": f"lanes/{'x'.join(map(str, shape))}/{lanes}", "joints": count,
-                                 "shape": list(shape), "converged_fraction": float(solution.converged.double().mean())})
+    solution = benchmark.pedantic(
+        backends.get("cpu").solve,
+        args=(joints, TOL * LN2, 100, solver.PATIENCE),
+        rounds=5,
+        iterations=1,
+        warmup_rounds=1,
+    )
+    benchmark.extra_info.update(
+        {
+            "key": f"lanes/{'x'.join(map(str, shape))}/{lanes}",
+            "joints": count,
+            "shape": list(shape),
+            "converged_fraction": float(solution.converged.double().mean()),
+        }
+    )
 
 
 # ---------------------------------------------------------------- fixed cost and machine ceilings
+
 
 @pytest.mark.benchmark(group="roofline: C++ backend alone")
 @pytest.mark.parametrize("case, max_iter", [("large", 100), ("large", 0), ("batch", 100), ("batch", 0)])
@@ -328,15 +428,27 @@ def test_backend_alone(benchmark, case, max_iter, large_joint, small_batch):
     to convergence, and with ``max_iter=0`` (set-up and one certificate: the fixed cost)."""
     joints = (large_joint[None] if case == "large" else small_batch).contiguous()
     solve = backends.get("cpu").solve
-    solution = benchmark.pedantic(solve, args=(joints, TOL * LN2, max_iter, solver.PATIENCE),
-                                  rounds=20 if case == "large" else 5, iterations=1, warmup_rounds=1)
+    solution = benchmark.pedantic(
+        solve,
+        args=(joints, TOL * LN2, max_iter, solver.PATIENCE),
+        rounds=20 if case == "large" else 5,
+        iterations=1,
+        warmup_rounds=1,
+    )
     iterations = solution.iterations.double()
     # Steps run: the returned (best) iterate's index, plus up to PATIENCE more for a joint that stalled.
     steps = torch.where(solution.converged, iterations, iterations + solver.PATIENCE)
-    benchmark.extra_info.update({
-        "key": f"{case}/cpu/backend" + ("" if max_iter else "/setup"), "case": case,
-        "method": f"cpu backend, max_iter={max_iter}", "joints": len(joints), "shape": list(joints.shape[-3:]),
-        "steps_mean": float(steps.mean()), "converged_fraction": float(solution.converged.double().mean())})
+    benchmark.extra_info.update(
+        {
+            "key": f"{case}/cpu/backend" + ("" if max_iter else "/setup"),
+            "case": case,
+            "method": f"cpu backend, max_iter={max_iter}",
+            "joints": len(joints),
+            "shape": list(joints.shape[-3:]),
+            "steps_mean": float(steps.mean()),
+            "converged_fraction": float(solution.converged.double().mean()),
+        }
+    )
 
 
 @pytest.mark.benchmark(group="roofline: machine")
@@ -345,8 +457,9 @@ def test_machine_dgemm(benchmark):
     a, b = torch.rand(n, n, dtype=torch.float64), torch.rand(n, n, dtype=torch.float64)
     out = torch.empty(n, n, dtype=torch.float64)
     benchmark.pedantic(torch.mm, args=(a, b), kwargs={"out": out}, rounds=50, iterations=5, warmup_rounds=5)
-    benchmark.extra_info.update({"key": "machine/dgemm", "flops": 2 * n ** 3,
-                                 "what": f"torch.mm {n}x{n} float64, one thread (MKL)"})
+    benchmark.extra_info.update(
+        {"key": "machine/dgemm", "flops": 2 * n**3, "what": f"torch.mm {n}x{n} float64, one thread (MKL)"}
+    )
 
 
 @pytest.mark.benchmark(group="roofline: machine")
@@ -354,8 +467,9 @@ def test_machine_exp(benchmark):
     n = 1 << 16  # 512 KiB in, 512 KiB out: in cache
     x, out = torch.rand(n, dtype=torch.float64) * -20, torch.empty(n, dtype=torch.float64)
     benchmark.pedantic(torch.exp, args=(x,), kwargs={"out": out}, rounds=50, iterations=5, warmup_rounds=5)
-    benchmark.extra_info.update({"key": "machine/exp", "count": n,
-                                 "what": f"torch.exp of {n} float64 (vectorised), one thread"})
+    benchmark.extra_info.update(
+        {"key": "machine/exp", "count": n, "what": f"torch.exp of {n} float64 (vectorised), one thread"}
+    )
 
 
 @pytest.mark.benchmark(group="roofline: machine")
@@ -363,5 +477,10 @@ def test_machine_copy(benchmark):
     n = 1 << 23  # 64 MiB per array: twice the L3
     x, out = torch.rand(n, dtype=torch.float64), torch.empty(n, dtype=torch.float64)
     benchmark.pedantic(out.copy_, args=(x,), rounds=20, iterations=1, warmup_rounds=2)
-    benchmark.extra_info.update({"key": "machine/copy", "bytes": 2 * 8 * n,
-                                 "what": f"copy of {8 * n >> 20} MiB float64 (read + write), one thread"})
+    benchmark.extra_info.update(
+        {
+            "key": "machine/copy",
+            "bytes": 2 * 8 * n,
+            "what": f"copy of {8 * n >> 20} MiB float64 (read + write), one thread",
+        }
+    )

@@ -12,6 +12,7 @@ One thread (bench/conftest.py).  Cases, all on the shapes of the main job
    1,280 × 32 features and one 20 × 20 × 10 solve) and its parts, the numbers
    behind the monitoring share the demo prints.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -42,17 +43,18 @@ def features():
     generator = torch.Generator().manual_seed(1)
     labels = torch.randint(0, LABELS, (PROBE,), generator=generator)
     centers = torch.randn(LABELS, WIDTH, generator=generator)
-    views = [(centers[labels] * scale + torch.randn(PROBE, WIDTH, generator=generator)).relu()
-             for scale in (2.0, 0.5)]
+    views = [(centers[labels] * scale + torch.randn(PROBE, WIDTH, generator=generator)).relu() for scale in (2.0, 0.5)]
     return views, labels
 
 
 @pytest.mark.benchmark(group="bootstrap")
 def test_bootstrap_batched(benchmark, samples):
-    result = benchmark(fastpid.bootstrap, *samples, SYMBOLS, SYMBOLS, LABELS, n_resamples=RESAMPLES, seed=0,
-                       progress=False)
-    benchmark.extra_info.update(per_resample_s=benchmark.stats.stats.median / RESAMPLES,
-                                max_gap_bits=float(result.max_gap))
+    result = benchmark(
+        fastpid.bootstrap, *samples, SYMBOLS, SYMBOLS, LABELS, n_resamples=RESAMPLES, seed=0, progress=False
+    )
+    benchmark.extra_info.update(
+        per_resample_s=benchmark.stats.stats.median / RESAMPLES, max_gap_bits=float(result.max_gap)
+    )
 
 
 @pytest.mark.benchmark(group="bootstrap")

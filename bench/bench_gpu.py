@@ -23,6 +23,7 @@ holds what bench/README_gpu.md's table needs: joints, shape, backend,
 iterations_max, gap_max_bits, time_per_joint_s, joint_bytes and
 copy_bandwidth_GBps (one 1 GiB ``dst.copy_(src)`` timing per session).
 """
+
 from __future__ import annotations
 
 import time
@@ -32,9 +33,9 @@ import pytest
 import torch
 
 import fastpid
+from bench.paper_solver import paper_pid
 from fastpid import backends
 from fastpid.references import ATOMS, cvxpy_pid
-from bench.paper_solver import paper_pid
 
 pytestmark = [
     pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
@@ -61,22 +62,29 @@ def joint_bytes(joints: int, shape) -> int:
 def _case(joints: int, shape):
     """A (joints, shape) parameter, skipped when its input is over MAX_INPUT_BYTES."""
     size = joint_bytes(joints, shape)
-    marks = pytest.mark.skip(reason=f"{size / 1e9:.1f} GB of float64 input > {MAX_INPUT_BYTES / 1e9:.1f} GB") \
-        if size > MAX_INPUT_BYTES else ()
+    marks = (
+        pytest.mark.skip(reason=f"{size / 1e9:.1f} GB of float64 input > {MAX_INPUT_BYTES / 1e9:.1f} GB")
+        if size > MAX_INPUT_BYTES
+        else ()
+    )
     return pytest.param(joints, shape, marks=marks, id=f"{joints}x{'x'.join(map(str, shape))}")
 
 
 CASES = [_case(b, s) for b in BATCH_SIZES for s in BATCH_SHAPES] + [_case(1, s) for s in SINGLE_SHAPES]
 
 BACKENDS = [
-    pytest.param("cuda", marks=pytest.mark.skipif(not backends.has_cuda_kernel(),
-                                                  reason="extension built without FASTPID_CUDA")),
-    pytest.param("triton", marks=pytest.mark.skipif(backends.get("triton").missing is not None, reason="triton not installed")),
+    pytest.param(
+        "cuda", marks=pytest.mark.skipif(not backends.has_cuda_kernel(), reason="extension built without FASTPID_CUDA")
+    ),
+    pytest.param(
+        "triton", marks=pytest.mark.skipif(backends.get("triton").missing is not None, reason="triton not installed")
+    ),
     "torch",
 ]
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def make_joints(joints: int, shape, seed: int = SEED) -> torch.Tensor:
     """(joints, *shape) float64 Dirichlet(1) joints on the GPU (normalised exponentials)."""
@@ -87,10 +95,12 @@ def make_joints(joints: int, shape, seed: int = SEED) -> torch.Tensor:
 
 def sync(fn):
     """fn followed by torch.cuda.synchronize(), so the timing covers the GPU work."""
+
     def timed(*args, **kwargs):
         out = fn(*args, **kwargs)
         torch.cuda.synchronize()
         return out
+
     return timed
 
 
@@ -113,17 +123,27 @@ def median_seconds(benchmark) -> float | None:
 def record(benchmark, kind: str, backend: str, joints: int, shape, result, copy_bandwidth, **more):
     """extra_info for bench/README_gpu.md's table (result: a PIDResult, or None)."""
     median = median_seconds(benchmark)
-    info = {"kind": kind, "backend": backend, "joints": joints, "shape": list(shape),
-            "joint_bytes": joint_bytes(joints, shape), "copy_bandwidth_GBps": copy_bandwidth,
-            "time_per_joint_s": None if median is None else median / joints,
-            "device": torch.cuda.get_device_name()}
+    info = {
+        "kind": kind,
+        "backend": backend,
+        "joints": joints,
+        "shape": list(shape),
+        "joint_bytes": joint_bytes(joints, shape),
+        "copy_bandwidth_GBps": copy_bandwidth,
+        "time_per_joint_s": None if median is None else median / joints,
+        "device": torch.cuda.get_device_name(),
+    }
     if result is not None:
-        info.update(iterations_max=int(result.iterations.max()), gap_max_bits=float(result.gap.max()),
-                    converged_fraction=float(result.converged.double().mean()))
+        info.update(
+            iterations_max=int(result.iterations.max()),
+            gap_max_bits=float(result.gap.max()),
+            converged_fraction=float(result.converged.double().mean()),
+        )
     benchmark.extra_info.update({**info, **more})
 
 
 # ---------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="session")
 def copy_bandwidth() -> float:
@@ -168,6 +188,7 @@ def free_memory():
 
 # ---------------------------------------------------------------- forward and backward
 
+
 @pytest.mark.benchmark(group="gpu forward")
 @pytest.mark.parametrize("joints, shape", CASES)
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -204,23 +225,42 @@ def test_backward(benchmark, copy_bandwidth, backend, joints, shape):
     forward_median = forward_times[len(forward_times) // 2]
     result = benchmark.pedantic(forward_backward, rounds=rounds, iterations=1)
     both = median_seconds(benchmark)
-    record(benchmark, "backward", backend, joints, shape, result, copy_bandwidth,
-           forward_median_s=forward_median,
-           backward_over_forward=None if both is None else (both - forward_median) / forward_median)
+    record(
+        benchmark,
+        "backward",
+        backend,
+        joints,
+        shape,
+        result,
+        copy_bandwidth,
+        forward_median_s=forward_median,
+        backward_over_forward=None if both is None else (both - forward_median) / forward_median,
+    )
 
 
 # ---------------------------------------------------------------- the references, for scale
+
 
 @pytest.mark.benchmark(group="gpu references: 20x20x6")
 def test_paper_gpu(benchmark, copy_bandwidth, paper_joint, paper_reference):
     atoms, reference_gap = paper_reference
     solve = sync(paper_pid)
     seconds = wall(solve, paper_joint, device="cuda")  # warm-up
-    answer = benchmark.pedantic(solve, args=(paper_joint,), kwargs={"device": "cuda"},
-                                rounds=min(rounds_for(seconds), 5), iterations=1)
-    record(benchmark, "paper", "paper/cuda", 1, PAPER_SHAPE, None, copy_bandwidth, steps=answer["steps"],
-           error_bits=float(np.abs(np.array([answer[a] for a in ATOMS]) - atoms).max()),
-           reference_gap_bits=reference_gap)
+    answer = benchmark.pedantic(
+        solve, args=(paper_joint,), kwargs={"device": "cuda"}, rounds=min(rounds_for(seconds), 5), iterations=1
+    )
+    record(
+        benchmark,
+        "paper",
+        "paper/cuda",
+        1,
+        PAPER_SHAPE,
+        None,
+        copy_bandwidth,
+        steps=answer["steps"],
+        error_bits=float(np.abs(np.array([answer[a] for a in ATOMS]) - atoms).max()),
+        reference_gap_bits=reference_gap,
+    )
 
 
 @pytest.mark.benchmark(group="gpu references: 20x20x6")
@@ -228,6 +268,14 @@ def test_cvxpy_cpu(benchmark, copy_bandwidth, paper_joint, paper_reference):
     atoms, reference_gap = paper_reference
     P = paper_joint.cpu().numpy()
     answer = benchmark.pedantic(cvxpy_pid, args=(P,), rounds=3, iterations=1, warmup_rounds=1)
-    record(benchmark, "cvxpy", "cvxpy/cpu", 1, PAPER_SHAPE, None, copy_bandwidth,
-           error_bits=float(np.abs(np.array([answer[a] for a in ATOMS]) - atoms).max()),
-           reference_gap_bits=reference_gap)
+    record(
+        benchmark,
+        "cvxpy",
+        "cvxpy/cpu",
+        1,
+        PAPER_SHAPE,
+        None,
+        copy_bandwidth,
+        error_bits=float(np.abs(np.array([answer[a] for a in ATOMS]) - atoms).max()),
+        reference_gap_bits=reference_gap,
+    )

@@ -14,6 +14,7 @@ functions are named ``test_*`` so that pytest collects them there).
 its header: the CPU model from /proc/cpuinfo, thread settings, torch version
 and the git commit of the run.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,16 +47,21 @@ def _bench_selected(config) -> bool:
 
 
 def pytest_collect_file(file_path, parent):
-    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
-            and not parent.session.isinitpath(file_path)  # named explicitly: pytest collects it itself
-            and _bench_selected(parent.config)):
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("bench_")
+        and not parent.session.isinitpath(file_path)  # named explicitly: pytest collects it itself
+        and _bench_selected(parent.config)
+    ):
         return pytest.Module.from_parent(parent, path=file_path)
     return None
 
 
 def pytest_report_header(config):
-    return (f"fastpid bench: torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    return (
+        f"fastpid bench: torch {torch.__version__}, torch threads {torch.get_num_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
 
 
 def cpu_model() -> str:
@@ -72,14 +78,23 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
     flags = fields.get("flags", "").split()
     isa = next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), "")
-    details = ", ".join(x for x in (f"family {fields['cpu family']} model {fields['model']}"
-                                    if "cpu family" in fields and "model" in fields else "", isa) if x)
+    details = ", ".join(
+        x
+        for x in (
+            f"family {fields['cpu family']} model {fields['model']}"
+            if "cpu family" in fields and "model" in fields
+            else "",
+            isa,
+        )
+        if x
+    )
     name = fields.get("model name", platform.processor() or "unknown")
     return f"{name} ({details})" if details else name
 
 
 def git_commit() -> str:
     """``git rev-parse --short HEAD``, with "+modified" when the working tree differs from it."""
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True, check=True).stdout.strip()
 

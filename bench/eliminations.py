@@ -13,6 +13,7 @@ its inputs and outputs. The flop model is ``solver.side_flops`` /
 the Newton steps over the time, against a DGEMM measured in the same run.
 Shapes whose predicted time exceeds ``--max-seconds`` are not run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,15 +98,19 @@ def main(argv=None) -> None:
         memory = "over the budget" if workspace is None else f"{workspace / 2**20:,.1f} MiB"
         if seconds is None:
             predicted = 12 * flops / (0.3 * rate)
-            lines.append(f"| {name} | {elimination} | {mark} | not run (~{predicted:,.0f} s predicted) | | | "
-                         f"{memory} | {flops:.2e} | | |")
+            lines.append(
+                f"| {name} | {elimination} | {mark} | not run (~{predicted:,.0f} s predicted) | | | "
+                f"{memory} | {flops:.2e} | | |"
+            )
             continue
         per_step = seconds / max(steps, 1)
         achieved = flops * steps / seconds
         note = "" if converged else " (unconverged)"
-        lines.append(f"| {name} | {elimination} | {mark} | {seconds * 1e3:,.1f} ms{note} | {steps} | "
-                     f"{per_step * 1e3:,.2f} ms | {memory} | {flops:.2e} | {achieved / 1e9:.1f} Gflop/s | "
-                     f"{achieved / rate:.0%} |")
+        lines.append(
+            f"| {name} | {elimination} | {mark} | {seconds * 1e3:,.1f} ms{note} | {steps} | "
+            f"{per_step * 1e3:,.2f} ms | {memory} | {flops:.2e} | {achieved / 1e9:.1f} Gflop/s | "
+            f"{achieved / rate:.0%} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -27,6 +27,7 @@ threads occupy.  The H100 figures below are the nominal ones of an SXM5 part
 (the bench measures the copy bandwidth: substitute it).  Predicted forward time
 = ITERATIONS × per iteration.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,10 +50,31 @@ LAUNCH_S = 5e-6  # s, one dependent kernel launch
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)
 PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_matrix": 1}
 UNCOALESCED = 4
-CASES = [(batch, shape) for batch in (1, 1024, 65536) for shape in ((2, 2, 2), (5, 5, 5), (20, 20, 6), (32, 32, 32))
-         if batch * 8 * shape[0] * shape[1] * shape[2] <= 2 ** 31] + [(1, (64, 64, 64)), (1, (128, 128, 128))]
-VIEWS = ("view", "reshape", "expand", "select", "slice", "unsqueeze", "squeeze", "permute", "transpose",
-         "as_strided", "alias", "detach", "t.default", "split", "unbind", "_unsafe_view", "lift_fresh")
+CASES = [
+    (batch, shape)
+    for batch in (1, 1024, 65536)
+    for shape in ((2, 2, 2), (5, 5, 5), (20, 20, 6), (32, 32, 32))
+    if batch * 8 * shape[0] * shape[1] * shape[2] <= 2**31
+] + [(1, (64, 64, 64)), (1, (128, 128, 128))]
+VIEWS = (
+    "view",
+    "reshape",
+    "expand",
+    "select",
+    "slice",
+    "unsqueeze",
+    "squeeze",
+    "permute",
+    "transpose",
+    "as_strided",
+    "alias",
+    "detach",
+    "t.default",
+    "split",
+    "unbind",
+    "_unsafe_view",
+    "lift_fresh",
+)
 
 
 class _Launches(TorchDispatchMode):
@@ -76,6 +98,7 @@ class _Launches(TorchDispatchMode):
                 return function(*args)
             finally:
                 self.muted = False
+
         return call
 
 
@@ -99,6 +122,7 @@ def launches_per_iteration(fused: bool) -> int:
 
 def fused_pass_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     from fastpid.kernels.broja_triton import costs  # needs triton (CPU import only, nothing runs)
+
     per_call = costs(batch, n1, n2, ny)
     return {key: sum(PASS_CALLS[name] * per_call[name][key] for name in PASS_CALLS) for key in ("bytes", "flops")}
 
@@ -107,23 +131,37 @@ def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float])
     n1, n2, ny = shape
     m = (n1 + n2) * ny
     passes = fused_pass_cost(batch, n1, n2, ny)
-    dense_bytes, dense_flops = 8 * 20 * batch * m ** 2, batch * (m ** 3 / 3 + 20 * m ** 2)
-    fused_s = (max((passes["bytes"] + dense_bytes) / BANDWIDTH, (passes["flops"] + dense_flops) / FP64_RATE)
-               + launches["triton"] * LAUNCH_S)
+    dense_bytes, dense_flops = 8 * 20 * batch * m**2, batch * (m**3 / 3 + 20 * m**2)
+    fused_s = (
+        max((passes["bytes"] + dense_bytes) / BANDWIDTH, (passes["flops"] + dense_flops) / FP64_RATE)
+        + launches["triton"] * LAUNCH_S
+    )
     thread_flops = batch * roofline.flops_per_iteration(n1, n2, ny)["total"]
     thread_bytes = UNCOALESCED * batch * roofline.cache_bytes_per_iteration(n1, n2, ny)
     occupancy = min(batch, FP64_LANES) / FP64_LANES
     cuda_s = max(thread_bytes / BANDWIDTH, thread_flops / (FP64_RATE / 2 * occupancy)) + LAUNCH_S
-    return {"batch": batch, "shape": shape, "m": m, "pass_bytes": passes["bytes"], "pass_flops": passes["flops"],
-            "dense_bytes": dense_bytes, "dense_flops": dense_flops, "triton_s": fused_s,
-            "cuda_flops": thread_flops, "cuda_bytes": thread_bytes, "cuda_s": cuda_s,
-            "pass_share": passes["bytes"] / BANDWIDTH / fused_s}
+    return {
+        "batch": batch,
+        "shape": shape,
+        "m": m,
+        "pass_bytes": passes["bytes"],
+        "pass_flops": passes["flops"],
+        "dense_bytes": dense_bytes,
+        "dense_flops": dense_flops,
+        "triton_s": fused_s,
+        "cuda_flops": thread_flops,
+        "cuda_bytes": thread_bytes,
+        "cuda_s": cuda_s,
+        "pass_share": passes["bytes"] / BANDWIDTH / fused_s,
+    }
 
 
 def table(launches: dict[str, float]) -> str:
-    lines = ["| joints | shape | m | fused passes: MB, Mflop / iter | dense: MB, Gflop / iter | triton: predicted / iter "
-             "| triton: forward / joint | cuda: MB, Gflop / iter | cuda: predicted / iter | cuda: forward / joint |",
-             "| ---: | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |"]
+    lines = [
+        "| joints | shape | m | fused passes: MB, Mflop / iter | dense: MB, Gflop / iter | triton: predicted / iter "
+        "| triton: forward / joint | cuda: MB, Gflop / iter | cuda: predicted / iter | cuda: forward / joint |",
+        "| ---: | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |",
+    ]
     for batch, shape in CASES:
         row = predict(batch, shape, launches)
         lines.append(
@@ -131,7 +169,8 @@ def table(launches: dict[str, float]) -> str:
             f"{row['pass_flops'] / 1e6:.3g} | {row['dense_bytes'] / 1e6:.3g}, {row['dense_flops'] / 1e9:.3g} | "
             f"{_time(row['triton_s'])} | {_time(ITERATIONS * row['triton_s'] / batch)} | "
             f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {_time(row['cuda_s'])} | "
-            f"{_time(ITERATIONS * row['cuda_s'] / batch)} |")
+            f"{_time(ITERATIONS * row['cuda_s'] / batch)} |"
+        )
     return "\n".join(lines)
 
 
@@ -147,16 +186,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     launches = {"torch": launches_per_iteration(fused=False), "triton": launches_per_iteration(fused=True)}
-    text = "\n".join([
-        f"# Predicted GPU times (bench/gpu_model.py, {dt.date.today()}), before any GPU run",
-        "",
-        f"H100 SXM5 nominal: {BANDWIDTH / 1e12:.2f} TB/s, {FP64_RATE / 1e12:.0f} TFLOP/s FP64, "
-        f"{LAUNCH_S * 1e6:.0f} µs per launch; {ITERATIONS} iterations per forward.",
-        f"Launches per iteration, counted: torch passes {launches['torch']:.0f}, "
-        f"fused passes {launches['triton']:.0f}.",
-        "",
-        table(launches),
-    ])
+    text = "\n".join(
+        [
+            f"# Predicted GPU times (bench/gpu_model.py, {dt.date.today()}), before any GPU run",
+            "",
+            f"H100 SXM5 nominal: {BANDWIDTH / 1e12:.2f} TB/s, {FP64_RATE / 1e12:.0f} TFLOP/s FP64, "
+            f"{LAUNCH_S * 1e6:.0f} µs per launch; {ITERATIONS} iterations per forward.",
+            f"Launches per iteration, counted: torch passes {launches['torch']:.0f}, "
+            f"fused passes {launches['triton']:.0f}.",
+            "",
+            table(launches),
+        ]
+    )
     print(text)
     if args.out is not None:
         args.out.write_text(text + "\n")

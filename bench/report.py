@@ -10,6 +10,7 @@ machine (CPU model, threads), the date, the torch version and the git commit.
 Time per joint is the median time of a call divided by the joints per call;
 a ratio is the baseline's time per joint over the row's, both from this run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,7 @@ MANY_BASELINE = "large/cpu/tol=1e-08"
 
 def many_table(benchmarks):
     """Case 5's rows: time, elimination, accuracy and the cost against one 20×20×6 joint."""
-    header = ["joint", "elimination", "time", "error (bits)", "gap (bits)", "× one 20×20×6 joint", "target",
-              "met?"]
+    header = ["joint", "elimination", "time", "error (bits)", "gap (bits)", "× one 20×20×6 joint", "target", "met?"]
     rows = []
     if MANY_BASELINE not in benchmarks:
         return header, rows
@@ -85,10 +85,19 @@ def many_table(benchmarks):
             continue
         bench = benchmarks[key]
         cost = per_joint(bench) / base
-        met = "" if target is None else (
-            "yes" if cost <= target and bench["error_bits"] <= ACCURACY_BITS else "no")
-        rows.append([label, bench.get("elimination", ""), seconds(per_joint(bench)), sci(bench["error_bits"]),
-                     sci(bench.get("gap_bits")), f"{cost:,.1f}×", "" if target is None else f"≤{target:,}×", met])
+        met = "" if target is None else ("yes" if cost <= target and bench["error_bits"] <= ACCURACY_BITS else "no")
+        rows.append(
+            [
+                label,
+                bench.get("elimination", ""),
+                seconds(per_joint(bench)),
+                sci(bench["error_bits"]),
+                sci(bench.get("gap_bits")),
+                f"{cost:,.1f}×",
+                "" if target is None else f"≤{target:,}×",
+                met,
+            ]
+        )
     return header, rows
 
 
@@ -106,8 +115,12 @@ def load(path):
     for bench in data["benchmarks"]:
         info = bench.get("extra_info", {})
         if "key" in info:
-            benchmarks[info["key"]] = {**info, "median": bench["stats"]["median"], "rounds": bench["stats"]["rounds"],
-                                       "iqr": bench["stats"].get("iqr", float("nan"))}
+            benchmarks[info["key"]] = {
+                **info,
+                "median": bench["stats"]["median"],
+                "rounds": bench["stats"]["rounds"],
+                "iqr": bench["stats"].get("iqr", float("nan")),
+            }
     return data, benchmarks
 
 
@@ -138,8 +151,17 @@ def sci(x) -> str:
 
 def comparison(benchmarks):
     """Rows of the main table (lists of strings) and the verdict on each target."""
-    header = ["case", "method", "time/joint", "joints/s", "error (bits)", "gap (bits)", "ratio vs baseline",
-              "target", "met?"]
+    header = [
+        "case",
+        "method",
+        "time/joint",
+        "joints/s",
+        "error (bits)",
+        "gap (bits)",
+        "ratio vs baseline",
+        "target",
+        "met?",
+    ]
     rows, verdicts = [], []
     for case, key, baseline, target, aim in ROWS:
         if key not in benchmarks or (baseline and baseline not in benchmarks):
@@ -159,8 +181,19 @@ def comparison(benchmarks):
             if ratio >= target and not accurate:
                 met += " (accuracy)"
             verdicts.append((case, METHODS.get(key, key), ratio, target, aim, met))
-        rows.append([case, METHODS.get(key, key), seconds(t), rate(1 / t), sci(bench["error_bits"]),
-                     sci(bench.get("gap_bits")), ratio_cell, target_cell, met])
+        rows.append(
+            [
+                case,
+                METHODS.get(key, key),
+                seconds(t),
+                rate(1 / t),
+                sci(bench["error_bits"]),
+                sci(bench.get("gap_bits")),
+                ratio_cell,
+                target_cell,
+                met,
+            ]
+        )
     return header, rows, verdicts
 
 
@@ -171,11 +204,26 @@ def roofline_table(benchmarks):
     flop_rate = machine["dgemm"]["flops"] / machine["dgemm"]["median"]
     exp_rate = machine["exp"]["count"] / machine["exp"]["median"]
     bandwidth = machine["copy"]["bytes"] / machine["copy"]["median"]
-    ceilings = (f"DGEMM {flop_rate / 1e9:.1f} Gflop/s, exp {exp_rate / 1e9:.2f} G/s, "
-                f"DRAM copy {bandwidth / 1e9:.1f} GB/s (one thread)")
-    header = ["case", "steps", "Mflop/iter (dense)", "exp+log/iter", "cache MB/iter", "working set",
-              "predicted/iter", "measured/iter", "measured ÷ predicted", "achieved Gflop/s",
-              "set-up/joint", "Python side/joint", "predicted/joint", "measured/joint"]
+    ceilings = (
+        f"DGEMM {flop_rate / 1e9:.1f} Gflop/s, exp {exp_rate / 1e9:.2f} G/s, "
+        f"DRAM copy {bandwidth / 1e9:.1f} GB/s (one thread)"
+    )
+    header = [
+        "case",
+        "steps",
+        "Mflop/iter (dense)",
+        "exp+log/iter",
+        "cache MB/iter",
+        "working set",
+        "predicted/iter",
+        "measured/iter",
+        "measured ÷ predicted",
+        "achieved Gflop/s",
+        "set-up/joint",
+        "Python side/joint",
+        "predicted/joint",
+        "measured/joint",
+    ]
     rows = []
     for label, key, solve_key, setup_key in ROOFLINE_ROWS:
         if not all(k in benchmarks for k in (key, solve_key, setup_key)):
@@ -188,17 +236,24 @@ def roofline_table(benchmarks):
         setup = per_joint(benchmarks[setup_key])  # C++ set-up and one certificate
         python_side = per_joint(benchmarks[key]) - per_joint(solve)  # fastpid.pid around the backend
         measured_iteration = (per_joint(solve) - setup) / steps
-        rows.append([
-            label, f"{steps:.2f}",
-            f"{flops / 1e6:.3g} ({roofline.dense_flops_per_iteration(n1, n2, ny) / 1e6:.3g})",
-            f"{roofline.transcendentals_per_iteration(n1, n2, ny):,}",
-            f"{roofline.cache_bytes_per_iteration(n1, n2, ny) / 1e6:.2g}",
-            f"{roofline.working_set_bytes(n1, n2, ny) / 1024:.0f} KiB",
-            seconds(predicted["per_iteration"]), seconds(measured_iteration),
-            f"{measured_iteration / predicted['per_iteration']:.1f}",
-            f"{flops / measured_iteration / 1e9:.2f}",
-            seconds(setup), seconds(python_side),
-            seconds(setup + python_side + predicted["joint"]), seconds(per_joint(benchmarks[key]))])
+        rows.append(
+            [
+                label,
+                f"{steps:.2f}",
+                f"{flops / 1e6:.3g} ({roofline.dense_flops_per_iteration(n1, n2, ny) / 1e6:.3g})",
+                f"{roofline.transcendentals_per_iteration(n1, n2, ny):,}",
+                f"{roofline.cache_bytes_per_iteration(n1, n2, ny) / 1e6:.2g}",
+                f"{roofline.working_set_bytes(n1, n2, ny) / 1024:.0f} KiB",
+                seconds(predicted["per_iteration"]),
+                seconds(measured_iteration),
+                f"{measured_iteration / predicted['per_iteration']:.1f}",
+                f"{flops / measured_iteration / 1e9:.2f}",
+                seconds(setup),
+                seconds(python_side),
+                seconds(setup + python_side + predicted["joint"]),
+                seconds(per_joint(benchmarks[key])),
+            ]
+        )
     return header, rows, ceilings
 
 
@@ -207,13 +262,14 @@ def lanes_table(benchmarks):
     header = ["shape", "dual variables", "one at a time", "in lanes", "lanes faster by"]
     rows = []
     for key in sorted(k for k in benchmarks if k.startswith("lanes/") and k.endswith("/on")):
-        off = benchmarks.get(key[:-len("on")] + "off")
+        off = benchmarks.get(key[: -len("on")] + "off")
         if off is None:
             continue
         n1, n2, ny = benchmarks[key]["shape"]
         on_time, off_time = per_joint(benchmarks[key]), per_joint(off)
-        rows.append([f"{n1}×{n2}×{ny}", f"{(n1 + n2) * ny}", seconds(off_time), seconds(on_time),
-                     f"{off_time / on_time:.2f}×"])
+        rows.append(
+            [f"{n1}×{n2}×{ny}", f"{(n1 + n2) * ny}", seconds(off_time), seconds(on_time), f"{off_time / on_time:.2f}×"]
+        )
     rows.sort(key=lambda row: int(row[1]))
     return header, rows
 
@@ -233,8 +289,9 @@ def markdown_table(header, rows) -> str:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -248,12 +305,15 @@ def run_facts(data) -> dict:
         torch_version = info["torch_version"]
     else:
         import torch
+
         torch_version = torch.__version__
     return {
         "cpu": info.get("cpu_model") or platform.processor() or "unknown",
-        "threads": (f"{info.get('torch_threads', '?')} (torch threads; OMP_NUM_THREADS="
-                    f"{info.get('omp_num_threads', os.environ.get('OMP_NUM_THREADS'))}), "
-                    f"{info.get('logical_cpus', os.cpu_count())} logical CPUs on the machine"),
+        "threads": (
+            f"{info.get('torch_threads', '?')} (torch threads; OMP_NUM_THREADS="
+            f"{info.get('omp_num_threads', os.environ.get('OMP_NUM_THREADS'))}), "
+            f"{info.get('logical_cpus', os.cpu_count())} logical CPUs on the machine"
+        ),
         "date": date,
         "torch": torch_version,
         "commit": info.get("git_commit") or git_commit(),
@@ -273,16 +333,19 @@ def main(argv=None):
     lane_header, lane_rows = lanes_table(benchmarks)
     many_header, many_rows = many_table(benchmarks)
 
-    references = sorted({(b["case"], b["reference"], b["reference_bound_bits"])
-                         for b in benchmarks.values() if "reference" in b})
+    references = sorted(
+        {(b["case"], b["reference"], b["reference_bound_bits"]) for b in benchmarks.values() if "reference" in b}
+    )
     notes = [
         "time/joint: median time of a call ÷ joints per call (dit: 30 joints solved one by one per call); "
         "ratio: the baseline's time/joint ÷ this row's, both from this run.",
         "error: largest |atom − reference| over R, U1, U2, S and over the joints of the call, in bits; "
         "gap: fastpid's certified bound on the error of every atom (largest over the call).",
         f"met?: ratio ≥ target at an error ≤ {ACCURACY_BITS:g} bits.",
-    ] + [f"reference for '{case}' joints: {source}; its own error ≤ {bound:.1e} bits"
-         for case, source, bound in references]
+    ] + [
+        f"reference for '{case}' joints: {source}; its own error ≤ {bound:.1e} bits"
+        for case, source, bound in references
+    ]
     stamp = facts["date"].strftime("%Y-%m-%d")
     lines = [
         f"machine: {facts['cpu']}; threads: {facts['threads']}",
@@ -304,34 +367,64 @@ def main(argv=None):
 
     out = Path(args.out) if args.out else Path(__file__).resolve().parent / "results" / f"cpu-{stamp}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    md = [f"# fastpid CPU benchmarks, {stamp}", "", *[f"- {line}" for line in lines],
-          f"- source: `{Path(args.json).as_posix()}` (pytest-benchmark), tables by `bench/report.py`", "",
-          markdown_table(header, rows), "", *[f"- {note}" for note in notes], ""]
+    md = [
+        f"# fastpid CPU benchmarks, {stamp}",
+        "",
+        *[f"- {line}" for line in lines],
+        f"- source: `{Path(args.json).as_posix()}` (pytest-benchmark), tables by `bench/report.py`",
+        "",
+        markdown_table(header, rows),
+        "",
+        *[f"- {note}" for note in notes],
+        "",
+    ]
     if verdicts:
         md += ["## Targets", ""]
-        md += [f"- {case}, {method}: {ratio_text(ratio)} against a target of {target:,}× "
-               f"(aim {aim:,}×): **{met}**" for case, method, ratio, target, aim, met in verdicts]
+        md += [
+            f"- {case}, {method}: {ratio_text(ratio)} against a target of {target:,}× (aim {aim:,}×): **{met}**"
+            for case, method, ratio, target, aim, met in verdicts
+        ]
         md.append("")
     if roof_rows:
-        md += ["## Roofline", "", f"Ceilings measured in this run: {ceilings}. Model: `bench/roofline.py`, "
-               "notes in `bench/README.md`. steps: Newton steps per joint (the returned iterate's index, "
-               "+ `solver.PATIENCE` for a joint that stalled); measured/iter = (C++ backend alone − its "
-               "`max_iter=0` run) ÷ steps; set-up/joint = the backend's `max_iter=0` run (set-up, one "
-               "certificate); Python side/joint = `fastpid.pid` − backend alone (checks, certificate, atoms; a "
-               "difference of two medians, negative where it is below the noise); "
-               "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
-               "DRAM traffic.", "", markdown_table(roof_header, roof_rows), ""]
+        md += [
+            "## Roofline",
+            "",
+            f"Ceilings measured in this run: {ceilings}. Model: `bench/roofline.py`, "
+            "notes in `bench/README.md`. steps: Newton steps per joint (the returned iterate's index, "
+            "+ `solver.PATIENCE` for a joint that stalled); measured/iter = (C++ backend alone − its "
+            "`max_iter=0` run) ÷ steps; set-up/joint = the backend's `max_iter=0` run (set-up, one "
+            "certificate); Python side/joint = `fastpid.pid` − backend alone (checks, certificate, atoms; a "
+            "difference of two medians, negative where it is below the noise); "
+            "predicted/joint = set-up + Python side (both measured) + steps × predicted/iter + "
+            "DRAM traffic.",
+            "",
+            markdown_table(roof_header, roof_rows),
+            "",
+        ]
     if many_rows:
-        md += ["## Many classes and large alphabets", "", "Case 5: one joint through `fastpid.pid` (\"cpu\", "
-               "tol 1e-8 bits) with the elimination `solver.choose_elimination` picks, and with the side "
-               "elimination (the solver before the pair elimination) forced where it takes under a second; "
-               "the cost is the time ÷ one 20×20×6 joint of case 1 (cpu, tol 1e-8) from this run. Both "
-               "eliminations against ny and n: bench/results/eliminations-*.md.", "",
-               markdown_table(many_header, many_rows), ""]
+        md += [
+            "## Many classes and large alphabets",
+            "",
+            'Case 5: one joint through `fastpid.pid` ("cpu", '
+            "tol 1e-8 bits) with the elimination `solver.choose_elimination` picks, and with the side "
+            "elimination (the solver before the pair elimination) forced where it takes under a second; "
+            "the cost is the time ÷ one 20×20×6 joint of case 1 (cpu, tol 1e-8) from this run. Both "
+            "eliminations against ny and n: bench/results/eliminations-*.md.",
+            "",
+            markdown_table(many_header, many_rows),
+            "",
+        ]
     if lane_rows:
-        md += ["## Small joints in vector lanes", "", "The C++ backend alone, per joint, on batches of "
-               "Dirichlet(1) joints (~16,000 cells per call): four joints per AVX2 vector (`csrc/cpu/lanes.h`) "
-               "against one at a time (`FASTPID_CPU_LANES=0`).", "", markdown_table(lane_header, lane_rows), ""]
+        md += [
+            "## Small joints in vector lanes",
+            "",
+            "The C++ backend alone, per joint, on batches of "
+            "Dirichlet(1) joints (~16,000 cells per call): four joints per AVX2 vector (`csrc/cpu/lanes.h`) "
+            "against one at a time (`FASTPID_CPU_LANES=0`).",
+            "",
+            markdown_table(lane_header, lane_rows),
+            "",
+        ]
     out.write_text("\n".join(md))
     print(f"written: {out}")
 

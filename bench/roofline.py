@@ -32,6 +32,7 @@ transcendentals / vectorised-exp rate), with both rates measured on the
 machine in the same run (bench_cpu.py's "machine" group).  It is a lower bound:
 broja.h's kernels are 2-wide SSE2 and scalar ``exp``/``log``, not MKL.
 """
+
 from __future__ import annotations
 
 SOLVES_PER_ITERATION = 6  # upper bound: refinement stops once the backward error is a few ulps
@@ -52,11 +53,11 @@ def flops_per_iteration(n1: int, n2: int, ny: int, solves: int = SOLVES_PER_ITER
     parts = {
         "elementwise": 25 * N + 15 * N + 10 * N,  # certificate, step and softmax, right-hand sides
         "assembly": 4 * N * ny,
-        "E blocks": 2 * n_e * ny ** 3 / 3,
+        "E blocks": 2 * n_e * ny**3 / 3,
         "cross": 3 * N * ny,
-        "Schur update": m_e * m_k ** 2,
-        "Schur Cholesky": m_k ** 3 / 3,
-        "solves": solves * (2 * n_e * ny ** 2 + 4 * m_e * m_k + 2 * m_k ** 2 + 20 * N),
+        "Schur update": m_e * m_k**2,
+        "Schur Cholesky": m_k**3 / 3,
+        "solves": solves * (2 * n_e * ny**2 + 4 * m_e * m_k + 2 * m_k**2 + 20 * N),
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -65,7 +66,7 @@ def flops_per_iteration(n1: int, n2: int, ny: int, solves: int = SOLVES_PER_ITER
 def dense_flops_per_iteration(n1: int, n2: int, ny: int, solves: int = SOLVES_PER_ITERATION) -> float:
     """The same iteration with solver.py's dense matrix, m = (n1 + n2) ny."""
     N, m = n1 * n2 * ny, (n1 + n2) * ny
-    return 50 * N + 4 * N * ny + m ** 3 / 3 + solves * (2 * m ** 2 + 2 * m ** 2 + 20 * N)
+    return 50 * N + 4 * N * ny + m**3 / 3 + solves * (2 * m**2 + 2 * m**2 + 20 * N)
 
 
 def transcendentals_per_iteration(n1: int, n2: int, ny: int, backtracks: int = 1) -> int:
@@ -83,7 +84,7 @@ def cache_bytes_per_iteration(n1: int, n2: int, ny: int, solves: int = SOLVES_PE
     the pair arrays (s, q, rounded Q, g, w, h, ...): ~40 passes over N values."""
     N = n1 * n2 * ny
     _, m_e, m_k = sides(n1, n2, ny)
-    words = m_e * m_k * (2 + 2 * solves) + m_k ** 2 * (1 + 1 + 1 + solves) + 40 * N
+    words = m_e * m_k * (2 + 2 * solves) + m_k**2 * (1 + 1 + 1 + solves) + 40 * N
     return 8.0 * words
 
 
@@ -91,7 +92,7 @@ def working_set_bytes(n1: int, n2: int, ny: int) -> float:
     """S, G, the E factors and ~12 arrays of N values, float64."""
     N = n1 * n2 * ny
     n_e, m_e, m_k = sides(n1, n2, ny)
-    return 8.0 * (m_k ** 2 + m_e * m_k + n_e * ny * ny + 12 * N)
+    return 8.0 * (m_k**2 + m_e * m_k + n_e * ny * ny + 12 * N)
 
 
 def dram_bytes_per_joint(n1: int, n2: int, ny: int) -> float:

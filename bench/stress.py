@@ -18,6 +18,7 @@ sample of each chunk check that float32 input changes no atom by more than 1e-4
 bits.  Writes a markdown table to ``--out`` (bench/results/stress-<backend>-<date>.md).
 Not part of the test run (tests/test_robustness.py runs a small seeded version).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,8 +80,16 @@ def plan(family: str, joints: int, rng: np.random.Generator):
 def run_family(family: str, backend: str, joints: int, rng: np.random.Generator) -> dict:
     """Counts and worst gaps of one family: before and after the fallbacks, and float32's worst atom error."""
     tol = TOL_BITS * LN2
-    row = dict(family=family, joints=0, iteration_missed=0, missed=0, worst_gap=0.0, worst_float32=0.0, seconds=0.0,
-               missed_joints=[])
+    row = dict(
+        family=family,
+        joints=0,
+        iteration_missed=0,
+        missed=0,
+        worst_gap=0.0,
+        worst_float32=0.0,
+        seconds=0.0,
+        missed_joints=[],
+    )
     for shape, count in plan(family, joints, rng):
         _, P = family_chunk(family, rng, shape, count)
         p = torch.from_numpy(P)
@@ -118,20 +127,24 @@ def main():
     today = datetime.date.today().isoformat()
     out = args.out or Path(__file__).parent / "results" / f"stress-{args.backend}-{today}.md"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines = [f"# Robustness fuzz, backend `{args.backend}`",
-             "",
-             f"{today}, commit {commit}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"one thread; `bench/stress.py {' '.join(sys.argv[1:])}`; "
-             f"tolerance {TOL_BITS:g} bits.",
-             "",
-             "| family | joints | missed by the iteration alone | missed after the fallbacks | worst gap (bits) "
-             "| worst float32 atom error (bits) | s (fastpid.pid) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"# Robustness fuzz, backend `{args.backend}`",
+        "",
+        f"{today}, commit {commit}, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"one thread; `bench/stress.py {' '.join(sys.argv[1:])}`; "
+        f"tolerance {TOL_BITS:g} bits.",
+        "",
+        "| family | joints | missed by the iteration alone | missed after the fallbacks | worst gap (bits) "
+        "| worst float32 atom error (bits) | s (fastpid.pid) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     misses, missed_arrays = [], {}
     for family in args.families:
         row = run_family(family, args.backend, args.joints, rng)
-        line = (f"| {family} | {row['joints']:,} | {row['iteration_missed']:,} | {row['missed']:,} | "
-                f"{row['worst_gap']:.2e} | {row['worst_float32']:.1e} | {row['seconds']:.1f} |")
+        line = (
+            f"| {family} | {row['joints']:,} | {row['iteration_missed']:,} | {row['missed']:,} | "
+            f"{row['worst_gap']:.2e} | {row['worst_float32']:.1e} | {row['seconds']:.1f} |"
+        )
         print(line, flush=True)
         lines.append(line)
         for k, (gap, joint) in enumerate(row["missed_joints"]):
@@ -148,6 +161,7 @@ def write(out: Path, lines: list[str], misses: list[str], missed_arrays: dict):
         np.savez(out.with_suffix(".npz"), **missed_arrays)
         lines = lines + ["", "Joints left above the tolerance (also in the .npz beside this file):", ""] + misses
     out.write_text("\n".join(lines) + "\n")
+
 
 if __name__ == "__main__":
     main()

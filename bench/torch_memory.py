@@ -8,6 +8,7 @@ size, the time, the process's peak resident memory (``ru_maxrss``) and what of
 it is the batch's own input and output (which no chunking can avoid) and the
 budget. Without chunks the batch would need ``working_set_bytes`` × joints.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,20 @@ def main(argv=None) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     outputs = sum(t.numel() * t.element_size() for t in (solution.lam1, solution.lam2, solution.w))
     gib = 2**30
-    print(f"- {args.joints:,} joints of {n1}×{n2}×{ny}, {elimination} elimination, budget "
-          f"FASTPID_MEMORY_GIB={args.budget_gib:g}: chunks of {int(args.budget_gib * gib // per_joint):,} joints; "
-          f"{seconds:.0f} s; converged {float(solution.converged.double().mean()):.4%}")
-    print(f"- peak resident memory {peak / gib:.2f} GiB: {before / gib:.2f} GiB before the solve (torch, the "
-          f"batch's {joints.numel() * 8 / gib:.2f} GiB of input), outputs {outputs / gib:.2f} GiB; the solve "
-          f"added {(peak - before) / gib:.2f} GiB against a budget of {args.budget_gib:g} GiB")
-    print(f"- unchunked, the working set would be {per_joint * args.joints / gib:,.0f} GiB "
-          f"(solver.working_set_bytes: {per_joint / 2**20:.2f} MiB a joint)")
+    print(
+        f"- {args.joints:,} joints of {n1}×{n2}×{ny}, {elimination} elimination, budget "
+        f"FASTPID_MEMORY_GIB={args.budget_gib:g}: chunks of {int(args.budget_gib * gib // per_joint):,} joints; "
+        f"{seconds:.0f} s; converged {float(solution.converged.double().mean()):.4%}"
+    )
+    print(
+        f"- peak resident memory {peak / gib:.2f} GiB: {before / gib:.2f} GiB before the solve (torch, the "
+        f"batch's {joints.numel() * 8 / gib:.2f} GiB of input), outputs {outputs / gib:.2f} GiB; the solve "
+        f"added {(peak - before) / gib:.2f} GiB against a budget of {args.budget_gib:g} GiB"
+    )
+    print(
+        f"- unchunked, the working set would be {per_joint * args.joints / gib:,.0f} GiB "
+        f"(solver.working_set_bytes: {per_joint / 2**20:.2f} MiB a joint)"
+    )
 
 
 if __name__ == "__main__":

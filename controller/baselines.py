@@ -11,6 +11,7 @@ r"""The methods compared, on one harness (``trainer.train``) and one record (``R
 ``run_method(name, data, seed, **config)`` builds the net (``mlp_net``) under
 ``seed`` and runs one method.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,14 +30,18 @@ class FixedSchedule(Schedule):
             raise ValueError(f"switch_epoch must be an int ≥ 0, got {switch_epoch!r}")
         self.switch_epoch = switch_epoch
         every = (True,) * n_modalities
-        super().__init__(Decision(-1, "unimodal", every, f"fixed: unimodal for {switch_epoch} epochs")
-                         if switch_epoch else Decision(-1, "joint", every, "joint training from the start"))
+        super().__init__(
+            Decision(-1, "unimodal", every, f"fixed: unimodal for {switch_epoch} epochs")
+            if switch_epoch
+            else Decision(-1, "joint", every, "joint training from the start")
+        )
 
     def epoch_end(self, epoch: int, features=None, labels=None, encoders=None) -> Decision:
         """Hand over at the end of epoch ``switch_epoch`` − 1."""
         if self.stage == "unimodal" and epoch + 1 >= self.switch_epoch:
-            self._history.append(Decision(epoch, "joint", self.active,
-                                          f"hand over: fixed switch after {self.switch_epoch} epochs"))
+            self._history.append(
+                Decision(epoch, "joint", self.active, f"hand over: fixed switch after {self.switch_epoch} epochs")
+            )
         return self.decision
 
 
@@ -99,18 +104,37 @@ def fixed(net, train_split, test_split, *, switch_epoch: int | None = None, **co
     return train(FixedSchedule(net.n_modalities, switch_epoch), net, train_split, test_split, **config)
 
 
-def controller(net, train_split, test_split, *, criterion: str = "uniqueness", probe_every: int = 5,
-               ratio_threshold: float = 3.0, synergy_drop: float = 0.8, max_switches: int = 4,
-               max_unimodal_epochs: int | None = None, n_components: int = 5, n_clusters: int = 20,
-               **config) -> RunRecord:
+def controller(
+    net,
+    train_split,
+    test_split,
+    *,
+    criterion: str = "uniqueness",
+    probe_every: int = 5,
+    ratio_threshold: float = 3.0,
+    synergy_drop: float = 0.8,
+    max_switches: int = 4,
+    max_unimodal_epochs: int | None = None,
+    n_components: int = 5,
+    n_clusters: int = 20,
+    **config,
+) -> RunRecord:
     """``TwoStageController`` decides stage 1; stage 1 lasts at most ``max_unimodal_epochs``
     (default: half the epochs)."""
     if max_unimodal_epochs is None:
         max_unimodal_epochs = max(config["epochs"] // 2, 1)
     schedule = TwoStageController(
-        net.n_modalities, probe_every=probe_every, ratio_threshold=ratio_threshold, synergy_drop=synergy_drop,
-        max_switches=max_switches, max_unimodal_epochs=max_unimodal_epochs,
-        criterion=criterion, n_components=n_components, n_clusters=n_clusters, seed=config.get("seed", 0))
+        net.n_modalities,
+        probe_every=probe_every,
+        ratio_threshold=ratio_threshold,
+        synergy_drop=synergy_drop,
+        max_switches=max_switches,
+        max_unimodal_epochs=max_unimodal_epochs,
+        criterion=criterion,
+        n_components=n_components,
+        n_clusters=n_clusters,
+        seed=config.get("seed", 0),
+    )
     return train(schedule, net, train_split, test_split, **config)
 
 
@@ -119,19 +143,34 @@ def controller_mi(net, train_split, test_split, **config) -> RunRecord:
     return controller(net, train_split, test_split, criterion="mi", **config)
 
 
-def ogm_ge(net, train_split, test_split, *, alpha: float = 0.1, modulation_epochs: tuple[int, int] = (0, 50),
-           noise: bool = True, **config) -> RunRecord:
+def ogm_ge(
+    net,
+    train_split,
+    test_split,
+    *,
+    alpha: float = 0.1,
+    modulation_epochs: tuple[int, int] = (0, 50),
+    noise: bool = True,
+    **config,
+) -> RunRecord:
     """Joint training on CE(z, y) with OGM-GE."""
-    return train(FixedSchedule(net.n_modalities, 0), net, train_split, test_split,
-                 gradient_hook=OGMGE(alpha, modulation_epochs, noise), head_weight=0.0, **config)
+    return train(
+        FixedSchedule(net.n_modalities, 0),
+        net,
+        train_split,
+        test_split,
+        gradient_hook=OGMGE(alpha, modulation_epochs, noise),
+        head_weight=0.0,
+        **config,
+    )
 
 
-METHODS = {"joint": joint, "fixed": fixed, "controller": controller, "controller-mi": controller_mi,
-           "ogm-ge": ogm_ge}
+METHODS = {"joint": joint, "fixed": fixed, "controller": controller, "controller-mi": controller_mi, "ogm-ge": ogm_ge}
 
 
-def run_method(name: str, data, seed: int, *, hidden: int = 64, feature_dim: int = 32, epochs: int = 40,
-               **config) -> RunRecord:
+def run_method(
+    name: str, data, seed: int, *, hidden: int = 64, feature_dim: int = 32, epochs: int = 40, **config
+) -> RunRecord:
     """Run method ``name`` (a key of ``METHODS``) on ``data`` (a ``data.TrainTest``: ``.train``
     and ``.test`` (views, labels) splits) with a net ``mlp_net(hidden, feature_dim)``
     initialised under ``seed``; ``config`` goes to the method and to ``trainer.train``."""

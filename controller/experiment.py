@@ -13,6 +13,7 @@ PID of two real views and the two-stage controller against its baselines.
 the controllers' schedules) and ``pid_over_epochs.png`` (the controller's PID atoms
 over epochs, stages marked) to ``out``.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -50,8 +51,10 @@ def synthetic_data(seed: int = 0) -> TrainTest:
 
 DATASETS: dict[str, Callable[[int], TrainTest]] = {"uci": uci_data, "synthetic": synthetic_data}
 # Training settings per data set (passed to ``run_method``); the same for every method.
-TRAINING = {"uci": {"epochs": 40, "batch_size": 64, "hidden": 64, "feature_dim": 32},
-            "synthetic": {"epochs": 40, "batch_size": 64, "hidden": 32, "feature_dim": 16}}
+TRAINING = {
+    "uci": {"epochs": 40, "batch_size": 64, "hidden": 64, "feature_dim": 32},
+    "synthetic": {"epochs": 40, "batch_size": 64, "hidden": 32, "feature_dim": 16},
+}
 
 
 def view_pid(n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -60,22 +63,36 @@ def view_pid(n_resamples: int = 1000, seed: int = 0) -> dict:
     symbols = [fastpid.Discretizer(5, 20, random_state=seed).fit_transform(view) for view in data.views]
     result = fastpid.bootstrap(*symbols, data.labels, 20, 20, 10, n_resamples=n_resamples, seed=seed)
     lower, upper = result.basic
-    return {"views": list(UCI_VIEWS), "samples": len(data.labels), "n_resamples": n_resamples,
-            "max_gap": float(result.max_gap), "unconverged": int(result.unconverged),
-            "atoms": {name: {"estimate": float(result.estimate[k]), "bias": float(result.bias[k]),
-                             "corrected": float(result.corrected[k]), "lower": float(lower[k]),
-                             "upper": float(upper[k])}
-                      for k, name in enumerate((*ATOMS, "mi"))}}
+    return {
+        "views": list(UCI_VIEWS),
+        "samples": len(data.labels),
+        "n_resamples": n_resamples,
+        "max_gap": float(result.max_gap),
+        "unconverged": int(result.unconverged),
+        "atoms": {
+            name: {
+                "estimate": float(result.estimate[k]),
+                "bias": float(result.bias[k]),
+                "corrected": float(result.corrected[k]),
+                "lower": float(lower[k]),
+                "upper": float(upper[k]),
+            }
+            for k, name in enumerate((*ATOMS, "mi"))
+        },
+    }
 
 
-def compare(datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
-            progress: bool = True, **overrides) -> list[tuple[str, RunRecord]]:
+def compare(
+    datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int], progress: bool = True, **overrides
+) -> list[tuple[str, RunRecord]]:
     """(data set, record) of every method on every data set under every seed
     (``overrides`` replace ``TRAINING``); the data split is the same for every run."""
     runs = [(name, method, seed) for name in datasets for method in methods for seed in seeds]
     data = {name: DATASETS[name](0) for name in datasets}
-    return [(name, run_method(method, data[name], seed, progress=False, **{**TRAINING[name], **overrides}))
-            for name, method, seed in tqdm(runs, desc="training runs", disable=not progress)]
+    return [
+        (name, run_method(method, data[name], seed, progress=False, **{**TRAINING[name], **overrides}))
+        for name, method, seed in tqdm(runs, desc="training runs", disable=not progress)
+    ]
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -90,46 +107,64 @@ def summarize(records: Sequence[tuple[str, RunRecord]]) -> list[dict]:
     rows = []
     for (dataset, method), group in groups.items():
         shares = [r.monitor_share for r in group if r.monitor_share is not None and r.monitor_seconds > 0]
-        rows.append({
-            "dataset": dataset, "method": method, "seeds": len(group),
-            "fused_accuracy": _mean_std([r.fused_accuracy for r in group]),
-            "probe_accuracy": [_mean_std([r.probe_accuracy[m] for r in group])
-                               for m in range(len(group[0].probe_accuracy))],
-            "wall_seconds": _mean_std([r.wall_seconds for r in group]),
-            "unimodal_epochs": _mean_std([r.unimodal_epochs for r in group]),
-            "monitor_share": _mean_std(shares) if shares else None})
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "seeds": len(group),
+                "fused_accuracy": _mean_std([r.fused_accuracy for r in group]),
+                "probe_accuracy": [
+                    _mean_std([r.probe_accuracy[m] for r in group]) for m in range(len(group[0].probe_accuracy))
+                ],
+                "wall_seconds": _mean_std([r.wall_seconds for r in group]),
+                "unimodal_epochs": _mean_std([r.unimodal_epochs for r in group]),
+                "monitor_share": _mean_std(shares) if shares else None,
+            }
+        )
     return rows
 
 
 def format_table(rows: Sequence[dict]) -> str:
     """The comparison as a markdown table (accuracies in %, mean ± std over seeds)."""
+
     def pct(pair):
         return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
-    lines = ["| data | method | fused acc. | probe acc. m0 | probe acc. m1 | stage-1 epochs | wall s | PID monitor / stage 1 |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| data | method | fused acc. | probe acc. m0 | probe acc. m1 | stage-1 epochs | wall s "
+        "| PID monitor / stage 1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
         share = "–" if row["monitor_share"] is None else f"{100 * row['monitor_share'][0]:.1f} %"
-        lines.append(f"| {row['dataset']} | {row['method']} | {pct(row['fused_accuracy'])} | "
-                     f"{' | '.join(pct(p) for p in row['probe_accuracy'][:2])} | "
-                     f"{row['unimodal_epochs'][0]:.1f} | {row['wall_seconds'][0]:.2f} | {share} |")
+        lines.append(
+            f"| {row['dataset']} | {row['method']} | {pct(row['fused_accuracy'])} | "
+            f"{' | '.join(pct(p) for p in row['probe_accuracy'][:2])} | "
+            f"{row['unimodal_epochs'][0]:.1f} | {row['wall_seconds'][0]:.2f} | {share} |"
+        )
     return "\n".join(lines)
 
 
 def format_view_pid(result: dict) -> str:
     """The UCI view PID as a markdown table."""
-    lines = [f"PID of UCI views {' and '.join(result['views'])} about the digit ({result['samples']} samples, "
-             f"{result['n_resamples']} bootstrap resamples, largest gap {result['max_gap']:.1e} bits)",
-             "| atom | plug-in (bits) | bias | bias-corrected | 95% interval |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"PID of UCI views {' and '.join(result['views'])} about the digit ({result['samples']} samples, "
+        f"{result['n_resamples']} bootstrap resamples, largest gap {result['max_gap']:.1e} bits)",
+        "| atom | plug-in (bits) | bias | bias-corrected | 95% interval |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for name, atom in result["atoms"].items():
-        lines.append(f"| {name} | {atom['estimate']:.4f} | {atom['bias']:+.4f} | {atom['corrected']:.4f} | "
-                     f"[{atom['lower']:.4f}, {atom['upper']:.4f}] |")
+        lines.append(
+            f"| {name} | {atom['estimate']:.4f} | {atom['bias']:+.4f} | {atom['corrected']:.4f} | "
+            f"[{atom['lower']:.4f}, {atom['upper']:.4f}] |"
+        )
     return "\n".join(lines)
 
 
 def plot_schedules(records: Sequence[tuple[str, RunRecord]], path: Path) -> None:
     """PID atoms (pair 0-1) over epochs of each data set's first controller run, stage 1 shaded."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -149,17 +184,29 @@ def plot_schedules(records: Sequence[tuple[str, RunRecord]], path: Path) -> None
             paused = [m for m, on in enumerate(decision["active"]) if not on]
             if paused:
                 axis.annotate(f"pause m{paused[0]}", (decision["epoch"] + 1, 0), fontsize=7, rotation=90)
-        axis.set(title=f"{dataset}: controller, seed {record.seed}", xlabel="epoch", ylabel="bits",
-                 xlim=(0, record.unimodal_epochs + record.joint_epochs))
+        axis.set(
+            title=f"{dataset}: controller, seed {record.seed}",
+            xlabel="epoch",
+            ylabel="bits",
+            xlim=(0, record.unimodal_epochs + record.joint_epochs),
+        )
         axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def run_demo(out: str | Path = "results", *, seeds: Sequence[int] = (0, 1, 2), n_resamples: int = 1000,
-             datasets: Sequence[str] = tuple(DATASETS), methods: Sequence[str] = tuple(METHODS),
-             verification: dict | None = None, progress: bool = True, **overrides) -> dict:
+def run_demo(
+    out: str | Path = "results",
+    *,
+    seeds: Sequence[int] = (0, 1, 2),
+    n_resamples: int = 1000,
+    datasets: Sequence[str] = tuple(DATASETS),
+    methods: Sequence[str] = tuple(METHODS),
+    verification: dict | None = None,
+    progress: bool = True,
+    **overrides,
+) -> dict:
     """Run parts 2 and 3, print their tables, write results.json (with ``verification``,
     the outcome of part 1, when given) and the plot to ``out``; return the results."""
     out = Path(out)
@@ -180,18 +227,26 @@ def run_demo(out: str | Path = "results", *, seeds: Sequence[int] = (0, 1, 2), n
         fitting = 1e3 * sum(r.discretize_seconds for r in monitored) / probes
         fitting_share = statistics.fmean(r.discretize_seconds / r.unimodal_seconds for r in monitored)
         epoch = 1e3 * statistics.fmean(r.unimodal_seconds / r.unimodal_epochs for r in monitored)
-        print(f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
-              f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; {per_probe:.1f} ms "
-              f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms, then scikit-learn's "
-              f"PCA and k-means: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch")
+        print(
+            f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
+            f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; {per_probe:.1f} ms "
+            f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms, then scikit-learn's "
+            f"PCA and k-means: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch"
+        )
     plot_schedules(records, out / "pid_over_epochs.png")
     results = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
-        "processor": platform.processor(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "wall_seconds": time.perf_counter() - started, "verification": verification,
-        "view_pid": views, "training": {name: {**TRAINING[name], **overrides} for name in datasets},
-        "summary": rows, "runs": [{"dataset": name, **r.to_dict()} for name, r in records]}
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "wall_seconds": time.perf_counter() - started,
+        "verification": verification,
+        "view_pid": views,
+        "training": {name: {**TRAINING[name], **overrides} for name in datasets},
+        "summary": rows,
+        "runs": [{"dataset": name, **r.to_dict()} for name, r in records],
+    }
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out / 'results.json'} and {out / 'pid_over_epochs.png'} "
-          f"({results['wall_seconds']:.0f} s)")
+    print(f"\nwrote {out / 'results.json'} and {out / 'pid_over_epochs.png'} ({results['wall_seconds']:.0f} s)")
     return results

@@ -9,6 +9,7 @@ For M views x_1..x_M the model computes
 where W = [W_1 … W_M] is split by columns, so W_m f_m is modality m's share of the
 fused logits (what OGM-GE scores, with b/M of the bias each).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -44,8 +45,7 @@ class MultimodalNet(nn.Module):
 
     def branches(self) -> list[nn.Module]:
         """Modality m's unimodal model (encoder_m and head_m, sharing their parameters)."""
-        return [nn.ModuleDict({"encoder": encoder, "head": head})
-                for encoder, head in zip(self.encoders, self.heads)]
+        return [nn.ModuleDict({"encoder": encoder, "head": head}) for encoder, head in zip(self.encoders, self.heads)]
 
     def encode(self, views: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Features f_m = encoder_m(x_m) of every view."""
@@ -72,7 +72,7 @@ def mlp_net(view_dims: Sequence[int], n_classes: int, *, hidden: int = 64, featu
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
     encoders = nn.ModuleList(
-        nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU())
-        for dim in view_dims)
+        nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU()) for dim in view_dims
+    )
     heads = nn.ModuleList(nn.Linear(feature_dim, n_classes) for _ in view_dims)
     return MultimodalNet(encoders, heads, nn.Linear(feature_dim * len(view_dims), n_classes))

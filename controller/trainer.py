@@ -20,6 +20,7 @@ optionally ``discretize_seconds``): ``TwoStageController`` or
 head_m) as ``encoders``, so a restored initial state keeps each head matched to its
 encoder.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,8 +39,10 @@ from .two_stage import Decision
 
 Split = tuple[Sequence[torch.Tensor], torch.Tensor]  # (one (N, d_m) float tensor per view, (N,) int labels)
 # A fresh optimiser per stage; "sgd" as in the OGM-GE authors' code (momentum 0.9).
-OPTIMIZERS = {"adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-              "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9)}
+OPTIMIZERS = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+}
 GradientHook = Callable[[MultimodalNet, list[torch.Tensor], torch.Tensor, int], None]
 
 
@@ -81,22 +84,29 @@ def _check_split(name: str, split: Split, n_modalities: int) -> tuple[list[torch
     if not (isinstance(split, (tuple, list)) and len(split) == 2):
         raise TypeError(f"{name} must be a pair (views, labels), got {type(split).__name__}")
     views, labels = split
-    if not (isinstance(labels, torch.Tensor) and labels.dim() == 1 and not labels.is_floating_point()
-            and labels.dtype != torch.bool):
+    if not (
+        isinstance(labels, torch.Tensor)
+        and labels.dim() == 1
+        and not labels.is_floating_point()
+        and labels.dtype != torch.bool
+    ):
         raise ValueError(f"{name} labels must be a 1-D integer tensor (N,)")
     if len(views) != n_modalities:
         raise ValueError(f"{name} has {len(views)} views, the net has {n_modalities} encoders")
     for m, view in enumerate(views):
-        if not (isinstance(view, torch.Tensor) and view.is_floating_point() and view.dim() == 2
-                and len(view) == len(labels)):
+        if not (
+            isinstance(view, torch.Tensor) and view.is_floating_point() and view.dim() == 2 and len(view) == len(labels)
+        ):
             shape = tuple(view.shape) if isinstance(view, torch.Tensor) else type(view).__name__
-            raise ValueError(f"{name} view {m} must be a float tensor (N, d) with N = {len(labels)} "
-                             f"labels, got {shape}")
+            raise ValueError(
+                f"{name} view {m} must be a float tensor (N, d) with N = {len(labels)} labels, got {shape}"
+            )
     return list(views), labels
 
 
-def joint_loss(fused: torch.Tensor, unimodal: Sequence[torch.Tensor], labels: torch.Tensor,
-               head_weight: float) -> torch.Tensor:
+def joint_loss(
+    fused: torch.Tensor, unimodal: Sequence[torch.Tensor], labels: torch.Tensor, head_weight: float
+) -> torch.Tensor:
     """L_2 = CE(z, y) + w Σ_m CE(z_m, y) (mean over the batch)."""
     loss = F.cross_entropy(fused, labels)
     if head_weight:
@@ -104,11 +114,13 @@ def joint_loss(fused: torch.Tensor, unimodal: Sequence[torch.Tensor], labels: to
     return loss
 
 
-def unimodal_loss(net: MultimodalNet, views: Sequence[torch.Tensor], labels: torch.Tensor,
-                  active: Sequence[bool]) -> torch.Tensor:
+def unimodal_loss(
+    net: MultimodalNet, views: Sequence[torch.Tensor], labels: torch.Tensor, active: Sequence[bool]
+) -> torch.Tensor:
     """L_1 = Σ_{m active} CE(head_m(encoder_m(x_m)), y); inactive modalities are not run."""
-    return sum(F.cross_entropy(net.heads[m](net.encoders[m](views[m])), labels)
-               for m in range(net.n_modalities) if active[m])
+    return sum(
+        F.cross_entropy(net.heads[m](net.encoders[m](views[m])), labels) for m in range(net.n_modalities) if active[m]
+    )
 
 
 @torch.no_grad()
@@ -132,10 +144,24 @@ def linear_probe_accuracy(net: MultimodalNet, train: Split, test: Split) -> list
     return accuracies
 
 
-def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *, epochs: int,
-          lr: float = 3e-3, batch_size: int = 256, seed: int = 0, probe_size: int = 1280,
-          head_weight: float = 0.6, optimizer: str = "adam", gradient_hook: GradientHook | None = None,
-          method: str = "", progress: bool = True, device: str | torch.device = "cpu") -> RunRecord:
+def train(
+    schedule,
+    net: MultimodalNet,
+    train_split: Split,
+    test_split: Split,
+    *,
+    epochs: int,
+    lr: float = 3e-3,
+    batch_size: int = 256,
+    seed: int = 0,
+    probe_size: int = 1280,
+    head_weight: float = 0.6,
+    optimizer: str = "adam",
+    gradient_hook: GradientHook | None = None,
+    method: str = "",
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> RunRecord:
     """Train ``net`` for ``epochs`` epochs as ``schedule`` decides and evaluate it.
 
     Before each epoch the schedule's ``stage`` and ``active`` say what trains; after
@@ -171,8 +197,7 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
     for epoch in bar:
         if schedule.stage != stage:
             if stage == "joint":
-                raise RuntimeError(f"the schedule went back to {schedule.stage!r} after joint training "
-                                   f"(epoch {epoch})")
+                raise RuntimeError(f"the schedule went back to {schedule.stage!r} after joint training (epoch {epoch})")
             stage = schedule.stage
             if stage == "joint":
                 unimodal_seconds = time.perf_counter() - started if epoch else 0.0
@@ -214,12 +239,20 @@ def train(schedule, net: MultimodalNet, train_split: Split, test_split: Split, *
     probes = linear_probe_accuracy(net, (train_views, train_labels), (test_views, test_labels))
     unimodal_epochs = sum(entry["stage"] == "unimodal" for entry in log)
     return RunRecord(
-        method=method, seed=seed, fused_accuracy=fused, probe_accuracy=probes,
-        wall_seconds=time.perf_counter() - started, unimodal_seconds=unimodal_seconds,
-        monitor_seconds=monitor_seconds, discretize_seconds=getattr(schedule, "discretize_seconds", 0.0),
+        method=method,
+        seed=seed,
+        fused_accuracy=fused,
+        probe_accuracy=probes,
+        wall_seconds=time.perf_counter() - started,
+        unimodal_seconds=unimodal_seconds,
+        monitor_seconds=monitor_seconds,
+        discretize_seconds=getattr(schedule, "discretize_seconds", 0.0),
         monitor_share=monitor_seconds / unimodal_seconds if unimodal_seconds else None,
-        unimodal_epochs=unimodal_epochs, joint_epochs=epochs - unimodal_epochs,
-        epochs=log, decisions=[_decision_dict(d) for d in schedule.history])
+        unimodal_epochs=unimodal_epochs,
+        joint_epochs=epochs - unimodal_epochs,
+        epochs=log,
+        decisions=[_decision_dict(d) for d in schedule.history],
+    )
 
 
 def _on(device, views, labels):

@@ -8,6 +8,7 @@ and the BROJA PID of every pair of modalities about the label is measured.  The
 uniqueness ratios decide which modalities pause; the synergy locates the "ideal
 initial state" from which stage 2, joint training, starts.
 """
+
 from __future__ import annotations
 
 import copy
@@ -62,17 +63,19 @@ def _gather_rows(rows: torch.Tensor) -> tuple[torch.Tensor, int]:
     dist.all_gather(size_tensors, torch.tensor([len(rows)], device=rows.device))
     sizes = [int(size) for size in size_tensors]
     padded = rows.new_zeros(max(sizes), rows.shape[1])
-    padded[:len(rows)] = rows
+    padded[: len(rows)] = rows
     blocks = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(blocks, padded)
-    return torch.cat([block[:size] for block, size in zip(blocks, sizes)]), sum(sizes[:dist.get_rank()])
+    return torch.cat([block[:size] for block, size in zip(blocks, sizes)]), sum(sizes[: dist.get_rank()])
 
 
 def _copy_state(module: torch.nn.Module) -> dict:
     """A copy of ``module.state_dict()``: tensors cloned, anything else deep-copied (a
     deep copy of the whole dict takes ~6× longer on the demo's encoders)."""
-    return {name: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-            for name, value in module.state_dict().items()}
+    return {
+        name: value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+        for name, value in module.state_dict().items()
+    }
 
 
 class Schedule:
@@ -159,11 +162,23 @@ class TwoStageController(Schedule):
     same stage with the same history.
     """
 
-    def __init__(self, n_modalities: int = 2, *, probe_every: int = 5, ratio_threshold: float = 3.0,
-                 synergy_drop: float = 0.8, max_switches: int = 4, max_unimodal_epochs: int | None = None,
-                 criterion: Literal["uniqueness", "mi"] = "uniqueness", n_components: int = 5,
-                 n_clusters: int = 20, seed: int = 0, warm_start: bool = True, backend: str = "auto",
-                 tol: float = 1e-6):
+    def __init__(
+        self,
+        n_modalities: int = 2,
+        *,
+        probe_every: int = 5,
+        ratio_threshold: float = 3.0,
+        synergy_drop: float = 0.8,
+        max_switches: int = 4,
+        max_unimodal_epochs: int | None = None,
+        criterion: Literal["uniqueness", "mi"] = "uniqueness",
+        n_components: int = 5,
+        n_clusters: int = 20,
+        seed: int = 0,
+        warm_start: bool = True,
+        backend: str = "auto",
+        tol: float = 1e-6,
+    ):
         """
         Args:
             n_modalities: M ≥ 2 encoders.
@@ -209,12 +224,14 @@ class TwoStageController(Schedule):
         self.tol = tol
         self._discretizers = [  # refitted at every probe
             fastpid.Discretizer(n_components, n_clusters, random_state=seed, warm_start=warm_start)
-            for _ in range(n_modalities)]
+            for _ in range(n_modalities)
+        ]
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
         self.monitor_seconds = 0.0  # time spent in measure()
         self.discretize_seconds = 0.0  # the part of it spent fitting the discretisers
-        super().__init__(Decision(-1, "unimodal", (True,) * n_modalities,
-                                  "start: every modality trains with its own head"))
+        super().__init__(
+            Decision(-1, "unimodal", (True,) * n_modalities, "start: every modality trains with its own head")
+        )
         self._switches = 0
         self._peak_synergy: float | None = None
         self._peak_epoch: int | None = None
@@ -247,18 +264,30 @@ class TwoStageController(Schedule):
         views = rows.split([block.shape[1] for block in features], 1)
         mine = slice(start, start + len(labels))
         fitting = time.perf_counter()
-        symbols = [discretizer.fit_transform(view)[mine].to(labels.device)
-                   for discretizer, view in zip(self._discretizers, views)]
+        symbols = [
+            discretizer.fit_transform(view)[mine].to(labels.device)
+            for discretizer, view in zip(self._discretizers, views)
+        ]
         self.discretize_seconds += time.perf_counter() - fitting
         n_labels = fastpid.all_reduce_label_count(labels)
         first, second = zip(*self.pairs)
         counts = fastpid.joint_from_samples(
-            torch.stack([symbols[i] for i in first]), torch.stack([symbols[j] for j in second]),
-            labels.expand(len(self.pairs), -1), self.n_clusters, self.n_clusters, n_labels, normalize=False)
+            torch.stack([symbols[i] for i in first]),
+            torch.stack([symbols[j] for j in second]),
+            labels.expand(len(self.pairs), -1),
+            self.n_clusters,
+            self.n_clusters,
+            n_labels,
+            normalize=False,
+        )
         result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
-        values = {pair: {**{name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")},
-                         "converged": bool(result.converged[k])}
-                  for k, pair in enumerate(self.pairs)}
+        values = {
+            pair: {
+                **{name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")},
+                "converged": bool(result.converged[k]),
+            }
+            for k, pair in enumerate(self.pairs)
+        }
         self.monitor_seconds += time.perf_counter() - started
         return values
 
@@ -267,8 +296,10 @@ class TwoStageController(Schedule):
         values (the rules in the class docstring); copy the encoders' weights at a
         new synergy peak and load them back at the hand-over."""
         if self.stage == "joint":
-            raise RuntimeError(f"the controller handed over to joint training at epoch {self.decision.epoch}; "
-                               "step() decides only in the unimodal stage")
+            raise RuntimeError(
+                f"the controller handed over to joint training at epoch {self.decision.epoch}; "
+                "step() decides only in the unimodal stage"
+            )
         self._check_values(values)
         self._check_encoders(encoders)
         synergy = sum(values[pair]["synergy"] for pair in self.pairs) / len(self.pairs)
@@ -276,8 +307,11 @@ class TwoStageController(Schedule):
             self._peak_synergy, self._peak_epoch = synergy, epoch
             self._peak_weights = None if encoders is None else [_copy_state(e) for e in encoders]
         trend = f"mean synergy {synergy:.4g} bits (peak {self._peak_synergy:.4g} at epoch {self._peak_epoch})"
-        uncertain = [f"{pair} (gap {values[pair]['gap']:.2g} bits)" for pair in self.pairs
-                     if not values[pair].get("converged", True)]
+        uncertain = [
+            f"{pair} (gap {values[pair]['gap']:.2g} bits)"
+            for pair in self.pairs
+            if not values[pair].get("converged", True)
+        ]
         if uncertain:
             trend += f"; unconverged PID of {', '.join(uncertain)}"
         if self._peak_synergy > 0 and synergy < self.synergy_drop * self._peak_synergy:
@@ -287,14 +321,22 @@ class TwoStageController(Schedule):
         active, balance = self._balance(values)
         if active != self.active:
             if self._switches == self.max_switches:
-                return self._hand_over(epoch, f"{balance} would be switch {self._switches + 1} > max_switches="
-                                              f"{self.max_switches}; {trend}", values, encoders)
+                return self._hand_over(
+                    epoch,
+                    f"{balance} would be switch {self._switches + 1} > max_switches={self.max_switches}; {trend}",
+                    values,
+                    encoders,
+                )
             self._switches += 1
         return self._log(Decision(epoch, "unimodal", active, f"{balance}; {trend}", values))
 
-    def epoch_end(self, epoch: int, features: Sequence[torch.Tensor] | None = None,
-                  labels: torch.Tensor | None = None,
-                  encoders: Sequence[torch.nn.Module] | None = None) -> Decision:
+    def epoch_end(
+        self,
+        epoch: int,
+        features: Sequence[torch.Tensor] | None = None,
+        labels: torch.Tensor | None = None,
+        encoders: Sequence[torch.nn.Module] | None = None,
+    ) -> Decision:
         """Call after every training epoch: probes when due (``features``, one
         (N, d_i) tensor per modality on the probe set, and ``labels`` required
         then), checks the epoch budget, and returns the decision in force."""
@@ -313,18 +355,24 @@ class TwoStageController(Schedule):
         from them), time spent measuring and the history, whose last
         decision holds the stage and the active set.  Plain containers and
         tensors (``torch.load(weights_only=True)`` reads it)."""
-        return {"n_modalities": self.n_modalities, "switches": self._switches,
-                "peak_synergy": self._peak_synergy, "peak_epoch": self._peak_epoch,
-                "peak_weights": self._peak_weights, "monitor_seconds": self.monitor_seconds,
-                "discretize_seconds": self.discretize_seconds,
-                "discretizers": [discretizer.state_dict() for discretizer in self._discretizers],
-                "history": [asdict(decision) for decision in self._history]}
+        return {
+            "n_modalities": self.n_modalities,
+            "switches": self._switches,
+            "peak_synergy": self._peak_synergy,
+            "peak_epoch": self._peak_epoch,
+            "peak_weights": self._peak_weights,
+            "monitor_seconds": self.monitor_seconds,
+            "discretize_seconds": self.discretize_seconds,
+            "discretizers": [discretizer.state_dict() for discretizer in self._discretizers],
+            "history": [asdict(decision) for decision in self._history],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from ``state_dict()``: same stage, active set, peak and history."""
         if state["n_modalities"] != self.n_modalities:
-            raise ValueError(f"the state is of a controller of {state['n_modalities']} modalities, "
-                             f"this one has {self.n_modalities}")
+            raise ValueError(
+                f"the state is of a controller of {state['n_modalities']} modalities, this one has {self.n_modalities}"
+            )
         self._switches = state["switches"]
         self._peak_synergy, self._peak_epoch = state["peak_synergy"], state["peak_epoch"]
         self._peak_weights = state["peak_weights"]
@@ -337,7 +385,7 @@ class TwoStageController(Schedule):
         """The active set from the score ratios (largest first) and its reason."""
         name = "U{}".format if self.criterion == "uniqueness" else "I(Y;X{})".format
         ratios = []
-        for (i, j) in self.pairs:
+        for i, j in self.pairs:
             score_i, score_j = (max(self._score(values[(i, j)], atom), SCORE_FLOOR) for atom in ("unique1", "unique2"))
             ratios += [(score_i / score_j, i, j), (score_j / score_i, j, i)]
         ratios.sort(key=lambda entry: -entry[0])  # stable: ties keep the pair order
@@ -358,20 +406,24 @@ class TwoStageController(Schedule):
             return pair_values[unique]
         return pair_values["redundancy"] + pair_values[unique]
 
-    def _hand_over(self, epoch: int, reason: str, values: PairValues | None,
-                   encoders: Sequence[torch.nn.Module] | None) -> Decision:
+    def _hand_over(
+        self, epoch: int, reason: str, values: PairValues | None, encoders: Sequence[torch.nn.Module] | None
+    ) -> Decision:
         """Switch to joint training, loading the peak's weights into the encoders when given."""
         restored = None
         if encoders is not None and self._peak_epoch is not None:
             if self._peak_weights is None:
-                raise ValueError(f"no encoder weights were saved at the synergy peak (epoch {self._peak_epoch}): "
-                                 "pass encoders at every probe to have them restored")
+                raise ValueError(
+                    f"no encoder weights were saved at the synergy peak (epoch {self._peak_epoch}): "
+                    "pass encoders at every probe to have them restored"
+                )
             for encoder, weights in zip(encoders, self._peak_weights):
                 encoder.load_state_dict(weights)
             restored = self._peak_epoch
             reason += f"; restored the encoders of epoch {restored}"
-        return self._log(Decision(epoch, "joint", (True,) * self.n_modalities, f"hand over: {reason}",
-                                  values, restored))
+        return self._log(
+            Decision(epoch, "joint", (True,) * self.n_modalities, f"hand over: {reason}", values, restored)
+        )
 
     def _budget_spent(self, epoch: int) -> bool:
         return self.max_unimodal_epochs is not None and epoch + 1 >= self.max_unimodal_epochs
@@ -397,8 +449,9 @@ class TwoStageController(Schedule):
         if encoders is not None and len(encoders) != self.n_modalities:
             raise ValueError(f"encoders must hold one module per modality ({self.n_modalities}), got {len(encoders)}")
 
-    def _check_probe(self, features: Sequence[torch.Tensor],
-                     labels: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _check_probe(
+        self, features: Sequence[torch.Tensor], labels: torch.Tensor
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Detached features, one (N, d_i) tensor per modality, and integer labels (N,)."""
         if len(features) != self.n_modalities:
             raise ValueError(f"features must hold one tensor per modality ({self.n_modalities}), got {len(features)}")

@@ -48,9 +48,9 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void envelope_gradient(const T* P, int n1, int n2, int ny, const T* lam1, const T* lam2,
                                                   const T* g, T* scratch, T* out) {
   const T kLn2 = T(0.693147180559945309417232121458176568);
-  T* log1 = scratch;                          // log p(y|x1)
-  T* log2 = log1 + size_t(n1) * ny;           // log p(y|x2)
-  T* logy = log2 + size_t(n2) * ny;           // log p(y)
+  T* log1 = scratch;                 // log p(y|x1)
+  T* log2 = log1 + size_t(n1) * ny;  // log p(y|x2)
+  T* logy = log2 + size_t(n2) * ny;  // log p(y)
   for (size_t k = 0; k < envelope_scratch_size(n1, n2, ny); ++k) scratch[k] = T(0);
   for (int i = 0; i < n1; ++i)
     for (int j = 0; j < n2; ++j) {

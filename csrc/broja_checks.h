@@ -1,11 +1,11 @@
 // Argument checks shared by the CPU and CUDA implementations of the fastpid ops.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdlib>
 #include <limits>
 #include <string>
-
-#include <ATen/ATen.h>
 
 #include "broja/joint.h"
 
@@ -32,7 +32,7 @@ inline double memory_budget_bytes() {
 }
 
 inline const char* elimination_name(broja::Elimination elimination) {
-  return elimination == broja::Elimination::kPairs ? "pair elimination"
+  return elimination == broja::Elimination::kPairs  ? "pair elimination"
          : elimination == broja::Elimination::kSide ? "side elimination"
                                                     : "certificate";
 }
@@ -44,8 +44,7 @@ inline const char* elimination_name(broja::Elimination elimination) {
 // Raises ValueError (TORCH_CHECK_VALUE) naming the joint, the memory it needs
 // and the budget otherwise.
 inline int64_t check_workspace(const char* op, int64_t n1, int64_t n2, int64_t ny, broja::Elimination elimination) {
-  TORCH_CHECK_VALUE(n1 > 0 && n2 > 0 && ny > 0, op, ": alphabet sizes must be positive, got ", n1, "×", n2, "×",
-                    ny);
+  TORCH_CHECK_VALUE(n1 > 0 && n2 > 0 && ny > 0, op, ": alphabet sizes must be positive, got ", n1, "×", n2, "×", ny);
   // Element counts in double: no overflow whatever the sizes.
   const double a = double(n1), b = double(n2), c = double(ny), pairs = a * b, cells = pairs * c;
   const double e = std::max(a, b) * c, k = std::min(a, b) * c, pad = broja::kPadding * 2;
@@ -74,8 +73,8 @@ inline void check_arg_of_joint(const char* op, const at::Tensor& p, const char* 
   TORCH_CHECK(tensor.is_contiguous(), op, ": expected a contiguous ", name);
   TORCH_CHECK(tensor.device() == p.device(), op, ": expected ", name, " on ", p.device(), " like p, got ",
               tensor.device());
-  TORCH_CHECK(tensor.sizes() == shape, op, ": expected ", name, " ", shape_name, " = ", shape, " for p ",
-              p.sizes(), ", got ", tensor.sizes());
+  TORCH_CHECK(tensor.sizes() == shape, op, ": expected ", name, " ", shape_name, " = ", shape, " for p ", p.sizes(),
+              ", got ", tensor.sizes());
 }
 
 // p as check_joint_arg; max_iter and patience non-negative ints.
@@ -89,8 +88,7 @@ inline void check_broja_solve_args(const at::Tensor& p, int64_t max_iter, int64_
 }
 
 // p as check_joint_arg, with a dual solution lam1 (B, n1, ny), lam2 (B, n2, ny).
-inline void check_joint_and_duals(const char* op, const at::Tensor& p, const at::Tensor& lam1,
-                                  const at::Tensor& lam2) {
+inline void check_joint_and_duals(const char* op, const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2) {
   check_joint_arg(op, p);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
   check_workspace(op, n1, n2, ny, broja::Elimination::kNone);

@@ -17,10 +17,10 @@
 namespace fastpid {
 namespace {
 
-using Solve = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, double,
-                                                                                    int64_t, int64_t);
+using Solve = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, double, int64_t,
+                                                                                     int64_t);
 using Certify = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                          const at::Tensor&, const at::Tensor&);
+                                                                           const at::Tensor&, const at::Tensor&);
 
 template <typename Signature>
 c10::TypedOperatorHandle<Signature> op(const char* name) {

@@ -60,20 +60,20 @@ std::tuple<int64_t, int64_t> broja_workspace(int64_t n1, int64_t n2, int64_t ny)
   return {check_workspace(op, n1, n2, ny, broja::Elimination(elimination)), elimination};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_meta(
-    const at::Tensor& p, double /*tol*/, int64_t /*max_iter*/, int64_t /*patience*/) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_meta(const at::Tensor& p,
+                                                                                        double /*tol*/,
+                                                                                        int64_t /*max_iter*/,
+                                                                                        int64_t /*patience*/) {
   TORCH_CHECK(p.scalar_type() == at::kDouble, "fastpid::broja_solve: expected p of dtype float64, got ",
               p.scalar_type());
-  TORCH_CHECK(p.dim() == 4, "fastpid::broja_solve: expected p of shape (B, n1, n2, ny), got ", p.dim(),
-              " dimensions");
+  TORCH_CHECK(p.dim() == 4, "fastpid::broja_solve: expected p of shape (B, n1, n2, ny), got ", p.dim(), " dimensions");
   const auto size = p.sym_sizes();
   const auto& batch = size[0];
   const auto& n1 = size[1];
   const auto& n2 = size[2];
   const auto& ny = size[3];
   return {at::empty_symint({batch, n1, ny}, p.options()), at::empty_symint({batch, n2, ny}, p.options()),
-          at::empty_symint({batch, n1, n2}, p.options()),
-          at::empty_symint({batch}, p.options().dtype(at::kLong)),
+          at::empty_symint({batch, n1, n2}, p.options()), at::empty_symint({batch}, p.options().dtype(at::kLong)),
           at::empty_symint({batch}, p.options().dtype(at::kBool))};
 }
 
@@ -123,8 +123,9 @@ TORCH_LIBRARY(fastpid, m) {
   m.def("broja_workspace(int n1, int n2, int ny) -> (int, int)", &broja_workspace);
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
   m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience) -> "
-        "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastpid, CPU, m) {

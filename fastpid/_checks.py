@@ -1,4 +1,5 @@
 """Validation of joints handed to the public API: clear errors, never silent NaN."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ def as_joint_tensor(p, normalize: bool = False) -> tuple[torch.Tensor, bool]:
             try:
                 return torch.tensor(np.asarray(p, dtype=np.float64)), False
             except (TypeError, ValueError) as error:
-                raise TypeError(f"P as nested lists must hold numbers in a regular (..., n1, n2, ny) layout: {error}"
-                                ) from None
+                raise TypeError(
+                    f"P as nested lists must hold numbers in a regular (..., n1, n2, ny) layout: {error}"
+                ) from None
         joints = [as_joint_tensor(item)[0] for item in p]
         devices = {j.device for j in joints}
         if len(devices) > 1:
@@ -36,14 +38,16 @@ def as_joint_tensor(p, normalize: bool = False) -> tuple[torch.Tensor, bool]:
             bad = next(i for i, j in enumerate(joints) if j.device != first)
             raise ValueError(
                 f"P mixes devices: joint 0 is on {first} but joint {bad} is on {joints[bad].device}; "
-                "move every joint to one device")
+                "move every joint to one device"
+            )
         shapes = {tuple(j.shape) for j in joints}
         if len(shapes) > 1:
             raise ValueError(f"P is a sequence of joints of different shapes {sorted(shapes)}; pad them to one shape")
         return torch.stack(joints), all(isinstance(item, np.ndarray) for item in p)
     raise TypeError(
         f"P must be a torch.Tensor, a numpy.ndarray, a sequence of them or nested lists of numbers, "
-        f"of shape (..., n1, n2, ny); got {type(p).__name__}")
+        f"of shape (..., n1, n2, ny); got {type(p).__name__}"
+    )
 
 
 def _floating(p: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -53,8 +57,9 @@ def _floating(p: torch.Tensor, normalize: bool) -> torch.Tensor:
     if p.dtype.is_floating_point or p.dtype.is_complex or p.dtype == torch.bool:
         return p
     if not normalize:
-        raise TypeError(f"P holds integers ({p.dtype}): pass normalize=True to use them as counts, "
-                        "or convert with P / P.sum()")
+        raise TypeError(
+            f"P holds integers ({p.dtype}): pass normalize=True to use them as counts, or convert with P / P.sum()"
+        )
     return p.to(torch.float64)
 
 
@@ -97,7 +102,9 @@ def raise_for_values(p: torch.Tensor, normalize: bool, fine: torch.Tensor) -> No
     False where ``check_joint``'s test refuses it) flags, naming its problem."""
     batch_shape = p.shape[:-3]
     index = int(torch.nonzero(~fine.reshape(-1))[0, 0])
-    where = f"joint {tuple(int(i) for i in np.unravel_index(index, tuple(batch_shape)))}" if batch_shape else "the joint"
+    where = (
+        f"joint {tuple(int(i) for i in np.unravel_index(index, tuple(batch_shape)))}" if batch_shape else "the joint"
+    )
     joint = p.detach().reshape(-1, p.shape[-3] * p.shape[-2] * p.shape[-1])[index]
     if not bool(torch.isfinite(joint).all()):
         raise ValueError(f"P must be finite: {where} holds NaN or infinite mass")
@@ -108,8 +115,9 @@ def raise_for_values(p: torch.Tensor, normalize: bool, fine: torch.Tensor) -> No
         raise ValueError(f"P's total mass overflows {p.dtype}: {where} sums to inf; rescale it")
     if not total > 0:
         raise ValueError(f"P must carry mass: {where} sums to 0")
-    raise ValueError(f"P must sum to 1 over its last three axes: {where} sums to {total.item():.10g}; "
-                     "pass normalize=True to rescale")
+    raise ValueError(
+        f"P must sum to 1 over its last three axes: {where} sums to {total.item():.10g}; pass normalize=True to rescale"
+    )
 
 
 def check_options(tol: float, max_iter: int) -> None:

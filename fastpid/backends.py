@@ -19,6 +19,7 @@ backends in through the ``fastpid.backends`` entry-point group: a callable
 returning a ``Backend``, loaded when its name is first asked for (the
 "triton" backend of ``fastpid.kernels``).  The core never imports them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,7 @@ def _load_ops():
 # Looked up once at import: ``available`` and ``resolve`` then read only Python
 # constants, so ``torch.compile`` traces ``fastpid.pid`` through them.
 _OPS = _load_ops()
-_HAS_CUDA_KERNEL = _OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-    "fastpid::broja_solve", "CUDA")
+_HAS_CUDA_KERNEL = _OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key("fastpid::broja_solve", "CUDA")
 
 
 def has_cuda_kernel() -> bool:
@@ -60,13 +60,18 @@ def _compiled(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solv
     return solver.Solution(lam1, lam2, w, iterations, converged)
 
 
-def _compiled_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
-                       grad_atoms: torch.Tensor) -> torch.Tensor:
+def _compiled_gradient(
+    p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, grad_atoms: torch.Tensor
+) -> torch.Tensor:
     """The compiled backward op (csrc/broja_backward.h) on p's device, for joints of shape (..., n1, n2, ny)."""
     *batch, n1, n2, ny = p.shape
     flat = p.to(torch.float64).reshape(-1, n1, n2, ny).contiguous()
-    grad = _OPS.broja_backward(flat, lam1.reshape(-1, n1, ny).contiguous(), lam2.reshape(-1, n2, ny).contiguous(),
-                               grad_atoms.to(torch.float64).reshape(-1, 5).contiguous())
+    grad = _OPS.broja_backward(
+        flat,
+        lam1.reshape(-1, n1, ny).contiguous(),
+        lam2.reshape(-1, n2, ny).contiguous(),
+        grad_atoms.to(torch.float64).reshape(-1, 5).contiguous(),
+    )
     return grad.reshape(p.shape)
 
 
@@ -78,8 +83,9 @@ def _compiled_forward(p: torch.Tensor, normalize: bool, tol: float, max_iter: in
     return tuple(outputs)
 
 
-def torch_certificate(p: torch.Tensor, solution: solver.Solution
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def torch_certificate(
+    p: torch.Tensor, solution: solver.Solution
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, f(Q), gap (``fastpid.solver.certificate``) of a solution of the normalised joints p
     (B, n1, n2, ny), and their entropies (B, 4): H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2); nats."""
     h = conditional_entropies(p)
@@ -87,16 +93,24 @@ def torch_certificate(p: torch.Tensor, solution: solver.Solution
     return *solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p)), entropies
 
 
-def python_forward(solve: Callable, p: torch.Tensor, normalize: bool, tol: float, max_iter: int
-                   ) -> tuple[torch.Tensor, ...]:
+def python_forward(
+    solve: Callable, p: torch.Tensor, normalize: bool, tol: float, max_iter: int
+) -> tuple[torch.Tensor, ...]:
     """The forward of ``fastpid.pid`` with the solver ``solve`` and ``torch_certificate``."""
     joint = check_joint(p, normalize).to(torch.float64)
     batch_shape, cells = joint.shape[:-3], joint.shape[-3:]
     flat = joint.reshape(-1, *cells)
     solution = solve(flat, tol, max_iter, solver.PATIENCE)
     q, value, gap, entropies = torch_certificate(flat, solution)
-    outputs = (torch.cat([entropies, value[:, None]], 1), gap, q, solution.lam1, solution.lam2,
-               solution.iterations, solution.converged)
+    outputs = (
+        torch.cat([entropies, value[:, None]], 1),
+        gap,
+        q,
+        solution.lam1,
+        solution.lam2,
+        solution.iterations,
+        solution.converged,
+    )
     return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
 
 
@@ -128,21 +142,35 @@ def unavailable(name: str, missing: str) -> Backend:
 # Why a built-in backend is missing from a build, and how to get it.
 MISSING = {
     "cpu": "backend 'cpu' needs fastpid's C++ extension, which this installation lacks (fastpid._C did not "
-           "import); reinstall with `pip install --no-build-isolation .` where a C++ compiler is found, "
-           "or use backend='torch'",
+    "import); reinstall with `pip install --no-build-isolation .` where a C++ compiler is found, "
+    "or use backend='torch'",
     "cuda": "backend 'cuda' needs fastpid's C++ extension built with CUDA, and this build has no CUDA kernels "
-            "(nvcc was not found, or FASTPID_CUDA=0); reinstall with CUDA_HOME set, e.g. "
-            "`CUDA_HOME=/usr/local/cuda pip install --no-build-isolation .`, or use backend='torch' on CUDA tensors",
+    "(nvcc was not found, or FASTPID_CUDA=0); reinstall with CUDA_HOME set, e.g. "
+    "`CUDA_HOME=/usr/local/cuda pip install --no-build-isolation .`, or use backend='torch' on CUDA tensors",
 }
 
 
 def _built_in() -> dict[str, Backend]:
-    """"cpu", "cuda" and "torch", in the order "auto" prefers them."""
-    cpu = (unavailable("cpu", MISSING["cpu"]) if _OPS is None else
-           Backend("cpu", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cpu",
-                   "CPU joints"))
-    cuda = (Backend("cuda", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cuda",
-                    "CUDA joints") if has_cuda_kernel() else unavailable("cuda", MISSING["cuda"]))
+    """ "cpu", "cuda" and "torch", in the order "auto" prefers them."""
+    cpu = (
+        unavailable("cpu", MISSING["cpu"])
+        if _OPS is None
+        else Backend(
+            "cpu", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cpu", "CPU joints"
+        )
+    )
+    cuda = (
+        Backend(
+            "cuda",
+            _compiled,
+            _compiled_forward,
+            _compiled_gradient,
+            lambda device: device.type == "cuda",
+            "CUDA joints",
+        )
+        if has_cuda_kernel()
+        else unavailable("cuda", MISSING["cuda"])
+    )
     return {"cpu": cpu, "cuda": cuda, "torch": python_backend("torch", solver.solve, where="joints on any device")}
 
 
@@ -178,8 +206,11 @@ def available(device: torch.device | str = "cpu") -> list[str]:
     """Backends that "auto" may pick for joints stored on ``device``, fastest first
     (plug-ins are named explicitly only: none has been timed against these)."""
     device = torch.device(device)
-    return [name for name, backend in BUILT_IN.items()
-            if backend.auto and backend.missing is None and backend.solves_on(device)]
+    return [
+        name
+        for name, backend in BUILT_IN.items()
+        if backend.auto and backend.missing is None and backend.solves_on(device)
+    ]
 
 
 # "cuda" runs one thread per joint, so its time grows with the cost of one joint
@@ -203,6 +234,8 @@ def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = Non
     if backend.missing is not None:
         raise ValueError(backend.missing)
     if not backend.solves_on(device):
-        raise ValueError(f"backend {name!r} cannot solve joints on {device} (it takes {backend.where}); "
-                         f"available there: {available(device)}")
+        raise ValueError(
+            f"backend {name!r} cannot solve joints on {device} (it takes {backend.where}); "
+            f"available there: {available(device)}"
+        )
     return name

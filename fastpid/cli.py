@@ -3,6 +3,7 @@
 subcommands through the ``fastpid.commands`` entry-point group (a callable
 that adds its parser to the subparsers and sets ``handler`` and ``needs`` on
 it): ``fastpid demo``, the main job, comes from ``fastpid.controller``."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def main(argv=None) -> int:
     data.add_argument("--sources", nargs=2, required=True, metavar=("X1", "X2"), help="the two source columns")
     data.add_argument("--target", required=True, metavar="Y", help="the target column")
     data.add_argument("--bins", type=int, default=8, help="symbols for a continuous column (default 8)")
-    data.add_argument("--discretize", choices=("quantile", "kmeans"), default="quantile",
-                      help="how continuous columns become symbols (default quantile bins)")
+    data.add_argument(
+        "--discretize",
+        choices=("quantile", "kmeans"),
+        default="quantile",
+        help="how continuous columns become symbols (default quantile bins)",
+    )
     data.add_argument("--bootstrap", type=int, default=0, metavar="B", help="bootstrap resamples for intervals")
     data.add_argument("--permutations", type=int, default=0, metavar="B", help="surrogates for p-values")
     data.add_argument("--seed", type=int, default=0)
@@ -59,8 +64,8 @@ def pid_command(args) -> int:
     import torch
 
     from . import bootstrap, permutation_test, pid
-    from .joints import joint_from_samples
     from .decomposition import ATOM_FIELDS
+    from .joints import joint_from_samples
     from .tabular import encode, read_columns
 
     names = [*args.sources, args.target]
@@ -72,8 +77,12 @@ def pid_command(args) -> int:
         return 2
     x1, x2, y = (torch.from_numpy(encoded[name][0]) for name in names)
     result = pid(joint_from_samples(x1, x2, y))
-    report = {"file": str(args.file), "samples": len(y), **{f"symbols {name}": len(encoded[name][1]) for name in names},
-              **result.to_dict()}
+    report = {
+        "file": str(args.file),
+        "samples": len(y),
+        **{f"symbols {name}": len(encoded[name][1]) for name in names},
+        **result.to_dict(),
+    }
     atoms = ATOM_FIELDS
     if args.bootstrap:
         low, high = bootstrap(x1, x2, y, n_resamples=args.bootstrap, seed=args.seed, progress=False).basic
@@ -84,10 +93,15 @@ def pid_command(args) -> int:
     if args.json:
         print(json.dumps(report))
         return 0
-    print(f"{args.file}: {len(y):,} samples; X1 = {names[0]} ({len(encoded[names[0]][1])} symbols), "
-          f"X2 = {names[1]} ({len(encoded[names[1]][1])}), Y = {names[2]} ({len(encoded[names[2]][1])}); bits")
-    header = ["atom", "value"] + (["95% basic interval"] if args.bootstrap else []) + (
-        ["p (permutation)"] if args.permutations else [])
+    print(
+        f"{args.file}: {len(y):,} samples; X1 = {names[0]} ({len(encoded[names[0]][1])} symbols), "
+        f"X2 = {names[1]} ({len(encoded[names[1]][1])}), Y = {names[2]} ({len(encoded[names[2]][1])}); bits"
+    )
+    header = (
+        ["atom", "value"]
+        + (["95% basic interval"] if args.bootstrap else [])
+        + (["p (permutation)"] if args.permutations else [])
+    )
     print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
     for atom in atoms:
         cells = [atom, f"{report[atom]:.4f}"]

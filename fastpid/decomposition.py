@@ -25,6 +25,7 @@ Outside ``torch.compile``, ``fastpid.pid`` calls the op's function directly, and
 under eager autograd an ``autograd.Function`` with the same forward and backward
 (the op's dispatch would import torch._dynamo on the first call: ~1 s).
 """
+
 from __future__ import annotations
 
 import functools
@@ -37,7 +38,6 @@ import torch
 from . import backends, fallback
 from ._checks import as_joint_tensor, check_layout, check_options
 from .information import LN2
-
 
 DEFAULT_TOL = 1e-8  # bits: fastpid.pid's tolerance on the duality gap
 
@@ -69,15 +69,18 @@ class PIDResult:
     iterations: torch.Tensor
     q: torch.Tensor | None = None
 
-    def numpy(self) -> "PIDResult":
+    def numpy(self) -> PIDResult:
         """The same result with every field as a numpy array."""
         return PIDResult(**{f.name: _to_numpy(getattr(self, f.name)) for f in fields(self)})
 
     def to_dict(self) -> dict:
         """Every field as Python numbers (a float, bool or int for one joint; nested lists
         for a batch), ready for ``json.dumps``; ``q`` only if it was requested."""
-        return {f.name: np.asarray(_to_numpy(getattr(self, f.name))).tolist()
-                for f in fields(self) if getattr(self, f.name) is not None}
+        return {
+            f.name: np.asarray(_to_numpy(getattr(self, f.name))).tolist()
+            for f in fields(self)
+            if getattr(self, f.name) is not None
+        }
 
     def to_dataframe(self):
         """A pandas DataFrame with one row per joint (the batch flattened, its index in
@@ -102,10 +105,14 @@ class PIDResult:
         if gap.ndim == 0:
             row = "".join(f"{float(v):12.6f}" for v in values.values())
             return f"PID (bits){header}{'gap':>10}  converged\n{'':10}{row}{float(gap):10.1e}  {bool(converged)}"
-        rows = [f"{label:<10}{''.join(f'{float(reduce(v)):12.6f}' for v in values.values())}"
-                for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max))]
-        return (f"PID of {gap.size:,} joints, batch shape {tuple(gap.shape)} (bits); {int(converged.sum()):,} "
-                f"converged, worst gap {gap.max():.1e}\n{'':10}{header}\n" + "\n".join(rows))
+        rows = [
+            f"{label:<10}{''.join(f'{float(reduce(v)):12.6f}' for v in values.values())}"
+            for label, reduce in (("mean", np.mean), ("min", np.min), ("max", np.max))
+        ]
+        return (
+            f"PID of {gap.size:,} joints, batch shape {tuple(gap.shape)} (bits); {int(converged.sum()):,} "
+            f"converged, worst gap {gap.max():.1e}\n{'':10}{header}\n" + "\n".join(rows)
+        )
 
 
 ATOM_FIELDS = ("redundancy", "unique1", "unique2", "synergy", "mi")
@@ -120,14 +127,17 @@ def _to_numpy(value):
 
 def _log_conditionals(p: torch.Tensor):
     """log P(y|x1,x2), log P(y|x1), log P(y|x2), log P(y) broadcast to (..., n1, n2, ny)."""
+
     def log_ratio(num, den):
         return torch.log(num) - torch.log(den)
 
     p1, p2 = p.sum(-2, keepdim=True), p.sum(-3, keepdim=True)
-    return (log_ratio(p, p.sum(-1, keepdim=True)),
-            log_ratio(p1, p1.sum(-1, keepdim=True)),
-            log_ratio(p2, p2.sum(-1, keepdim=True)),
-            torch.log(p.sum((-3, -2), keepdim=True)))
+    return (
+        log_ratio(p, p.sum(-1, keepdim=True)),
+        log_ratio(p1, p1.sum(-1, keepdim=True)),
+        log_ratio(p2, p2.sum(-1, keepdim=True)),
+        torch.log(p.sum((-3, -2), keepdim=True)),
+    )
 
 
 @functools.cache
@@ -135,17 +145,19 @@ def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     """The (5, 5) matrix taking [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] in nats to
     [R, U1, U2, S, MI] in bits (the module docstring's formulas, / ln 2)."""
     #            R   U1  U2  S   MI
-    weights = [[+1, 0, 0, 0, +1],  # H(Y)
-               [-1, 0, +1, 0, 0],  # H(Y|X1)
-               [-1, +1, 0, 0, 0],  # H(Y|X2)
-               [0, 0, 0, -1, -1],  # H(Y|X1,X2)
-               [-1, +1, +1, -1, 0]]  # V
+    weights = [
+        [+1, 0, 0, 0, +1],  # H(Y)
+        [-1, 0, +1, 0, 0],  # H(Y|X1)
+        [-1, +1, 0, 0, 0],  # H(Y|X2)
+        [0, 0, 0, -1, -1],  # H(Y|X1,X2)
+        [-1, +1, +1, -1, 0],
+    ]  # V
     return torch.tensor(weights, dtype=torch.float64, device=device) / LN2
 
 
-def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int, strict: bool = False
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                        torch.Tensor, torch.Tensor]:
+def _forward(
+    p: torch.Tensor, normalize: bool, backend: str, tol: float, max_iter: int, strict: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64.
 
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
@@ -165,8 +177,15 @@ def _forward(p: torch.Tensor, normalize: bool, backend: str, tol: float, max_ite
         outputs = _refine(p, outputs, tol, max_iter)
         converged, gap = outputs[-1], outputs[1]
         if not bool(converged.all()):
-            report_unconverged("fastpid.pid", int((~converged).sum()), converged.numel(), float(gap.max()) / LN2,
-                               tol / LN2, strict, stacklevel=3)
+            report_unconverged(
+                "fastpid.pid",
+                int((~converged).sum()),
+                converged.numel(),
+                float(gap.max()) / LN2,
+                tol / LN2,
+                strict,
+                stacklevel=3,
+            )
     measures, gap, q, lam1, lam2, iterations, converged = outputs
     return measures @ _atoms_in_bits(p.device), gap / LN2, q, lam1, lam2, iterations, converged
 
@@ -177,7 +196,8 @@ def _refine(p, outputs, tol, max_iter):
     converged = outputs[-1]
     batch_shape, (n1, n2, ny) = converged.shape, p.shape[-3:]
     measures, gap, q, lam1, lam2, iterations, converged = (
-        out.reshape(-1, *out.shape[converged.dim():]) for out in outputs)  # fresh tensors: written in place
+        out.reshape(-1, *out.shape[converged.dim() :]) for out in outputs
+    )  # fresh tensors: written in place
     left = (~converged).nonzero()[:, 0]
     joints = p.reshape(-1, n1, n2, ny)[left].to(torch.float64)
     joints = joints / joints.sum((1, 2, 3), keepdim=True)  # check_joint has accepted them
@@ -192,13 +212,16 @@ def _refine(p, outputs, tol, max_iter):
     return tuple(out.reshape(batch_shape + out.shape[1:]) for out in outputs)
 
 
-def report_unconverged(source: str, missed: int, total: int, worst_gap: float, tol: float, strict: bool,
-                       stacklevel: int = 2):
+def report_unconverged(
+    source: str, missed: int, total: int, worst_gap: float, tol: float, strict: bool, stacklevel: int = 2
+):
     """One ``ConvergenceWarning`` (or, ``strict``, a ``ConvergenceError``) saying that ``missed``
     of ``total`` solves of ``source`` stayed above ``tol`` bits, the worst at ``worst_gap`` bits.
     ``stacklevel`` counts from the caller: 2 points the warning at the caller's caller."""
-    message = (f"{source}: {missed} of {total} joints missed the tolerance {tol:.3g} bits (worst gap "
-               f"{worst_gap:.3g} bits, a bound on the error of every atom of that joint); their `converged` is False")
+    message = (
+        f"{source}: {missed} of {total} joints missed the tolerance {tol:.3g} bits (worst gap "
+        f"{worst_gap:.3g} bits, a bound on the error of every atom of that joint); their `converged` is False"
+    )
     if strict:
         raise ConvergenceError(message)
     warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel + 1)
@@ -214,13 +237,20 @@ broja = torch.library.custom_op("fastpid::broja", _forward, mutates_args=())
 def _broja_fake(p, normalize, backend, tol, max_iter, strict=False):
     *batch, n1, n2, ny = p.shape
     real = dict(dtype=torch.float64, device=p.device)
-    return (p.new_empty((*batch, 5), **real), p.new_empty(batch, **real), p.new_empty(p.shape, **real),
-            p.new_empty((*batch, n1, ny), **real), p.new_empty((*batch, n2, ny), **real),
-            p.new_empty(batch, dtype=torch.int64), p.new_empty(batch, dtype=torch.bool))
+    return (
+        p.new_empty((*batch, 5), **real),
+        p.new_empty(batch, **real),
+        p.new_empty(p.shape, **real),
+        p.new_empty((*batch, n1, ny), **real),
+        p.new_empty((*batch, n2, ny), **real),
+        p.new_empty(batch, dtype=torch.int64),
+        p.new_empty(batch, dtype=torch.bool),
+    )
 
 
-def envelope_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
-                      grad_atoms: torch.Tensor) -> torch.Tensor:
+def envelope_gradient(
+    p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, grad_atoms: torch.Tensor
+) -> torch.Tensor:
     r"""∂(Σ_a grad_atoms_a · atom_a)/∂p in float64, the reference (torch) form.
 
     ``p`` (..., n1, n2, ny) is a joint of any positive scale T, ``lam1``
@@ -236,11 +266,19 @@ def envelope_gradient(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor,
     dv = lam1[..., :, None, :] + lam2[..., None, :, :]  # ∂V/∂P
     log_x12, log_x1, log_x2, log_y = _log_conditionals(p)
     d_hy = -(log_y + 1)  # ∂H(Y)/∂P
-    partials = torch.stack([d_hy + log_x1 + log_x2 - dv,  # R
-                            dv - log_x2,  # U1
-                            dv - log_x1,  # U2
-                            log_x12 - dv,  # S
-                            d_hy + log_x12], -4) / LN2  # MI
+    partials = (
+        torch.stack(
+            [
+                d_hy + log_x1 + log_x2 - dv,  # R
+                dv - log_x2,  # U1
+                dv - log_x1,  # U2
+                log_x12 - dv,  # S
+                d_hy + log_x12,
+            ],
+            -4,
+        )
+        / LN2
+    )  # MI
     grad = (grad_atoms[..., :, None, None, None] * partials).sum(-4)
     grad = torch.where(p > 0, grad, torch.zeros_like(grad))
     return (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
@@ -260,7 +298,8 @@ def _backward(ctx, grad_atoms, *_):
     if torch.is_grad_enabled():  # backward(create_graph=True)
         raise NotImplementedError(
             "second derivatives of fastpid.pid are not implemented: its gradient holds the optimal dual "
-            "variables, whose derivative with respect to P is not computed; use create_graph=False")
+            "variables, whose derivative with respect to P is not computed; use create_graph=False"
+        )
     raw, lam1, lam2 = ctx.saved_tensors
     fused = backends.get(ctx.backend).gradient
     grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))
@@ -284,8 +323,16 @@ class _EagerBroja(torch.autograd.Function):
     backward = staticmethod(_backward)
 
 
-def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = False,
-        tol: float = DEFAULT_TOL, max_iter: int = 100, strict: bool = False) -> PIDResult:
+def pid(
+    P,
+    *,
+    backend: str = "auto",
+    normalize: bool = False,
+    return_q: bool = False,
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 100,
+    strict: bool = False,
+) -> PIDResult:
     r"""BROJA partial information decomposition of joints P(x1, x2, y), in bits.
 
     Args:
@@ -329,8 +376,14 @@ def pid(P, *, backend: str = "auto", normalize: bool = False, return_q: bool = F
     dtype = P.dtype if isinstance(P, torch.Tensor) and P.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
     redundancy, unique1, unique2, synergy, mi = atoms.to(dtype).unbind(-1)
     result = PIDResult(
-        redundancy=redundancy, unique1=unique1, unique2=unique2,
-        synergy=synergy, mi=mi, gap=gap.to(dtype),
-        converged=converged, iterations=iterations,
-        q=q.to(dtype) if return_q else None)
+        redundancy=redundancy,
+        unique1=unique1,
+        unique2=unique2,
+        synergy=synergy,
+        mi=mi,
+        gap=gap.to(dtype),
+        converged=converged,
+        iterations=iterations,
+        q=q.to(dtype) if return_q else None,
+    )
     return result.numpy() if from_numpy else result

@@ -13,6 +13,7 @@ scikit-learn fits μ, W (``PCA``) and the centroids (``KMeans``) once, on CPU
 float64 copies; the projection and the assignment then run in torch on the
 features' device, so ``soft_assign`` is differentiable with respect to them.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,8 +63,16 @@ class Discretizer:
             symbols (a paused encoder's probes: nothing to refit).
     """
 
-    def __init__(self, n_components: int = 5, n_clusters: int = 20, *, normalize: bool = True,
-                 random_state: int | None = 0, n_init: int = 1, warm_start: bool = False):
+    def __init__(
+        self,
+        n_components: int = 5,
+        n_clusters: int = 20,
+        *,
+        normalize: bool = True,
+        random_state: int | None = 0,
+        n_init: int = 1,
+        warm_start: bool = False,
+    ):
         self.n_components = _positive_int("n_components", n_components)
         self.n_clusters = _positive_int("n_clusters", n_clusters)
         self.n_init = _positive_int("n_init", n_init)
@@ -102,21 +111,33 @@ class Discretizer:
             return last["labels"]
         samples, dim = rows.shape
         if self.normalize and dim == 1:
-            warnings.warn("Discretizer: L2 normalisation maps one-column features to ±1, so at most two clusters "
-                          "differ; pass normalize=False for scalar features", UserWarning, stacklevel=3)
+            warnings.warn(
+                "Discretizer: L2 normalisation maps one-column features to ±1, so at most two clusters "
+                "differ; pass normalize=False for scalar features",
+                UserWarning,
+                stacklevel=3,
+            )
         if samples < self.n_clusters:
-            raise ValueError(f"features have {samples} rows, fewer than n_clusters={self.n_clusters}; "
-                             "fit on at least as many samples as clusters")
+            raise ValueError(
+                f"features have {samples} rows, fewer than n_clusters={self.n_clusters}; "
+                "fit on at least as many samples as clusters"
+            )
         if self.n_components > min(samples, dim):
-            raise ValueError(f"n_components={self.n_components} exceeds min(N, d) = min({samples}, {dim}) "
-                             "of the features; choose n_components ≤ min(N, d)")
+            raise ValueError(
+                f"n_components={self.n_components} exceeds min(N, d) = min({samples}, {dim}) "
+                "of the features; choose n_components ≤ min(N, d)"
+            )
         # The rows and parameters are checked above: scikit-learn's own checks would repeat ours.
         with config_context(assume_finite=True, skip_parameter_validation=True):
             pca = PCA(self.n_components, random_state=self.random_state)
             projected = pca.fit_transform(rows)
             seeds = self._previous_centroids(pca)
-            kmeans = KMeans(self.n_clusters, init="k-means++" if seeds is None else seeds,
-                            n_init=self.n_init if seeds is None else 1, random_state=self.random_state)
+            kmeans = KMeans(
+                self.n_clusters,
+                init="k-means++" if seeds is None else seeds,
+                n_init=self.n_init if seeds is None else 1,
+                random_state=self.random_state,
+            )
             kmeans.fit(projected)
         self._fitted = {"mean": pca.mean_, "components": pca.components_, "centroids": kmeans.cluster_centers_}
         self._last = {"rows": rows, "labels": kmeans.labels_} if self.warm_start else None
@@ -134,11 +155,15 @@ class Discretizer:
         """Restore a fit saved by ``state_dict()`` (an empty state: unfitted)."""
         fit, last = {"mean", "components", "centroids"}, {"rows", "labels"}
         if state and set(state) not in (fit, fit | last):
-            raise ValueError(f"a Discretizer state holds mean, components and centroids (and, warm-started, "
-                             f"rows and labels), got {sorted(state)}")
+            raise ValueError(
+                f"a Discretizer state holds mean, components and centroids (and, warm-started, "
+                f"rows and labels), got {sorted(state)}"
+            )
         if state and tuple(state["centroids"].shape) != (self.n_clusters, self.n_components):
-            raise ValueError(f"the state's centroids have shape {tuple(state['centroids'].shape)}, this "
-                             f"Discretizer expects ({self.n_clusters}, {self.n_components})")
+            raise ValueError(
+                f"the state's centroids have shape {tuple(state['centroids'].shape)}, this "
+                f"Discretizer expects ({self.n_clusters}, {self.n_components})"
+            )
         arrays = {name: torch.as_tensor(value).numpy() for name, value in state.items()}
         self._fitted = {name: arrays[name].astype(np.float64) for name in fit} if state else None
         self._last = {name: arrays[name] for name in last} if self.warm_start and last <= set(state) else None
@@ -176,8 +201,9 @@ class Discretizer:
         if isinstance(features, np.ndarray):
             features = torch.from_numpy(features)
         if not isinstance(features, torch.Tensor):
-            raise TypeError(f"features must be a torch.Tensor or numpy.ndarray of shape (N, d), "
-                            f"got {type(features).__name__}")
+            raise TypeError(
+                f"features must be a torch.Tensor or numpy.ndarray of shape (N, d), got {type(features).__name__}"
+            )
         if not features.dtype.is_floating_point:
             raise TypeError(f"features must be floating point, got {features.dtype}; convert with .float()")
         if features.dim() != 2 or features.shape[0] == 0 or features.shape[1] == 0:
@@ -195,8 +221,10 @@ class Discretizer:
         rows = self._prepare(features)
         mean, components, centroids = self._parameters(rows.device, rows.dtype)
         if rows.shape[1] != mean.shape[0]:
-            raise ValueError(f"features have {rows.shape[1]} columns but the Discretizer was fitted on "
-                             f"{mean.shape[0]}; pass features of shape (N, {mean.shape[0]})")
+            raise ValueError(
+                f"features have {rows.shape[1]} columns but the Discretizer was fitted on "
+                f"{mean.shape[0]}; pass features of shape (N, {mean.shape[0]})"
+            )
         projected = (rows - mean) @ components.T
         return (projected[:, None, :] - centroids).pow(2).sum(-1)
 
@@ -204,6 +232,8 @@ class Discretizer:
         """Fitted mean, components and centroids as tensors, cached per device and dtype."""
         key = (device, dtype)
         if key not in self._on_device:
-            self._on_device[key] = tuple(torch.as_tensor(self._fitted[name], dtype=dtype, device=device)
-                                         for name in ("mean", "components", "centroids"))
+            self._on_device[key] = tuple(
+                torch.as_tensor(self._fitted[name], dtype=dtype, device=device)
+                for name in ("mean", "components", "centroids")
+            )
         return self._on_device[key]

@@ -20,6 +20,7 @@ exact BROJA atoms (R, U1, U2, S) in bits (Bertschinger et al. 2014).
 
 The generators take a ``numpy.random.Generator`` and return new arrays.
 """
+
 from __future__ import annotations
 
 from itertools import product
@@ -132,8 +133,19 @@ def degenerate_joints(shape, rng: np.random.Generator | None = None) -> dict[str
 
 
 SHAPES = [
-    (2, 2, 2), (3, 3, 3), (2, 3, 4), (4, 2, 3), (3, 7, 2), (5, 5, 5), (6, 6, 6),
-    (10, 10, 6), (4, 12, 8), (16, 16, 4), (20, 20, 6), (32, 8, 16), (32, 32, 32),
+    (2, 2, 2),
+    (3, 3, 3),
+    (2, 3, 4),
+    (4, 2, 3),
+    (3, 7, 2),
+    (5, 5, 5),
+    (6, 6, 6),
+    (10, 10, 6),
+    (4, 12, 8),
+    (16, 16, 4),
+    (20, 20, 6),
+    (32, 8, 16),
+    (32, 32, 32),
 ]
 CONCENTRATIONS = (0.1, 0.5, 1.0, 5.0)
 ZERO_FRACTIONS = (0.5, 0.9)
@@ -164,6 +176,7 @@ def accuracy_set(rng: np.random.Generator, max_cells: int | None = None) -> list
 # Batched families for the robustness fuzz (bench/stress.py, tests/test_robustness.py):
 # each returns ``count`` joints of one shape as a (count, n1, n2, ny) float64 array.
 
+
 def plugin_batch(rng: np.random.Generator, shape, count: int, samples: int) -> np.ndarray:
     """Plug-in joints: ``samples`` draws from a Dirichlet(1) joint each, as frequencies."""
     truth = rng.dirichlet(np.ones(int(np.prod(shape))), size=count)
@@ -190,8 +203,9 @@ def deterministic_batch(rng: np.random.Generator, shape, count: int) -> np.ndarr
     rows = np.arange(count)[:, None, None]
     for m in range(3):
         f = rng.integers(ny, size=(count, n1, n2))
-        np.add.at(P, (rows, np.arange(n1)[None, :, None], np.arange(n2)[None, None, :], f),
-                  weights[:, m, None, None] * inputs)
+        np.add.at(
+            P, (rows, np.arange(n1)[None, :, None], np.arange(n2)[None, None, :], f), weights[:, m, None, None] * inputs
+        )
     noise = np.where(rng.random(count) < 0.5, 0.0, 10.0 ** -rng.uniform(1, 8, size=count))
     P = (1 - noise)[:, None, None, None] * P + noise[:, None, None, None] * inputs[..., None] / ny
     return P / P.sum((1, 2, 3), keepdims=True)

@@ -23,6 +23,7 @@ Any exactly feasible Q bounds V(P) from above and any feasible λ from below, so
 every iterate of every method, and from ``dual_from_primal``, the λ that fits
 log Q(y | x1, x2) on a primal point's cells), and the gap is their difference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -54,10 +55,16 @@ class Bounds:
     dual: torch.Tensor
 
     @staticmethod
-    def empty(support: Support) -> "Bounds":
+    def empty(support: Support) -> Bounds:
         inf = torch.full(support.p1.shape[:1], float("inf"), dtype=support.p1.dtype, device=support.p1.device)
-        return Bounds(support, support.cell.to(support.p1.dtype), inf, torch.zeros_like(support.p1),
-                      torch.zeros_like(support.p2), -inf)
+        return Bounds(
+            support,
+            support.cell.to(support.p1.dtype),
+            inf,
+            torch.zeros_like(support.p1),
+            torch.zeros_like(support.p2),
+            -inf,
+        )
 
     @property
     def gap(self) -> torch.Tensor:
@@ -101,7 +108,7 @@ def dual_from_primal(q: torch.Tensor, support: Support):
     rhs = torch.cat([rows.flatten(1), cols.flatten(1)], 1) * support.free
     lam = factor.solve(rhs)
     n1, ny = support.p1.shape[1:]
-    return lam[:, : n1 * ny].view_as(support.p1), lam[:, n1 * ny:].view_as(support.p2)
+    return lam[:, : n1 * ny].view_as(support.p1), lam[:, n1 * ny :].view_as(support.p2)
 
 
 def _elimination(p: torch.Tensor) -> str:
@@ -141,15 +148,17 @@ def feasible_dual(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int) ->
         rows, cols = solver.weighted_marginals(w, s)
         factor = solver.factorize(w, h, s, support, _elimination(p))
         r_c = target[:, None, None] * weight - complementarity
-        d1, d2, dw, _ = solver.newton_direction(factor, w, h, s, (rows - support.p1, cols - support.p2),
-                                                torch.zeros_like(h), r_c, support)
+        d1, d2, dw, _ = solver.newton_direction(
+            factor, w, h, s, (rows - support.p1, cols - support.p2), torch.zeros_like(h), r_c, support
+        )
         alpha = torch.nan_to_num(solver.FRACTION_TO_BOUNDARY * solver.max_step(w, dw), nan=0.0) * active
         before = kkt_residual(g, s, w, target)
         for _ in range(MAX_BACKTRACKS):
             g_new, s_new = solver.pair_softmax(lam1 + _pin(alpha, 2) * d1, lam2 + _pin(alpha, 2) * d2, support)
             after = kkt_residual(g_new, s_new, w + _pin(alpha, 2) * dw, target)
-            ok = (((g_new < 0) | ~pair).flatten(1).all(1) & (after <= (1 - BACKTRACK_DECREASE * alpha) * before)
-                  | (alpha == 0))
+            ok = ((g_new < 0) | ~pair).flatten(1).all(1) & (after <= (1 - BACKTRACK_DECREASE * alpha) * before) | (
+                alpha == 0
+            )
             if ok.all():
                 break
             alpha = torch.where(ok, alpha, alpha / 2)
@@ -209,10 +218,14 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
         gamma_safe = torch.where(gamma > 0, gamma, 1)[..., None]
         d_mass = d.sum(-1)
         factor = solver.factorize(
-            d_mass, torch.where(support.pair, gamma / torch.where(pair_mass[..., 0] > 0, pair_mass[..., 0], 1), 1),
-            d / torch.where(d_mass > 0, d_mass, 1)[..., None], support, _elimination(p))
+            d_mass,
+            torch.where(support.pair, gamma / torch.where(pair_mass[..., 0] > 0, pair_mass[..., 0], 1), 1),
+            d / torch.where(d_mass > 0, d_mass, 1)[..., None],
+            support,
+            _elimination(p),
+        )
 
-        def apply_inverse(v):  # M⁻¹ v, pair by pair
+        def apply_inverse(v, d=d, gamma_safe=gamma_safe):  # M⁻¹ v, pair by pair, at this iterate
             return d * v + d * (d * v).sum(-1, keepdim=True) / gamma_safe
 
         reduced = (r_s + r_c / q_on) * on
@@ -220,7 +233,7 @@ def primal_dual_cells(p: torch.Tensor, bounds: Bounds, tol: float, max_iter: int
         rhs = torch.cat([(rows - r_p[0]).flatten(1), (cols - r_p[1]).flatten(1)], 1) * support.free
         step = factor.solve(rhs)
         n1, ny = support.p1.shape[1:]
-        d1, d2 = step[:, : n1 * ny].view_as(lam1), step[:, n1 * ny:].view_as(lam2)
+        d1, d2 = step[:, : n1 * ny].view_as(lam1), step[:, n1 * ny :].view_as(lam2)
         dq = apply_inverse(d1[:, :, None, :] + d2[:, None, :, :] - reduced) * on
         dz = torch.where(cell, (-r_c - z * dq) / q_on, zeros)
         ratio = torch.where(cell & (dq < 0), -q / dq, torch.inf).flatten(1).amin(1)
@@ -258,8 +271,14 @@ def refine(p: torch.Tensor, q: torch.Tensor, lam1: torch.Tensor, lam2: torch.Ten
         left = (bounds.gap > tol).nonzero()[:, 0]
         if left.numel() == 0:
             break
-        sub = Bounds(Support.of(p[left]), bounds.q[left], bounds.value[left], bounds.lam1[left],
-                     bounds.lam2[left], bounds.dual[left])
+        sub = Bounds(
+            Support.of(p[left]),
+            bounds.q[left],
+            bounds.value[left],
+            bounds.lam1[left],
+            bounds.lam2[left],
+            bounds.dual[left],
+        )
         iterations[left] += method(p[left], sub, tol, ITERATION_BUDGET * max_iter)
         for name in ("q", "value", "lam1", "lam2", "dual"):
             getattr(bounds, name)[left] = getattr(sub, name)

@@ -7,6 +7,7 @@ terms that turn the BROJA value V(P) into the four atoms:
     I(Y; X1, X2) = H(Y) − H(Y | X1, X2)
     co-information  I(Y; X1; X2) = I(Y; X1) + I(Y; X2) − I(Y; X1, X2) = R − S
 """
+
 from __future__ import annotations
 
 import math
@@ -39,8 +40,9 @@ def _mutual_informations(P, normalize: bool) -> tuple[dict[str, torch.Tensor], b
     """I(Y; X1), I(Y; X2), I(Y; X1, X2) in bits of a checked joint, and whether it came as numpy."""
     tensor, from_numpy = as_joint_tensor(P, normalize)
     h = conditional_entropies(check_joint(tensor, normalize))
-    return {key: (h["y"] - h[f"y|{given}"]) / LN2 for key, given in
-            (("y;x1", "x1"), ("y;x2", "x2"), ("y;x1x2", "x1x2"))}, from_numpy
+    return {
+        key: (h["y"] - h[f"y|{given}"]) / LN2 for key, given in (("y;x1", "x1"), ("y;x2", "x2"), ("y;x1x2", "x1x2"))
+    }, from_numpy
 
 
 def mutual_information(P, *, normalize: bool = False) -> dict[str, torch.Tensor]:

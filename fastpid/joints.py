@@ -9,6 +9,7 @@ estimate) and any distributions for soft predictions (``joint_from_probs``).
 Because the sum is over samples, per-process sums add up exactly to the joint
 of all samples: ``all_reduce_joint`` does that with ``torch.distributed``.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -18,7 +19,6 @@ import torch
 import torch.distributed as dist
 
 from ._checks import SUM_TOLERANCE
-
 
 # An alphabet inferred from the largest symbol is refused when it is this many times the
 # number of samples (and above INFERRED_FREE): a stray large label, not a real alphabet.
@@ -33,8 +33,10 @@ def as_symbols(name: str, x) -> torch.Tensor:
     if isinstance(x, (np.ndarray, list, tuple)):
         array = np.asarray(x)
         if array.dtype.kind not in "iu":
-            raise TypeError(f"{name} must hold integer symbols, got a {type(x).__name__} of {array.dtype}; "
-                            "encode labels of other types first (e.g. numpy.unique(labels, return_inverse=True))")
+            raise TypeError(
+                f"{name} must hold integer symbols, got a {type(x).__name__} of {array.dtype}; "
+                "encode labels of other types first (e.g. numpy.unique(labels, return_inverse=True))"
+            )
         return torch.from_numpy(array.astype(np.int64))
     raise TypeError(f"{name} must be a tensor, numpy array or list of integer symbols, got {type(x).__name__}")
 
@@ -57,13 +59,16 @@ def _check_symbols(name: str, x: torch.Tensor, size: int | None, size_name: str 
                 f"{name} holds symbol {top}: its alphabet, inferred as largest symbol + 1, would have {top + 1:,} "
                 f"symbols for {samples:,} samples; relabel the symbols to 0..k-1 "
                 f"(torch.unique(x, return_inverse=True)) "
-                f"or pass the alphabet size ({size_name or 'its size'}={top + 1}) if it is meant")
+                f"or pass the alphabet size ({size_name or 'its size'}={top + 1}) if it is meant"
+            )
         return top + 1
     if isinstance(size, bool) or not (isinstance(size, numbers.Integral) and size >= 1):
         raise ValueError(f"the alphabet size of {name} must be a positive int, got {size!r}")
     size = int(size)
     if top >= size:
-        raise ValueError(f"{name} holds symbol {top}, out of range for an alphabet of size {size} (symbols in [0, {size}))")
+        raise ValueError(
+            f"{name} holds symbol {top}, out of range for an alphabet of size {size} (symbols in [0, {size}))"
+        )
     return size
 
 
@@ -72,17 +77,28 @@ def _check_same_samples(**tensors: torch.Tensor) -> None:
     names = list(tensors)
     devices = {t.device for t in tensors.values()}
     if len(devices) > 1:
-        raise ValueError("inputs are on different devices: " +
-                         ", ".join(f"{n} on {t.device}" for n, t in tensors.items()))
+        raise ValueError(
+            "inputs are on different devices: " + ", ".join(f"{n} on {t.device}" for n, t in tensors.items())
+        )
     shapes = {tuple(t.shape) for t in tensors.values()}
     if len(shapes) > 1:
-        raise ValueError("inputs must have the same batch shape and number of samples (..., N); got " +
-                         ", ".join(f"{n}: {tuple(t.shape)}" for n, t in zip(names, tensors.values())))
+        raise ValueError(
+            "inputs must have the same batch shape and number of samples (..., N); got "
+            + ", ".join(f"{n}: {tuple(t.shape)}" for n, t in zip(names, tensors.values()))
+        )
 
 
-def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
-                       n1: int | None = None, n2: int | None = None, ny: int | None = None,
-                       *, normalize: bool = True, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def joint_from_samples(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    y: torch.Tensor,
+    n1: int | None = None,
+    n2: int | None = None,
+    ny: int | None = None,
+    *,
+    normalize: bool = True,
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
     r"""The plug-in joint P(x1, x2, y) = #{n: (x1_n, x2_n, y_n) = (x1, x2, y)} / N.
 
     Args:
@@ -99,10 +115,15 @@ def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
     """
     x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
     if normalize and not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating dtype for a normalised joint, got {dtype}; "
-                         "pass normalize=False for integer counts")
-    n1, n2, ny = (_check_symbols("x1", x1, n1, "n1"), _check_symbols("x2", x2, n2, "n2"),
-                  _check_symbols("y", y, ny, "ny"))
+        raise ValueError(
+            f"dtype must be a floating dtype for a normalised joint, got {dtype}; "
+            "pass normalize=False for integer counts"
+        )
+    n1, n2, ny = (
+        _check_symbols("x1", x1, n1, "n1"),
+        _check_symbols("x2", x2, n2, "n2"),
+        _check_symbols("y", y, ny, "ny"),
+    )
     _check_same_samples(x1=x1, x2=x2, y=y)
     batch_shape, samples = x1.shape[:-1], x1.shape[-1]
     cells = n1 * n2 * ny
@@ -117,11 +138,14 @@ def joint_from_samples(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
 def _check_probs(name: str, p: torch.Tensor, logits: bool) -> torch.Tensor:
     """Per-sample distributions (..., N, n): from logits by softmax, else checked to be ones."""
     if not isinstance(p, torch.Tensor) or not p.dtype.is_floating_point:
-        raise TypeError(f"{name} must be a floating-point tensor of shape (..., N, n), got "
-                        f"{type(p).__name__ if not isinstance(p, torch.Tensor) else p.dtype}")
+        raise TypeError(
+            f"{name} must be a floating-point tensor of shape (..., N, n), got "
+            f"{type(p).__name__ if not isinstance(p, torch.Tensor) else p.dtype}"
+        )
     if p.dim() < 2 or p.shape[-1] == 0 or p.shape[-2] == 0:
-        raise ValueError(f"{name} must have shape (..., N, n) with N ≥ 1 samples and n ≥ 1 symbols, "
-                         f"got shape {tuple(p.shape)}")
+        raise ValueError(
+            f"{name} must have shape (..., N, n) with N ≥ 1 samples and n ≥ 1 symbols, got shape {tuple(p.shape)}"
+        )
     if p.dtype in (torch.float16, torch.bfloat16):  # half precision (autocast, bf16 heads): the joint in float32
         p = p.float()
     values = p.detach()
@@ -130,17 +154,28 @@ def _check_probs(name: str, p: torch.Tensor, logits: bool) -> torch.Tensor:
     if logits:
         return torch.softmax(p, -1)
     if (values < 0).any():
-        raise ValueError(f"{name} holds negative probabilities (min {values.min().item():.3g}); "
-                         "pass logits=True for unnormalised scores")
+        raise ValueError(
+            f"{name} holds negative probabilities (min {values.min().item():.3g}); "
+            "pass logits=True for unnormalised scores"
+        )
     off = (values.sum(-1) - 1).abs().max()
     if off > SUM_TOLERANCE.get(p.dtype, 1e-3):
-        raise ValueError(f"{name}'s rows must sum to 1 over the last axis (off by up to {off.item():.3g}); "
-                         "pass logits=True to apply a softmax")
+        raise ValueError(
+            f"{name}'s rows must sum to 1 over the last axis (off by up to {off.item():.3g}); "
+            "pass logits=True to apply a softmax"
+        )
     return p
 
 
-def joint_from_probs(p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor, ny: int | None = None,
-                     *, logits: bool = False, normalize: bool = True) -> torch.Tensor:
+def joint_from_probs(
+    p1: torch.Tensor,
+    p2: torch.Tensor,
+    y: torch.Tensor,
+    ny: int | None = None,
+    *,
+    logits: bool = False,
+    normalize: bool = True,
+) -> torch.Tensor:
     r"""P(x1, x2, y) = (1/N) Σ_n p1_n(x1) p2_n(x2) 1[y_n = y] from soft predictions.
 
     Args:
@@ -157,16 +192,23 @@ def joint_from_probs(p1: torch.Tensor, p2: torch.Tensor, y: torch.Tensor, ny: in
         p2; float32 for half-precision inputs (float16, bfloat16, autocast), which
         are upcast before the softmax and the sum.
     """
-    p1, p2, y = (torch.from_numpy(p1) if isinstance(p1, np.ndarray) else p1,
-                 torch.from_numpy(p2) if isinstance(p2, np.ndarray) else p2, as_symbols("y", y))
+    p1, p2, y = (
+        torch.from_numpy(p1) if isinstance(p1, np.ndarray) else p1,
+        torch.from_numpy(p2) if isinstance(p2, np.ndarray) else p2,
+        as_symbols("y", y),
+    )
     p1, p2 = _check_probs("p1", p1, logits), _check_probs("p2", p2, logits)
     if y.dim() == p1.dim() and y.shape[:-1] == p1.shape[:-1]:
-        raise ValueError(f"y must hold class indices of shape {tuple(p1.shape[:-1])}, got shape {tuple(y.shape)}, "
-                         "which looks one-hot; pass y.argmax(-1)")
+        raise ValueError(
+            f"y must hold class indices of shape {tuple(p1.shape[:-1])}, got shape {tuple(y.shape)}, "
+            "which looks one-hot; pass y.argmax(-1)"
+        )
     ny = _check_symbols("y", y, ny, "ny")
     if not (p1.shape[:-1] == p2.shape[:-1] == y.shape):
-        raise ValueError(f"p1 (..., N, n1), p2 (..., N, n2) and y (..., N) must share their batch shape and N; "
-                         f"got p1: {tuple(p1.shape)}, p2: {tuple(p2.shape)}, y: {tuple(y.shape)}")
+        raise ValueError(
+            f"p1 (..., N, n1), p2 (..., N, n2) and y (..., N) must share their batch shape and N; "
+            f"got p1: {tuple(p1.shape)}, p2: {tuple(p2.shape)}, y: {tuple(y.shape)}"
+        )
     _check_same_samples(p1=p1[..., 0], p2=p2[..., 0], y=y)  # devices
     onehot = torch.nn.functional.one_hot(y.long(), ny).to(p1.dtype)
     with torch.autocast(p1.device.type, enabled=False):  # the sum over samples in the inputs' precision
@@ -189,6 +231,7 @@ def all_reduce_joint(counts: torch.Tensor, *, normalize: bool = True) -> torch.T
     if _distributed():
         if counts.requires_grad:
             from torch.distributed.nn.functional import all_reduce  # differentiable; loaded on use
+
             counts = all_reduce(counts)
         else:
             counts = counts.clone()

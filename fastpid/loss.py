@@ -13,6 +13,7 @@ division, so every process computes the loss of all samples; the backward sums
 every process's gradient, which DDP's averaging turns into the gradient of
 that one loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,17 +24,18 @@ from dataclasses import fields
 
 import torch
 
+from .decomposition import PIDResult, pid
 from .discretize import Discretizer, _positive_int, _positive_real
 from .joints import _distributed, all_reduce_joint, all_reduce_label_count, joint_from_probs
-from .decomposition import PIDResult, pid
 
 TERMS = ("redundancy", "unique1", "unique2", "synergy", "mi")
 
 
 def _check_weights(weights) -> dict[str, float]:
     if not isinstance(weights, Mapping) or not weights:
-        raise TypeError(f"weights must be a non-empty mapping from atom name to weight, e.g. "
-                        f"{{'synergy': -1.0}}; got {weights!r}")
+        raise TypeError(
+            f"weights must be a non-empty mapping from atom name to weight, e.g. {{'synergy': -1.0}}; got {weights!r}"
+        )
     unknown = sorted(set(weights) - set(TERMS), key=str)
     if unknown:
         raise ValueError(f"unknown PID term(s) {unknown} in weights; allowed: {', '.join(TERMS)}")
@@ -46,8 +48,11 @@ def _check_weights(weights) -> dict[str, float]:
 def _check_discretizers(discretizers) -> tuple[Discretizer, Discretizer] | None:
     if discretizers is None:
         return None
-    if not (isinstance(discretizers, Sequence) and len(discretizers) == 2
-            and all(isinstance(d, Discretizer) for d in discretizers)):
+    if not (
+        isinstance(discretizers, Sequence)
+        and len(discretizers) == 2
+        and all(isinstance(d, Discretizer) for d in discretizers)
+    ):
         raise TypeError(f"discretizers must be a pair (d1, d2) of fitted fastpid.Discretizer, got {discretizers!r}")
     return tuple(discretizers)
 
@@ -62,8 +67,12 @@ def _detached(result: PIDResult) -> PIDResult:
     # Copies, not detached views: under torch.compile (torch 2.14.1) keeping a detached view of
     # the op's unbound atoms makes aot_autograd fail ("Dimension specified as 0 but tensor has
     # no dimensions"); tests/test_compile.py::test_compiled_training_step_with_pid_loss.
-    return PIDResult(**{f.name: None if getattr(result, f.name) is None else getattr(result, f.name).detach().clone()
-                        for f in fields(result)})
+    return PIDResult(
+        **{
+            f.name: None if getattr(result, f.name) is None else getattr(result, f.name).detach().clone()
+            for f in fields(result)
+        }
+    )
 
 
 class PIDLoss(torch.nn.Module):
@@ -88,10 +97,19 @@ class PIDLoss(torch.nn.Module):
             gives a ``fastpid.ConvergenceWarning``, or with ``strict`` a ``ConvergenceError``).
     """
 
-    def __init__(self, weights: Mapping[str, float], *, logits: bool = True,
-                 discretizers: Sequence[Discretizer] | None = None, temperature: float = 1.0,
-                 num_classes: int | None = None, sync: bool = True, backend: str = "auto", tol: float = 1e-8,
-                 strict: bool = False):
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        *,
+        logits: bool = True,
+        discretizers: Sequence[Discretizer] | None = None,
+        temperature: float = 1.0,
+        num_classes: int | None = None,
+        sync: bool = True,
+        backend: str = "auto",
+        tol: float = 1e-8,
+        strict: bool = False,
+    ):
         super().__init__()
         self.weights = _check_weights(weights)
         self.discretizers = _check_discretizers(discretizers)
@@ -113,8 +131,9 @@ class PIDLoss(torch.nn.Module):
             x1, x2 = (d.soft_assign(x, self.temperature) for d, x in zip(self.discretizers, (x1, x2)))
         elif self.logits:
             _warn_if_probabilities(x1=x1, x2=x2)
-        counts = joint_from_probs(x1, x2, y, self._label_count(y), logits=self.logits and self.discretizers is None,
-                                  normalize=False)
+        counts = joint_from_probs(
+            x1, x2, y, self._label_count(y), logits=self.logits and self.discretizers is None, normalize=False
+        )
         if self.sync:
             counts = all_reduce_joint(counts, normalize=False)
         result = pid(counts, normalize=True, backend=self.backend, tol=self.tol, strict=self.strict)
@@ -138,5 +157,9 @@ def _warn_if_probabilities(**inputs: torch.Tensor) -> None:
     for name, x in inputs.items():
         values = x.detach()
         if bool((values >= 0).all()) and bool(((values.sum(-1) - 1).abs() <= 1e-4).all()):
-            warnings.warn(f"PIDLoss: every row of {name} is a probability distribution, but PIDLoss applies a "
-                          "softmax (logits=True); pass logits=False for probabilities", UserWarning, stacklevel=3)
+            warnings.warn(
+                f"PIDLoss: every row of {name} is a probability distribution, but PIDLoss applies a "
+                "softmax (logits=True); pass logits=False for probabilities",
+                UserWarning,
+                stacklevel=3,
+            )

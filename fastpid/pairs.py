@@ -5,6 +5,7 @@ I(Y; X_i, X_j) for every i < j.  The pairs' joints are zero-padded to one shape
 (max n_i, max n_j, ny) and solved together: symbols of zero mass change no
 atom, so each pair gets the PID of its own joint.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,12 +15,17 @@ from itertools import combinations
 import torch
 import torch.nn.functional as F
 
-from .joints import joint_from_samples
 from .decomposition import PIDResult, pid
+from .joints import joint_from_samples
 
 
-def pid_pairs(xs: Sequence[torch.Tensor], y: torch.Tensor, sizes: Sequence[int | None] | None = None,
-              ny: int | None = None, **pid_kwargs) -> dict[tuple[int, int], PIDResult]:
+def pid_pairs(
+    xs: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    sizes: Sequence[int | None] | None = None,
+    ny: int | None = None,
+    **pid_kwargs,
+) -> dict[tuple[int, int], PIDResult]:
     r"""BROJA PID of the plug-in joint P(x_i, x_j, y) for every pair i < j.
 
     Args:
@@ -44,8 +50,9 @@ def pid_pairs(xs: Sequence[torch.Tensor], y: torch.Tensor, sizes: Sequence[int |
     joints = [joint_from_samples(xs[i], xs[j], y, sizes[i], sizes[j], ny) for i, j in pairs]
     rows = max(joint.shape[-3] for joint in joints)
     cols = max(joint.shape[-2] for joint in joints)
-    padded = torch.stack([F.pad(joint, (0, 0, 0, cols - joint.shape[-2], 0, rows - joint.shape[-3]))
-                          for joint in joints])
+    padded = torch.stack(
+        [F.pad(joint, (0, 0, 0, cols - joint.shape[-2], 0, rows - joint.shape[-3])) for joint in joints]
+    )
     result = pid(padded, **pid_kwargs)
     return {pair: _pair_result(result, k, joint.shape) for k, (pair, joint) in enumerate(zip(pairs, joints))}
 
@@ -54,5 +61,5 @@ def _pair_result(result: PIDResult, k: int, shape: torch.Size) -> PIDResult:
     """The k-th pair of a result with a leading pair axis; q cropped back to ``shape``."""
     pair = PIDResult(**{f.name: getattr(result, f.name)[k] for f in fields(result) if f.name != "q"})
     if result.q is not None:
-        pair.q = result.q[k, ..., :shape[-3], :shape[-2], :]
+        pair.q = result.q[k, ..., : shape[-3], : shape[-2], :]
     return pair

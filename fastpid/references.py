@@ -11,6 +11,7 @@ certificates); ``dit_pid`` agrees with it to ~2e-8 bits except on joints with
 cells below ~1e-15. Both are slow (seconds at 10×10×10); fastpid itself uses
 neither.
 """
+
 from __future__ import annotations
 
 import math
@@ -187,14 +188,17 @@ def mpmath_pid_2x2x2(P, digits: int = 50) -> dict:
         halvings = int(3.4 * digits) + 10
 
         def cells(t):  # Q[a][b][y]
-            return [[[t[y] for y in range(2)], [p1[0][y] - t[y] for y in range(2)]],
-                    [[p2[0][y] - t[y] for y in range(2)], [p1[1][y] - p2[0][y] + t[y] for y in range(2)]]]
+            return [
+                [[t[y] for y in range(2)], [p1[0][y] - t[y] for y in range(2)]],
+                [[p2[0][y] - t[y] for y in range(2)], [p1[1][y] - p2[0][y] + t[y] for y in range(2)]],
+            ]
 
         def slope(t, y):
             q = cells(t)
             pair = [[q[a][b][0] + q[a][b][1] for b in range(2)] for a in range(2)]
-            return (mpmath.log(q[0][0][y] * q[1][1][y] / (q[0][1][y] * q[1][0][y]))
-                    - mpmath.log(pair[0][0] * pair[1][1] / (pair[0][1] * pair[1][0])))
+            return mpmath.log(q[0][0][y] * q[1][1][y] / (q[0][1][y] * q[1][0][y])) - mpmath.log(
+                pair[0][0] * pair[1][1] / (pair[0][1] * pair[1][0])
+            )
 
         def minimise(y, t):
             """t with t[y] replaced by the minimiser of f along y (bisection inside its bracket)."""
@@ -215,8 +219,9 @@ def mpmath_pid_2x2x2(P, digits: int = 50) -> dict:
         def xlogx(x):
             return x * mpmath.log(x) if x > 0 else mpmath.mpf(0)
 
-        v = (sum(xlogx(q[a][b][y]) for a in range(2) for b in range(2) for y in range(2))
-             - sum(xlogx(q[a][b][0] + q[a][b][1]) for a in range(2) for b in range(2)))
+        v = sum(xlogx(q[a][b][y]) for a in range(2) for b in range(2) for y in range(2)) - sum(
+            xlogx(q[a][b][0] + q[a][b][1]) for a in range(2) for b in range(2)
+        )
         h_y = -sum(xlogx(p1[0][y] + p1[1][y]) for y in range(2))
         union_information = float((h_y + v) / mpmath.log(2))
     return atoms_from_union_information(plugin_information(P), union_information)

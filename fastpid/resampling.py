@@ -17,6 +17,7 @@ the one to report for coverage.  Neither is valid for an atom whose truth is 0:
 it lies on the boundary of the atoms' range (≥ 0), where the resampled atoms are
 not a shifted copy of the estimates' sampling distribution.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .joints import as_symbols, joint_from_samples
 from .decomposition import ATOM_FIELDS, DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
+from .joints import as_symbols, joint_from_samples
 
 QUANTITIES = ATOM_FIELDS  # the order of every stacked statistic
 CHUNK_ELEMENTS = 2**21  # resampled symbols (or joint cells) per batched solve
@@ -76,10 +77,19 @@ class BootstrapResult:
     def to_dict(self) -> dict:
         """Per quantity, its statistics as Python numbers (nested lists for a batch), plus
         ``confidence``, ``unconverged`` and ``max_gap``; the replicates are left out."""
-        plain = {name: {key: (tuple(t.tolist() for t in value) if isinstance(value, tuple) else value.tolist())
-                        for key, value in self.summary(name).items()} for name in QUANTITIES}
-        return {**plain, "confidence": self.confidence, "unconverged": self.unconverged.tolist(),
-                "max_gap": self.max_gap.tolist()}
+        plain = {
+            name: {
+                key: (tuple(t.tolist() for t in value) if isinstance(value, tuple) else value.tolist())
+                for key, value in self.summary(name).items()
+            }
+            for name in QUANTITIES
+        }
+        return {
+            **plain,
+            "confidence": self.confidence,
+            "unconverged": self.unconverged.tolist(),
+            "max_gap": self.max_gap.tolist(),
+        }
 
     def to_dataframe(self):
         """A pandas DataFrame with one row per quantity (and sample set, in ``set``, for a
@@ -92,31 +102,47 @@ class BootstrapResult:
         rows = []
         for index in np.ndindex(batch):
             for name in QUANTITIES:
-                stats = {key: tuple(float(t[index]) for t in value) if isinstance(value, tuple)
-                         else float(value[index]) for key, value in self.summary(name).items()}
+                stats = {
+                    key: tuple(float(t[index]) for t in value) if isinstance(value, tuple) else float(value[index])
+                    for key, value in self.summary(name).items()
+                }
                 low, high = stats.pop("basic")
                 p_low, p_high = stats.pop("percentile")
-                rows.append({**({"set": index if len(index) > 1 else index[0]} if batch else {}), "quantity": name,
-                             **stats, "basic_low": low, "basic_high": high, "percentile_low": p_low,
-                             "percentile_high": p_high})
+                rows.append(
+                    {
+                        **({"set": index if len(index) > 1 else index[0]} if batch else {}),
+                        "quantity": name,
+                        **stats,
+                        "basic_low": low,
+                        "basic_high": high,
+                        "percentile_low": p_low,
+                        "percentile_high": p_high,
+                    }
+                )
         return pandas.DataFrame(rows)
 
     def __str__(self) -> str:
         """One table row per quantity (bits) for one sample set; for a batch, its size and the worst gap."""
         if self.estimate.dim() > 1:
-            return (f"bootstrap of {self.estimate[..., 0].numel():,} sample sets, {len(self.replicates):,} "
-                    f"resamples each; largest gap {float(self.max_gap.max()):.1e} bits, "
-                    f"{int(self.unconverged.sum())} unconverged")
+            return (
+                f"bootstrap of {self.estimate[..., 0].numel():,} sample sets, {len(self.replicates):,} "
+                f"resamples each; largest gap {float(self.max_gap.max()):.1e} bits, "
+                f"{int(self.unconverged.sum())} unconverged"
+            )
         percent = f"{100 * self.confidence:g}%"
         lines = [f"{'bits':<12}{'estimate':>10}{'bias':>10}{'corrected':>11}{'se':>9}  {percent} basic interval"]
         for name in QUANTITIES:
             stats = self.summary(name)
             low, high = stats["basic"]
-            lines.append(f"{name:<12}{float(stats['estimate']):10.4f}{float(stats['bias']):+10.4f}"
-                         f"{float(stats['corrected']):11.4f}{float(stats['se']):9.4f}  "
-                         f"[{float(low):.4f}, {float(high):.4f}]")
-        lines.append(f"{len(self.replicates):,} resamples; largest gap {float(self.max_gap):.1e} bits, "
-                     f"{int(self.unconverged)} unconverged")
+            lines.append(
+                f"{name:<12}{float(stats['estimate']):10.4f}{float(stats['bias']):+10.4f}"
+                f"{float(stats['corrected']):11.4f}{float(stats['se']):9.4f}  "
+                f"[{float(low):.4f}, {float(high):.4f}]"
+            )
+        lines.append(
+            f"{len(self.replicates):,} resamples; largest gap {float(self.max_gap):.1e} bits, "
+            f"{int(self.unconverged)} unconverged"
+        )
         return "\n".join(lines)
 
     def summary(self, name: str) -> dict[str, torch.Tensor]:
@@ -124,9 +150,14 @@ class BootstrapResult:
         if name not in QUANTITIES:
             raise ValueError(f"unknown quantity {name!r}; expected one of {QUANTITIES}")
         k = QUANTITIES.index(name)
-        return {"estimate": self.estimate[..., k], "bias": self.bias[..., k], "corrected": self.corrected[..., k],
-                "se": self.se[..., k], "percentile": tuple(t[..., k] for t in self.percentile),
-                "basic": tuple(t[..., k] for t in self.basic)}
+        return {
+            "estimate": self.estimate[..., k],
+            "bias": self.bias[..., k],
+            "corrected": self.corrected[..., k],
+            "se": self.se[..., k],
+            "percentile": tuple(t[..., k] for t in self.percentile),
+            "basic": tuple(t[..., k] for t in self.basic),
+        }
 
 
 def _check_count(name: str, count) -> None:
@@ -139,11 +170,22 @@ def _check_progress(progress) -> None:
         raise ValueError(f"progress must be None (automatic), True or False, got {progress!r}")
 
 
-def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
-              n1: int | None = None, n2: int | None = None, ny: int | None = None, *,
-              n_resamples: int = 1000, confidence: float = 0.95, seed: int | torch.Generator | None = None,
-              backend: str = "auto", progress: bool | None = None, tol: float = DEFAULT_TOL,
-              strict: bool = False) -> BootstrapResult:
+def bootstrap(
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    y: torch.Tensor,
+    n1: int | None = None,
+    n2: int | None = None,
+    ny: int | None = None,
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int | torch.Generator | None = None,
+    backend: str = "auto",
+    progress: bool | None = None,
+    tol: float = DEFAULT_TOL,
+    strict: bool = False,
+) -> BootstrapResult:
     r"""Bootstrap the plug-in PID of samples (x1, x2, y).
 
     Args:
@@ -176,19 +218,30 @@ def bootstrap(x1: torch.Tensor, x2: torch.Tensor, y: torch.Tensor,
         return [torch.gather(x.expand(size, *x.shape), -1, index) for x in (x1, x2, y)]
 
     estimate, replicates, unconverged, max_gap = _surrogates(
-        "fastpid.bootstrap", resample, x1, x2, y, (n1, n2, ny), n_resamples, seed, backend, tol, strict, progress)
+        "fastpid.bootstrap", resample, x1, x2, y, (n1, n2, ny), n_resamples, seed, backend, tol, strict, progress
+    )
     alpha = 1 - confidence
-    low, high = torch.quantile(replicates, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=replicates.dtype,
-                                                        device=replicates.device), dim=0)
+    low, high = torch.quantile(
+        replicates, torch.tensor([alpha / 2, 1 - alpha / 2], dtype=replicates.dtype, device=replicates.device), dim=0
+    )
     bias = replicates.mean(0) - estimate
     return BootstrapResult(
-        estimate=estimate, bias=bias, corrected=estimate - bias, se=replicates.std(0),
-        percentile=(low, high), basic=(2 * estimate - high, 2 * estimate - low), replicates=replicates,
-        confidence=float(confidence), unconverged=unconverged, max_gap=max_gap)
+        estimate=estimate,
+        bias=bias,
+        corrected=estimate - bias,
+        se=replicates.std(0),
+        percentile=(low, high),
+        basic=(2 * estimate - high, 2 * estimate - low),
+        replicates=replicates,
+        confidence=float(confidence),
+        unconverged=unconverged,
+        max_gap=max_gap,
+    )
 
 
-def _surrogates(source: str, draw, x1, x2, y, sizes, count: int, seed, backend: str, tol: float, strict: bool,
-                progress: bool | None):
+def _surrogates(
+    source: str, draw, x1, x2, y, sizes, count: int, seed, backend: str, tol: float, strict: bool, progress: bool | None
+):
     """The atoms of the plug-in joint of (x1, x2, y) and of ``count`` surrogate sample sets
     ``draw(x1, x2, y, size, generator)`` (each (size, ..., N)), solved in chunks of
     ``CHUNK_ELEMENTS``.  Returns the estimate (..., 5), the surrogates' atoms
@@ -216,8 +269,9 @@ def _surrogates(source: str, draw, x1, x2, y, sizes, count: int, seed, backend: 
         unconverged = unconverged + (~result.converged).long().sum(0)
     max_gap = torch.cat(gaps).amax(0)
     if bool(unconverged.any()):
-        report_unconverged(source, int(unconverged.sum()), (count + 1) * n_sets, float(max_gap.max()), tol, strict,
-                           stacklevel=3)
+        report_unconverged(
+            source, int(unconverged.sum()), (count + 1) * n_sets, float(max_gap.max()), tol, strict, stacklevel=3
+        )
     return quantities(plugin_result), torch.cat(atoms), unconverged, max_gap
 
 
@@ -238,18 +292,34 @@ class PermutationResult:
 
     def to_dict(self) -> dict:
         """Estimate and p-value per quantity as Python numbers; the null distribution left out."""
-        return {**{name: {"estimate": self.estimate[..., k].tolist(), "p_value": self.p_value[..., k].tolist()}
-                   for k, name in enumerate(QUANTITIES)},
-                "unconverged": self.unconverged.tolist(), "max_gap": self.max_gap.tolist()}
+        return {
+            **{
+                name: {"estimate": self.estimate[..., k].tolist(), "p_value": self.p_value[..., k].tolist()}
+                for k, name in enumerate(QUANTITIES)
+            },
+            "unconverged": self.unconverged.tolist(),
+            "max_gap": self.max_gap.tolist(),
+        }
 
 
 TIE = 1e-12  # bits: surrogate atoms this close to the estimate count as ties (as large)
 
 
-def permutation_test(x1, x2, y, n1: int | None = None, n2: int | None = None, ny: int | None = None, *,
-                     n_permutations: int = 1000, seed: int | torch.Generator | None = None,
-                     backend: str = "auto", progress: bool | None = None, tol: float = DEFAULT_TOL,
-                     strict: bool = False) -> PermutationResult:
+def permutation_test(
+    x1,
+    x2,
+    y,
+    n1: int | None = None,
+    n2: int | None = None,
+    ny: int | None = None,
+    *,
+    n_permutations: int = 1000,
+    seed: int | torch.Generator | None = None,
+    backend: str = "auto",
+    progress: bool | None = None,
+    tol: float = DEFAULT_TOL,
+    strict: bool = False,
+) -> PermutationResult:
     r"""Is there information at all?  A shuffled-surrogate test of every atom.
 
     The surrogates keep each sample's (x1, x2) together and the marginals of
@@ -267,11 +337,25 @@ def permutation_test(x1, x2, y, n1: int | None = None, n2: int | None = None, ny
 
     def permute(x1, x2, y, size, generator):
         order = torch.rand((size, *y.shape), generator=generator, device=y.device).argsort(-1)
-        return [x1.expand(size, *x1.shape), x2.expand(size, *x2.shape),
-                torch.gather(y.expand(size, *y.shape), -1, order)]
+        return [
+            x1.expand(size, *x1.shape),
+            x2.expand(size, *x2.shape),
+            torch.gather(y.expand(size, *y.shape), -1, order),
+        ]
 
     estimate, null, unconverged, max_gap = _surrogates(
-        "fastpid.permutation_test", permute, x1, x2, y, (n1, n2, ny), n_permutations, seed, backend, tol, strict,
-        progress)
+        "fastpid.permutation_test",
+        permute,
+        x1,
+        x2,
+        y,
+        (n1, n2, ny),
+        n_permutations,
+        seed,
+        backend,
+        tol,
+        strict,
+        progress,
+    )
     p_value = (1 + (null >= estimate - TIE).sum(0)).to(null.dtype) / (n_permutations + 1)
     return PermutationResult(estimate=estimate, null=null, p_value=p_value, unconverged=unconverged, max_gap=max_gap)

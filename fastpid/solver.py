@@ -72,6 +72,7 @@ steps by α = 0 and is certified where it would be anyway.)  ``fastpid.pid``
 hands the joints that this iteration leaves above ``tol`` to the certified
 fallbacks of ``fastpid.fallback`` (docs/pid-math.md, "Why the dual iteration stalls").
 """
+
 from __future__ import annotations
 
 import os
@@ -111,7 +112,7 @@ class Support:
     free: torch.Tensor  # (B, (n1 + n2) ny) dual variables the Newton step moves
 
     @staticmethod
-    def of(p: torch.Tensor) -> "Support":
+    def of(p: torch.Tensor) -> Support:
         p1, p2 = p.sum(2), p.sum(1)
         on1, on2 = p1 > 0, p2 > 0
         cell = on1[:, :, None, :] & on2[:, None, :, :]
@@ -121,7 +122,7 @@ class Support:
         free = torch.cat([on1.flatten(1), (on2 & ~pinned).flatten(1)], 1)
         return Support(p1, p2, cell, cell.any(-1), free)
 
-    def take(self, keep: torch.Tensor) -> "Support":
+    def take(self, keep: torch.Tensor) -> Support:
         """The support of the joints selected by ``keep`` (a mask or indices over the batch)."""
         return Support(self.p1[keep], self.p2[keep], self.cell[keep], self.pair[keep], self.free[keep])
 
@@ -160,11 +161,19 @@ def newton_matrix(w, h, s, support: Support):
     eye1 = torch.eye(n1, dtype=s.dtype, device=s.device)
     eye2 = torch.eye(n2, dtype=s.dtype, device=s.device)
     top = torch.cat(
-        [torch.einsum("ij,biyz->biyjz", eye1, block1).reshape(batch, n1 * ny, n1 * ny),
-         cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny)], 2)
+        [
+            torch.einsum("ij,biyz->biyjz", eye1, block1).reshape(batch, n1 * ny, n1 * ny),
+            cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny),
+        ],
+        2,
+    )
     bottom = torch.cat(
-        [cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny),
-         torch.einsum("ij,biyz->biyjz", eye2, block2).reshape(batch, n2 * ny, n2 * ny)], 2)
+        [
+            cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny),
+            torch.einsum("ij,biyz->biyjz", eye2, block2).reshape(batch, n2 * ny, n2 * ny),
+        ],
+        2,
+    )
     matrix = torch.cat([top, bottom], 1)
     free = support.free.to(s.dtype)
     matrix = matrix * free[:, :, None] * free[:, None, :]
@@ -177,7 +186,7 @@ def newton_product(w, h, s, support: Support, x):
     (B, (n1 + n2) ny) and vanish at variables that are not free."""
     _, n1, n2, ny = s.shape
     x = x * support.free
-    x1, x2 = x[:, : n1 * ny].view(-1, n1, ny), x[:, n1 * ny:].view(-1, n2, ny)
+    x1, x2 = x[:, : n1 * ny].view(-1, n1, ny), x[:, n1 * ny :].view(-1, n2, ny)
     along = x1[:, :, None, :] + x2[:, None, :, :]
     slope = (s * along).sum(-1)
     per_cell = w[..., None] * s * along + ((w / h - w) * slope)[..., None] * s
@@ -264,15 +273,18 @@ class PairsFactor:
         sy = s.permute(0, 3, 1, 2)  # (B, ny, n1, n2)
         rows = self.inverse[..., :n1, None, :] + self.inverse[..., None, n1:, :]  # (B, ny, n1, n2, n1 + n2)
         scaled = sy[..., None] * rows
-        g = (torch.einsum("byijI,byIJ->bijIJ", scaled[..., :n1], sy)
-             + torch.einsum("byijJ,byIJ->bijIJ", scaled[..., n1:], sy))
+        g = torch.einsum("byijI,byIJ->bijIJ", scaled[..., :n1], sy) + torch.einsum(
+            "byijJ,byIJ->bijIJ", scaled[..., n1:], sy
+        )
         del rows, scaled
         c = ((w / h - w) * support.pair).flatten(1)
         self.root = c.abs().sqrt()
         capacitance = torch.diag_embed(torch.where(c < 0, -1.0, 1.0).to(s.dtype)) + (
-            self.root[:, :, None] * g.reshape(batch, n1 * n2, n1 * n2) * self.root[:, None, :])
-        self.capacitance_scale = (1 + self.root**2 * g.reshape(batch, n1 * n2, n1 * n2).diagonal(dim1=1, dim2=2)
-                                  ).rsqrt()
+            self.root[:, :, None] * g.reshape(batch, n1 * n2, n1 * n2) * self.root[:, None, :]
+        )
+        self.capacitance_scale = (
+            1 + self.root**2 * g.reshape(batch, n1 * n2, n1 * n2).diagonal(dim1=1, dim2=2)
+        ).rsqrt()
         scaled = capacitance * self.capacitance_scale[:, :, None] * self.capacitance_scale[:, None, :]
         self.ldl, self.pivots, _ = torch.linalg.ldl_factor_ex(scaled)
 
@@ -315,7 +327,7 @@ def pairs_flops(n1: int, n2: int, ny: int) -> float:
 
 
 def choose_elimination(n1: int, n2: int, ny: int) -> str:
-    """"pairs" where its flops are fewer by PAIRS_ADVANTAGE, else "side" (csrc/broja/joint.h's rule)."""
+    """ "pairs" where its flops are fewer by PAIRS_ADVANTAGE, else "side" (csrc/broja/joint.h's rule)."""
     return "pairs" if pairs_flops(n1, n2, ny) * PAIRS_ADVANTAGE < side_flops(n1, n2, ny) else "side"
 
 
@@ -335,8 +347,7 @@ def factorize(w, h, s, support: Support, elimination: str, newton_matrix=newton_
     return DenseFactor(newton_matrix(w, h, s, support))
 
 
-def newton_direction(factor, w, h, s, residual, primal, r_c, support: Support,
-                     weighted_marginals=weighted_marginals):
+def newton_direction(factor, w, h, s, residual, primal, r_c, support: Support, weighted_marginals=weighted_marginals):
     """Δλ1, Δλ2, Δw, Δh for the residuals r_d, r_p = g + h and a complementarity
     target r_c, with the Newton matrix's ``factorize``d form."""
     _, n1, n2, ny = s.shape
@@ -381,7 +392,7 @@ def primal_objective(q):
 
 def dual_objective(lam1, lam2, support: Support):
     """<λ1, P1> + <λ2, P2> over the cells that carry mass (nats)."""
-    return ((lam1 * support.p1).flatten(1).sum(1) + (lam2 * support.p2).flatten(1).sum(1))
+    return (lam1 * support.p1).flatten(1).sum(1) + (lam2 * support.p2).flatten(1).sum(1)
 
 
 def feasible(lam1, lam2, support: Support):
@@ -401,8 +412,12 @@ def certificate(lam1, lam2, w, support: Support):
 def independent_joint(support: Support) -> torch.Tensor:
     """Q0 = P1(x1, y) P2(x2, y) / P(y) on the cells: X1 ⊥ X2 given Y, a point of Δ_P."""
     py = support.p1.sum(1)
-    return support.cell * support.p1[:, :, None, :] * support.p2[:, None, :, :] / torch.where(
-        py > 0, py, torch.ones_like(py))[:, None, None, :]
+    return (
+        support.cell
+        * support.p1[:, :, None, :]
+        * support.p2[:, None, :, :]
+        / torch.where(py > 0, py, torch.ones_like(py))[:, None, None, :]
+    )
 
 
 def analytic_start(support: Support):
@@ -470,8 +485,14 @@ def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int
     return itemsize * (CELL_COPIES * cells + system)
 
 
-def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patience: int = PATIENCE,
-          passes: Passes = TORCH_PASSES, elimination: str | None = None) -> Solution:
+def solve(
+    p: torch.Tensor,
+    tol: float = 1e-8 * LN2,
+    max_iter: int = 100,
+    patience: int = PATIENCE,
+    passes: Passes = TORCH_PASSES,
+    elimination: str | None = None,
+) -> Solution:
     """Reference ("torch") solve of a batch ``p`` of shape (B, n1, n2, ny), float64.
 
     A joint stops once its certified gap is at most ``tol`` (nats), or, once
@@ -495,12 +516,18 @@ def solve(p: torch.Tensor, tol: float = 1e-8 * LN2, max_iter: int = 100, patienc
         raise ValueError(
             f"a {n1}×{n2}×{ny} joint needs {per_joint / 2**30:.3g} GiB to solve ({elimination} elimination), "
             f"more than the memory budget of {budget / 2**30:.3g} GiB; set the environment variable "
-            "FASTPID_MEMORY_GIB to raise it")
+            "FASTPID_MEMORY_GIB to raise it"
+        )
     chunk = max(1, int(budget // per_joint))
-    parts = [_solve_batch(p[start:start + chunk], tol, max_iter, patience, passes, elimination)
-             for start in range(0, batch, chunk)]
-    solution = parts[0] if len(parts) == 1 else Solution(*(
-        torch.cat([getattr(part, name) for part in parts]) for name in SOLUTION_FIELDS))
+    parts = [
+        _solve_batch(p[start : start + chunk], tol, max_iter, patience, passes, elimination)
+        for start in range(0, batch, chunk)
+    ]
+    solution = (
+        parts[0]
+        if len(parts) == 1
+        else Solution(*(torch.cat([getattr(part, name) for part in parts]) for name in SOLUTION_FIELDS))
+    )
     if elimination == "pairs" and working_set_bytes(n1, n2, ny, "side") <= SIDE_RESCUE_BYTES:
         stalled = (~solution.converged).nonzero()[:, 0]
         if len(stalled):
@@ -522,8 +549,13 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
     weight = w * support.pair
     total_weight = weight.flatten(1).sum(1).clamp_min(torch.finfo(p.dtype).tiny)
     batch = p.shape[0]
-    best = Solution(lam1.clone(), lam2.clone(), w.clone(), torch.zeros(batch, dtype=torch.int64, device=p.device),
-                    torch.zeros(batch, dtype=torch.bool, device=p.device))
+    best = Solution(
+        lam1.clone(),
+        lam2.clone(),
+        w.clone(),
+        torch.zeros(batch, dtype=torch.int64, device=p.device),
+        torch.zeros(batch, dtype=torch.bool, device=p.device),
+    )
     best_gap = torch.full((batch,), float("inf"), dtype=p.dtype, device=p.device)
     stalled = torch.zeros(batch, dtype=torch.int64, device=p.device)
     far = CERTIFY_ABOVE * max(tol, STALL_GAP)
@@ -543,9 +575,9 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
             chosen = index[better]
             best.lam1[chosen], best.lam2[chosen], best.w[chosen] = lam1[better], lam2[better], w[better]
             best.iterations[chosen] = iteration
-            stalled[index] = torch.where(take, torch.where(gap.isnan(), patience,
-                                                           torch.where(improved, 0, stalled[index] + 1)),
-                                         stalled[index])
+            stalled[index] = torch.where(
+                take, torch.where(gap.isnan(), patience, torch.where(improved, 0, stalled[index] + 1)), stalled[index]
+            )
             done = (best_gap[index] <= tol) | ((stalled[index] >= patience) & (best_gap[index] <= STALL_GAP))
         if done.all() or iteration == max_iter:
             break
@@ -553,7 +585,8 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
             keep = ~done
             index, lam1, lam2, w, h, g, s = (x[keep] for x in (index, lam1, lam2, w, h, g, s))
             weight, total_weight, complementarity, complementarity_sum = (
-                x[keep] for x in (weight, total_weight, complementarity, complementarity_sum))
+                x[keep] for x in (weight, total_weight, complementarity, complementarity_sum)
+            )
             support = support.take(keep)
         rows, cols = passes.weighted_marginals(w, s)
         residual = (rows - support.p1, cols - support.p2)
@@ -562,8 +595,9 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
         # One factorisation for the predictor and the corrector.
         factor = factorize(w, h, s, support, elimination, passes.newton_matrix)
         # Predictor: the affine-scaling direction (μ target 0).
-        _, _, dw_a, dh_a = newton_direction(factor, w, h, s, residual, primal, -complementarity, support,
-                                            passes.weighted_marginals)
+        _, _, dw_a, dh_a = newton_direction(
+            factor, w, h, s, residual, primal, -complementarity, support, passes.weighted_marginals
+        )
         alpha_a = torch.minimum(max_step(w, dw_a), max_step(h, dh_a))
         w_a, h_a = w + alpha_a[:, None, None] * dw_a, h + alpha_a[:, None, None] * dh_a
         mu_a = (w_a * h_a * support.pair).flatten(1).sum(1) / total_weight
@@ -574,8 +608,7 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
         sigma = torch.maximum(sigma, floor.clamp(max=1))
         # Corrector: centring plus the second-order term of the predictor.
         r_c = (sigma * mu)[:, None, None] * weight - complementarity - dw_a * dh_a
-        d1, d2, dw, dh = newton_direction(factor, w, h, s, residual, primal, r_c, support,
-                                          passes.weighted_marginals)
+        d1, d2, dw, dh = newton_direction(factor, w, h, s, residual, primal, r_c, support, passes.weighted_marginals)
         fraction = torch.clamp(1 - mu, min=FRACTION_TO_BOUNDARY, max=MAX_FRACTION_TO_BOUNDARY)
         alpha = fraction * torch.minimum(max_step(w, dw), max_step(h, dh))
         alpha = torch.nan_to_num(alpha, nan=0.0)

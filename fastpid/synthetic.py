@@ -17,6 +17,7 @@ analytic (BROJA atoms of independent systems add up: the optimal Q of the
 composite is the product of the parts' optima); ``noisy`` computes them with
 ``fastpid.pid`` on the exact population joint (certified to 1e-10 bits).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .resampling import QUANTITIES, as_generator, quantities
-from .examples import CANONICAL
 from .decomposition import pid
+from .examples import CANONICAL
+from .resampling import QUANTITIES, as_generator, quantities
 
 TRUTH_TOLERANCE = 1e-10  # bits: duality gap of the truths computed by fastpid.pid
 
@@ -48,8 +49,9 @@ class Synthetic:
         """The true atoms as {name: bits}."""
         return dict(zip(QUANTITIES, self.truth.tolist()))
 
-    def sample(self, n: int, seed: int | torch.Generator | None = None,
-               batch_shape: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(
+        self, n: int, seed: int | torch.Generator | None = None, batch_shape: tuple[int, ...] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Symbols (x1, x2, y), each int64 of shape (*batch_shape, n): i.i.d. draws from P.
 
         ``seed``: an int, a ``torch.Generator`` to draw from, or None (torch's global RNG)."""
@@ -134,8 +136,13 @@ def noisy(system: Synthetic, x1: float = 0.0, x2: float = 0.0, y: float = 0.0) -
     if not isinstance(system, Synthetic):
         raise TypeError(f"noisy() takes a Synthetic system, got {type(system).__name__}")
     n1, n2, ny = system.sizes
-    joint = torch.einsum("abc,ad,be,cf->def", system.joint, _symmetric_channel(n1, x1),
-                         _symmetric_channel(n2, x2), _symmetric_channel(ny, y))
+    joint = torch.einsum(
+        "abc,ad,be,cf->def",
+        system.joint,
+        _symmetric_channel(n1, x1),
+        _symmetric_channel(n2, x2),
+        _symmetric_channel(ny, y),
+    )
     result = pid(joint, tol=TRUTH_TOLERANCE, max_iter=500)
     if not bool(result.converged):
         raise RuntimeError(f"the truth of this noisy system did not certify (gap {float(result.gap):.3g} bits)")

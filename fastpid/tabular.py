@@ -6,6 +6,7 @@ of labels (strings, or integers) by their sorted distinct values; continuous
 columns (numbers that are not all integers) by ``bins`` quantile bins, or by
 k-means on the column (``Discretizer``, ``discretize="kmeans"``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -55,11 +56,13 @@ def encode(values: np.ndarray, bins: int, discretize: str = "quantile") -> tuple
     if not np.isfinite(numbers).all():
         raise ValueError("a continuous column holds NaN or infinite values")
     if discretize == "kmeans":
-        symbols = Discretizer(n_components=1, n_clusters=bins, normalize=False).fit_transform(
-            torch.from_numpy(numbers[:, None])).numpy()
+        symbols = (
+            Discretizer(n_components=1, n_clusters=bins, normalize=False)
+            .fit_transform(torch.from_numpy(numbers[:, None]))
+            .numpy()
+        )
     else:
         edges = np.unique(np.quantile(numbers, np.linspace(0, 1, bins + 1)[1:-1]))
         symbols = np.searchsorted(edges, numbers, side="right")
     used, symbols = np.unique(symbols, return_inverse=True)
-    return symbols, [(float(numbers[symbols == k].min()), float(numbers[symbols == k].max()))
-                     for k in range(len(used))]
+    return symbols, [(float(numbers[symbols == k].min()), float(numbers[symbols == k].max())) for k in range(len(used))]

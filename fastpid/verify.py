@@ -6,6 +6,7 @@ prints one row per joint and fails on any atom that differs by more than
 ``tol`` bits or any certified gap above ``tol``; joints whose gap met ``tol``
 but not ``fastpid.pid``'s tighter default are marked, not failed.
 """
+
 from __future__ import annotations
 
 import time
@@ -29,7 +30,9 @@ def verification_joints(n_random: int, seed: int = 0):
         kind = i % 4
         if kind == 0 or kind == 1:
             alpha = RANDOM_CONCENTRATIONS[(i // 4) % len(RANDOM_CONCENTRATIONS)]
-            joints.append((f"dirichlet{alpha}-{'x'.join(map(str, shape))}", examples.dirichlet_joint(rng, shape, alpha)))
+            joints.append(
+                (f"dirichlet{alpha}-{'x'.join(map(str, shape))}", examples.dirichlet_joint(rng, shape, alpha))
+            )
         elif kind == 2:
             joints.append((f"sparse-{'x'.join(map(str, shape))}", examples.sparse_joint(rng, shape, 0.5)))
         else:
@@ -43,11 +46,14 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def run(n_random: int = 200, tol: float = 1e-6, backend: str = "auto", seed: int = 0, show_all: bool = True,
-        print_fn=print) -> bool:
+def run(
+    n_random: int = 200, tol: float = 1e-6, backend: str = "auto", seed: int = 0, show_all: bool = True, print_fn=print
+) -> bool:
     """Compare with dit on every verification joint; print the table; True if all agree."""
-    header = (f"{'case':<22}{'ours R, U1, U2, S (bits)':>44}{'dit R, U1, U2, S (bits)':>44}"
-              f"{'max diff':>10}{'gap':>10}{'ours s':>9}{'dit s':>8}")
+    header = (
+        f"{'case':<22}{'ours R, U1, U2, S (bits)':>44}{'dit R, U1, U2, S (bits)':>44}"
+        f"{'max diff':>10}{'gap':>10}{'ours s':>9}{'dit s':>8}"
+    )
     print_fn(header)
     failures, worst, time_ours, time_dit = [], 0.0, 0.0, 0.0
     for name, joint in verification_joints(n_random, seed):
@@ -62,11 +68,15 @@ def run(n_random: int = 200, tol: float = 1e-6, backend: str = "auto", seed: int
             failures.append(name)
         flag = "  MISMATCH" if bad else "" if bool(ours.converged) else "  (gap above pid's tol)"
         if show_all or flag or name in examples.CANONICAL:
-            print_fn(f"{name:<22}{_atoms(mine):>44}{_atoms(ref):>44}{diff:>10.1e}{gap:>10.1e}"
-                     f"{t_ours:>9.4f}{t_dit:>8.4f}{flag}")
+            print_fn(
+                f"{name:<22}{_atoms(mine):>44}{_atoms(ref):>44}{diff:>10.1e}{gap:>10.1e}"
+                f"{t_ours:>9.4f}{t_dit:>8.4f}{flag}"
+            )
     count = len(examples.CANONICAL) + n_random
-    print_fn(f"{count} joints, worst difference {worst:.2e} bits (tolerance {tol:.0e}); "
-             f"time fastpid {time_ours:.2f} s, dit cone {time_dit:.2f} s")
+    print_fn(
+        f"{count} joints, worst difference {worst:.2e} bits (tolerance {tol:.0e}); "
+        f"time fastpid {time_ours:.2f} s, dit cone {time_dit:.2f} s"
+    )
     if failures:
         print_fn(f"FAILED: {len(failures)} joint(s) disagree with dit: {', '.join(failures[:10])}")
     else:

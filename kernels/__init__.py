@@ -10,6 +10,7 @@ is False, ``TRITON_PASSES`` is None and ``backend()`` says what to install.
 To run the kernels on CPU tensors (Triton's interpreter: for tests), set
 ``TRITON_INTERPRET=1`` before ``triton`` is first imported in the process.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,7 @@ else:
     HAS_TRITON = True
 
 if HAS_TRITON:
-    from .broja_triton import (
+    from .broja_triton import (  # noqa: F401  (the package's API: tests and benchmarks call the kernels)
         TRITON_PASSES,
         certificate,
         costs,
@@ -56,6 +57,10 @@ def backend() -> backends.Backend:
         return backends.unavailable("triton", MISSING)
     interpret = interpreting()
     return backends.python_backend(
-        "triton", solve, gradient=envelope_gradient,
+        "triton",
+        solve,
+        gradient=envelope_gradient,
         solves_on=lambda device: device.type == "cuda" or (device.type == "cpu" and interpret),
-        where="CUDA joints, or CPU joints with TRITON_INTERPRET=1 set before Triton is imported", auto=False)
+        where="CUDA joints, or CPU joints with TRITON_INTERPRET=1 set before Triton is imported",
+        auto=False,
+    )

@@ -31,6 +31,7 @@ Needs a CUDA device, or ``TRITON_INTERPRET=1`` set before ``triton`` is first
 imported in the process (Triton's interpreter then runs the kernels on CPU
 tensors, slowly: for tests).
 """
+
 from __future__ import annotations
 
 import math
@@ -50,8 +51,20 @@ def _pow2(n: int) -> int:
 
 
 @triton.jit
-def _pair_softmax_kernel(lam1_ptr, lam2_ptr, p1_ptr, p2_ptr, g_ptr, s_ptr, n1, n2, ny,
-                         BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_Y: tl.constexpr):
+def _pair_softmax_kernel(
+    lam1_ptr,
+    lam2_ptr,
+    p1_ptr,
+    p2_ptr,
+    g_ptr,
+    s_ptr,
+    n1,
+    n2,
+    ny,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+):
     """One program per joint and tile of BLOCK_I × BLOCK_J pairs, all ny targets."""
     b = tl.program_id(0).to(tl.int64)
     i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
@@ -78,8 +91,7 @@ def _pair_softmax_kernel(lam1_ptr, lam2_ptr, p1_ptr, p2_ptr, g_ptr, s_ptr, n1, n
     at_pair = (b * n1 + i[:, None]) * n2 + j[None, :]
     in_pair = (i[:, None] < n1) & (j[None, :] < n2)
     tl.store(g_ptr + at_pair, g, mask=in_pair)
-    tl.store(s_ptr + at_pair[:, :, None] * ny + y[None, None, :], s,
-             mask=in_pair[:, :, None] & (y[None, None, :] < ny))
+    tl.store(s_ptr + at_pair[:, :, None] * ny + y[None, None, :], s, mask=in_pair[:, :, None] & (y[None, None, :] < ny))
 
 
 def pair_softmax(lam1, lam2, support: solver.Support):
@@ -100,14 +112,36 @@ def pair_softmax(lam1, lam2, support: solver.Support):
     block_j = min(_pow2(n2), max(1, TILE // block_y))
     block_i = min(_pow2(n1), max(1, TILE // (block_y * block_j)))
     grid = (batch, triton.cdiv(n1, block_i), triton.cdiv(n2, block_j))
-    _pair_softmax_kernel[grid](lam1, lam2, support.p1.contiguous(), support.p2.contiguous(), g, s,
-                               n1, n2, ny, BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_Y=block_y)
+    _pair_softmax_kernel[grid](
+        lam1,
+        lam2,
+        support.p1.contiguous(),
+        support.p2.contiguous(),
+        g,
+        s,
+        n1,
+        n2,
+        ny,
+        BLOCK_I=block_i,
+        BLOCK_J=block_j,
+        BLOCK_Y=block_y,
+    )
     return g, s
 
 
 @triton.jit
-def _weighted_marginals_kernel(weight_ptr, s_ptr, rows_ptr, cols_ptr, n1, n2, ny,
-                               BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_Y: tl.constexpr):
+def _weighted_marginals_kernel(
+    weight_ptr,
+    s_ptr,
+    rows_ptr,
+    cols_ptr,
+    n1,
+    n2,
+    ny,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+):
     """One program per joint and block of BLOCK_J x2 symbols; loops over x1 in
     blocks of BLOCK_I.  Column sums are complete in the program; row sums are
     partial over its x2 block (rows_ptr: (B, ⌈n2/J⌉, n1, ny))."""
@@ -122,15 +156,20 @@ def _weighted_marginals_kernel(weight_ptr, s_ptr, rows_ptr, cols_ptr, n1, n2, ny
         in_pair = (i[:, None] < n1) & (j[None, :] < n2)
         at_pair = (b * n1 + i[:, None]) * n2 + j[None, :]
         weight = tl.load(weight_ptr + at_pair, mask=in_pair, other=0.0)
-        s = tl.load(s_ptr + at_pair[:, :, None] * ny + y[None, None, :],
-                    mask=in_pair[:, :, None] & (y[None, None, :] < ny), other=0.0)
+        s = tl.load(
+            s_ptr + at_pair[:, :, None] * ny + y[None, None, :],
+            mask=in_pair[:, :, None] & (y[None, None, :] < ny),
+            other=0.0,
+        )
         q = weight[:, :, None] * s
         cols += tl.sum(q, axis=0)
         rows = tl.sum(q, axis=1)
-        tl.store(rows_ptr + ((b * blocks + jb) * n1 + i[:, None]) * ny + y[None, :], rows,
-                 mask=(i[:, None] < n1) & (y[None, :] < ny))
-    tl.store(cols_ptr + (b * n2 + j[:, None]) * ny + y[None, :], cols,
-             mask=(j[:, None] < n2) & (y[None, :] < ny))
+        tl.store(
+            rows_ptr + ((b * blocks + jb) * n1 + i[:, None]) * ny + y[None, :],
+            rows,
+            mask=(i[:, None] < n1) & (y[None, :] < ny),
+        )
+    tl.store(cols_ptr + (b * n2 + j[:, None]) * ny + y[None, :], cols, mask=(j[:, None] < n2) & (y[None, :] < ny))
 
 
 def weighted_marginals(weight, s):
@@ -149,14 +188,16 @@ def weighted_marginals(weight, s):
     blocks = triton.cdiv(n2, block_j)
     rows = torch.empty((batch, blocks, n1, ny), dtype=s.dtype, device=s.device)
     cols = torch.empty((batch, n2, ny), dtype=s.dtype, device=s.device)
-    _weighted_marginals_kernel[(batch, blocks)](weight, s, rows, cols, n1, n2, ny,
-                                                BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_Y=block_y)
+    _weighted_marginals_kernel[(batch, blocks)](
+        weight, s, rows, cols, n1, n2, ny, BLOCK_I=block_i, BLOCK_J=block_j, BLOCK_Y=block_y
+    )
     return (rows[:, 0] if blocks == 1 else rows.sum(1)), cols
 
 
 @triton.jit
-def _newton_matrix_kernel(w_ptr, h_ptr, s_ptr, free_ptr, out_ptr, n1, n2, ny, m,
-                          BLOCK_K: tl.constexpr, BLOCK_Y: tl.constexpr):
+def _newton_matrix_kernel(
+    w_ptr, h_ptr, s_ptr, free_ptr, out_ptr, n1, n2, ny, m, BLOCK_K: tl.constexpr, BLOCK_Y: tl.constexpr
+):
     """One program per joint and symbol: x1 = a < n1 writes the rows (a, ·) of the
     top half, x2 = a − n1 the rows (x2, ·) of the bottom half.  It loops over the
     other variable in blocks of BLOCK_K: the cross blocks of the pairs it is in,
@@ -192,12 +233,14 @@ def _newton_matrix_kernel(w_ptr, h_ptr, s_ptr, free_ptr, out_ptr, n1, n2, ny, m,
         col = other0 + k[:, None] * ny + y[None, :]  # [K, Z]
         free_col = tl.load(free_ptr + b * m + col, mask=in_k[:, None] & in_y[None, :], other=0.0)
         cross = cross * free_row[None, :, None] * free_col[:, None, :]
-        tl.store(out_ptr + (b * m + row0 + y[None, :, None]) * m + col[:, None, :], cross,
-                 mask=in_k[:, None, None] & in_y[None, :, None] & in_y[None, None, :])
+        tl.store(
+            out_ptr + (b * m + row0 + y[None, :, None]) * m + col[:, None, :],
+            cross,
+            mask=in_k[:, None, None] & in_y[None, :, None] & in_y[None, None, :],
+        )
     block = tl.where(eye, diag_q[:, None], 0.0) + diag_outer
     block = block * free_row[:, None] * free_row[None, :] + tl.where(eye, 1.0 - free_row[:, None], 0.0)
-    tl.store(out_ptr + (b * m + row0 + y[:, None]) * m + row0 + y[None, :], block,
-             mask=in_y[:, None] & in_y[None, :])
+    tl.store(out_ptr + (b * m + row0 + y[:, None]) * m + row0 + y[None, :], block, mask=in_y[:, None] & in_y[None, :])
 
 
 def newton_matrix(w, h, s, support: solver.Support):
@@ -224,14 +267,26 @@ def newton_matrix(w, h, s, support: solver.Support):
     out = torch.zeros((batch, m, m), dtype=s.dtype, device=s.device)
     block_y = _pow2(ny)
     block_k = min(_pow2(max(n1, n2)), max(1, TILE // (block_y * block_y)))
-    _newton_matrix_kernel[(batch, n1 + n2)](w, h, s, free, out, n1, n2, ny, m,
-                                            BLOCK_K=block_k, BLOCK_Y=block_y)
+    _newton_matrix_kernel[(batch, n1 + n2)](w, h, s, free, out, n1, n2, ny, m, BLOCK_K=block_k, BLOCK_Y=block_y)
     return out
 
 
 @triton.jit
-def _certificate_kernel(lam1_ptr, lam2_ptr, w_ptr, p1_ptr, p2_ptr, q_ptr, value_ptr, gap_ptr,
-                        n1, n2, ny, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+def _certificate_kernel(
+    lam1_ptr,
+    lam2_ptr,
+    w_ptr,
+    p1_ptr,
+    p2_ptr,
+    q_ptr,
+    value_ptr,
+    gap_ptr,
+    n1,
+    n2,
+    ny,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+):
     """One program per joint, holding its n1 × n2 pairs; three sweeps over y:
     (1) max_y of λ1 + λ2 on the cells, (2) Σ_y exp, hence g and the feasibility
     shift, (3) s, Q = w s, the rounding onto Δ_P (per y), f(Q)'s sums and the dual."""
@@ -249,8 +304,9 @@ def _certificate_kernel(lam1_ptr, lam2_ptr, w_ptr, p1_ptr, p2_ptr, q_ptr, value_
     for t in range(ny):
         lam1 = tl.load(lam1_ptr + at1 + t, mask=in_i, other=0.0)
         lam2 = tl.load(lam2_ptr + at2 + t, mask=in_j, other=0.0)
-        cell = (tl.load(p1_ptr + at1 + t, mask=in_i, other=0.0) > 0)[:, None] & \
-               (tl.load(p2_ptr + at2 + t, mask=in_j, other=0.0) > 0)[None, :]
+        cell = (tl.load(p1_ptr + at1 + t, mask=in_i, other=0.0) > 0)[:, None] & (
+            tl.load(p2_ptr + at2 + t, mask=in_j, other=0.0) > 0
+        )[None, :]
         top = tl.where(cell, tl.maximum(top, lam1[:, None] + lam2[None, :]), top)
         cells += cell.to(tl.int32)
     pair = cells > 0
@@ -259,8 +315,9 @@ def _certificate_kernel(lam1_ptr, lam2_ptr, w_ptr, p1_ptr, p2_ptr, q_ptr, value_
     for t in range(ny):
         lam1 = tl.load(lam1_ptr + at1 + t, mask=in_i, other=0.0)
         lam2 = tl.load(lam2_ptr + at2 + t, mask=in_j, other=0.0)
-        cell = (tl.load(p1_ptr + at1 + t, mask=in_i, other=0.0) > 0)[:, None] & \
-               (tl.load(p2_ptr + at2 + t, mask=in_j, other=0.0) > 0)[None, :]
+        cell = (tl.load(p1_ptr + at1 + t, mask=in_i, other=0.0) > 0)[:, None] & (
+            tl.load(p2_ptr + at2 + t, mask=in_j, other=0.0) > 0
+        )[None, :]
         total += tl.where(cell, tl.exp(lam1[:, None] + lam2[None, :] - top), 0.0)
     total = tl.where(pair, total, 1.0)
     g = tl.where(pair, tl.log(total) + top, 0.0)
@@ -324,15 +381,42 @@ def certificate(lam1, lam2, w, support: solver.Support):
     q = torch.empty((batch, n1, n2, ny), dtype=w.dtype, device=w.device)
     value = torch.empty((batch,), dtype=w.dtype, device=w.device)
     gap = torch.empty((batch,), dtype=w.dtype, device=w.device)
-    _certificate_kernel[(batch,)](lam1, lam2, w, support.p1.contiguous(), support.p2.contiguous(),
-                                  q, value, gap, n1, n2, ny, BLOCK_I=block_i, BLOCK_J=block_j,
-                                  num_warps=4 if block_i * block_j <= 2048 else 8)
+    _certificate_kernel[(batch,)](
+        lam1,
+        lam2,
+        w,
+        support.p1.contiguous(),
+        support.p2.contiguous(),
+        q,
+        value,
+        gap,
+        n1,
+        n2,
+        ny,
+        BLOCK_I=block_i,
+        BLOCK_J=block_j,
+        num_warps=4 if block_i * block_j <= 2048 else 8,
+    )
     return q, value, gap
 
 
 @triton.jit
-def _envelope_gradient_kernel(p_ptr, lam1_ptr, lam2_ptr, log1_ptr, log2_ptr, logy_ptr, coef_ptr, out_ptr,
-                              partial_ptr, n1, n2, ny, BLOCK_J: tl.constexpr, BLOCK_Y: tl.constexpr):
+def _envelope_gradient_kernel(
+    p_ptr,
+    lam1_ptr,
+    lam2_ptr,
+    log1_ptr,
+    log2_ptr,
+    logy_ptr,
+    coef_ptr,
+    out_ptr,
+    partial_ptr,
+    n1,
+    n2,
+    ny,
+    BLOCK_J: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+):
     """One program per joint and x1 symbol; loops over x2 in blocks of BLOCK_J
     with all ny targets.  Writes G (0 off the support) and Σ_{x2, y} G p of its
     slab to partial_ptr (B, n1)."""
@@ -347,8 +431,11 @@ def _envelope_gradient_kernel(p_ptr, lam1_ptr, lam2_ptr, log1_ptr, log2_ptr, log
     a_v = tl.load(coef_ptr + b * 5 + 4)
     row = (b * n1 + i) * ny + y
     lam1 = tl.load(lam1_ptr + row, mask=in_y, other=0.0)
-    base = a_y * (-tl.load(logy_ptr + b * ny + y, mask=in_y, other=0.0) - 1.0) \
-        + a_1 * tl.load(log1_ptr + row, mask=in_y, other=0.0) + a_v * lam1
+    base = (
+        a_y * (-tl.load(logy_ptr + b * ny + y, mask=in_y, other=0.0) - 1.0)
+        + a_1 * tl.load(log1_ptr + row, mask=in_y, other=0.0)
+        + a_v * lam1
+    )
     partial = tl.zeros([BLOCK_J, BLOCK_Y], dtype=p_ptr.dtype.element_ty)
     for j0 in range(0, n2, BLOCK_J):
         j = j0 + tl.arange(0, BLOCK_J)
@@ -391,23 +478,47 @@ def envelope_gradient(p, lam1, lam2, grad_atoms):
     log1 = torch.log(p1) - torch.log(p1.sum(-1, keepdim=True))
     log2 = torch.log(p2) - torch.log(p2.sum(-1, keepdim=True))
     logy = torch.log(p1.sum(-2)) - torch.log(total)[:, None]
-    coef = torch.stack([g[:, 0] + g[:, 4], g[:, 0] - g[:, 2], g[:, 0] - g[:, 1], g[:, 3] + g[:, 4],
-                        g[:, 1] + g[:, 2] - g[:, 0] - g[:, 3]], 1) / math.log(2.0)
+    coef = torch.stack(
+        [
+            g[:, 0] + g[:, 4],
+            g[:, 0] - g[:, 2],
+            g[:, 0] - g[:, 1],
+            g[:, 3] + g[:, 4],
+            g[:, 1] + g[:, 2] - g[:, 0] - g[:, 3],
+        ],
+        1,
+    ) / math.log(2.0)
     out = torch.empty_like(p)
     partial = torch.empty((batch, n1), dtype=p.dtype, device=p.device)
     block_y = _pow2(ny)
     block_j = min(_pow2(n2), max(1, TILE // block_y))
-    _envelope_gradient_kernel[(batch, n1)](p, lam1.reshape(batch, n1, ny).contiguous(),
-                                           lam2.reshape(batch, n2, ny).contiguous(), log1.contiguous(),
-                                           log2.contiguous(), logy.contiguous(), coef.contiguous(), out, partial,
-                                           n1, n2, ny, BLOCK_J=block_j, BLOCK_Y=block_y)
+    _envelope_gradient_kernel[(batch, n1)](
+        p,
+        lam1.reshape(batch, n1, ny).contiguous(),
+        lam2.reshape(batch, n2, ny).contiguous(),
+        log1.contiguous(),
+        log2.contiguous(),
+        logy.contiguous(),
+        coef.contiguous(),
+        out,
+        partial,
+        n1,
+        n2,
+        ny,
+        BLOCK_J=block_j,
+        BLOCK_Y=block_y,
+    )
     scale = total[:, None, None, None]
     out = (out - partial.sum(1)[:, None, None, None] / scale) / scale
     return out.reshape(*batch_shape, n1, n2, ny)
 
 
-TRITON_PASSES = solver.Passes(pair_softmax=pair_softmax, weighted_marginals=weighted_marginals,
-                              newton_matrix=newton_matrix, certificate=certificate)
+TRITON_PASSES = solver.Passes(
+    pair_softmax=pair_softmax,
+    weighted_marginals=weighted_marginals,
+    newton_matrix=newton_matrix,
+    certificate=certificate,
+)
 
 
 def costs(batch: int, n1: int, n2: int, ny: int, itemsize: int = 8) -> dict:
@@ -418,13 +529,21 @@ def costs(batch: int, n1: int, n2: int, ny: int, itemsize: int = 8) -> dict:
     duals, m = batch * (n1 + n2) * ny, (n1 + n2) * ny
     b = itemsize
     return {
-        "pair_softmax": {"bytes": b * (2 * duals + cells + pairs), "flops": 5 * cells,
-                         "transcendentals": cells + pairs},
+        "pair_softmax": {
+            "bytes": b * (2 * duals + cells + pairs),
+            "flops": 5 * cells,
+            "transcendentals": cells + pairs,
+        },
         "weighted_marginals": {"bytes": b * (cells + pairs + duals), "flops": 3 * cells, "transcendentals": 0},
-        "newton_matrix": {"bytes": b * (batch * m * m + 2 * cells * ny + duals * ny + 4 * cells + 4 * pairs),
-                          "flops": 10 * cells * ny, "transcendentals": 0},
-        "certificate": {"bytes": b * (6 * duals + pairs + cells + 2 * batch), "flops": 21 * cells,
-                        "transcendentals": 3 * cells + 2 * pairs},
-        "envelope_gradient": {"bytes": b * 9 * cells, "flops": 12 * cells,
-                              "transcendentals": cells + pairs},
+        "newton_matrix": {
+            "bytes": b * (batch * m * m + 2 * cells * ny + duals * ny + 4 * cells + 4 * pairs),
+            "flops": 10 * cells * ny,
+            "transcendentals": 0,
+        },
+        "certificate": {
+            "bytes": b * (6 * duals + pairs + cells + 2 * batch),
+            "flops": 21 * cells,
+            "transcendentals": 3 * cells + 2 * pairs,
+        },
+        "envelope_gradient": {"bytes": b * 9 * cells, "flops": 12 * cells, "transcendentals": cells + pairs},
     }

@@ -15,6 +15,7 @@ fixed tolerance: every atom is within ``gap`` of the exact value, so two
 answers for the same exact value may differ by at most ``gap_a + gap_b`` (plus
 floating-point rounding, ``ROUNDING``).
 """
+
 from __future__ import annotations
 
 import os
@@ -146,7 +147,7 @@ def assert_same_solution(ours, ref, p: torch.Tensor, tol: float = SOLVE_TOL):
     assert torch.isfinite(value).all() and torch.isfinite(gap).all()
     assert (ours.iterations - ref.iterations).abs().max() <= 1, (ours.iterations, ref.iterations)
     assert gap.max() <= SOLVE_GAP_MAX and ref_gap.max() <= SOLVE_GAP_MAX, (gap, ref_gap)
-    assert (value - ref_value).abs().max() <= SOLVE_VALUE_ATOL, (value - ref_value)
+    assert (value - ref_value).abs().max() <= SOLVE_VALUE_ATOL, value - ref_value
     assert torch.equal(ours.converged, gap <= tol)
     assert torch.all(ours.lam1[support.p1 == 0] == 0) and torch.all(ours.lam2[support.p2 == 0] == 0)
     return value

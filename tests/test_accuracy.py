@@ -5,6 +5,7 @@ at most ``DIT_MAX_CELLS`` cells and cvxpy/Clarabel for joints up to
 ``CVXPY_MAX_CELLS``; the 32×32×32 joint, too slow for either, is checked by its
 certificate, the information identities and agreement between backends.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -95,7 +96,8 @@ def assert_atoms_close(ours: np.ndarray, expected, atol: float, what: str):
     err = np.abs(ours - np.asarray(expected, dtype=np.float64))
     assert err.max() <= atol, (
         f"atoms {dict(zip(ATOMS, ours))} differ from {what} {dict(zip(ATOMS, expected))} "
-        f"by {err.max():.3g} bits > {atol:g}")
+        f"by {err.max():.3g} bits > {atol:g}"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -151,7 +153,8 @@ def test_matches_dit(name, P, backend):
         # cvxpy solve agrees with us to the full float64 tolerance.
         assert smallest_positive_cell(P) < SKEWED_BELOW, (
             f"dit differs by {err:.3g} bits on a joint that is not skewed "
-            f"(smallest cell {smallest_positive_cell(P):.3g})")
+            f"(smallest cell {smallest_positive_cell(P):.3g})"
+        )
         assert err - field(result, "gap") > ATOL[torch.float64], "dit's error is not proven"
         assert_atoms_close(ours, reference_array("cvxpy", name, P), ATOL[torch.float64], "cvxpy/Clarabel (arbiter)")
 
@@ -227,8 +230,9 @@ def test_degenerate_joints(shape, backend):
             assert_atoms_close(ours, [0, 0, 0, 0], ATOL[torch.float64], f"zeros ({name})")
             assert abs(field(result, "mi")) <= ATOL[torch.float64]
         else:
-            assert_atoms_close(ours, reference_array("cvxpy", f"{name}_{shape}", P), ATOL[torch.float64],
-                               f"cvxpy ({name})")
+            assert_atoms_close(
+                ours, reference_array("cvxpy", f"{name}_{shape}", P), ATOL[torch.float64], f"cvxpy ({name})"
+            )
         assert_identities(result, P, ATOL[torch.float64])
 
 
@@ -251,8 +255,9 @@ def test_structural_zeros_in_blocks(backend):
     P /= P.sum()
     result = solve(P, backend)
     assert_certified(result)
-    assert_atoms_close(atoms_array(result), reference_array("cvxpy", "blocks_4x5x3", P), ATOL[torch.float64],
-                       "cvxpy/Clarabel")
+    assert_atoms_close(
+        atoms_array(result), reference_array("cvxpy", "blocks_4x5x3", P), ATOL[torch.float64], "cvxpy/Clarabel"
+    )
     assert_identities(result, P, ATOL[torch.float64])
 
 
@@ -284,8 +289,7 @@ def test_large_joint_backends_agree(large_results):
     first, *others = BACKENDS
     for other in others:
         bound = certified_bound(results[first], results[other])
-        assert_atoms_close(atoms_array(results[other]), atoms_array(results[first]), bound,
-                           f"backend {first!r}")
+        assert_atoms_close(atoms_array(results[other]), atoms_array(results[first]), bound, f"backend {first!r}")
 
 
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="needs two backends (build the 'cpu' extension)")
@@ -298,8 +302,9 @@ def test_backends_agree(shape):
     for other in others:
         for b in range(len(P)):
             bound = certified_bound(results[first], results[other], index=b)
-            assert_atoms_close(atoms_array(results[other], b), atoms_array(results[first], b), bound,
-                               f"backend {first!r}, joint {b}")
+            assert_atoms_close(
+                atoms_array(results[other], b), atoms_array(results[first], b), bound, f"backend {first!r}, joint {b}"
+            )
 
 
 # --------------------------------------------------------------------------
@@ -341,8 +346,13 @@ def test_leading_batch_shape_preserved(batch_shape, backend, rng):
     assert result.converged.dtype == torch.bool
     flat_result = fastpid.pid(torch.tensor(flat), backend=backend)
     for name in FIELDS:
-        np.testing.assert_allclose(getattr(result, name).reshape(-1).numpy(), getattr(flat_result, name).numpy(),
-                                   rtol=0, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(
+            getattr(result, name).reshape(-1).numpy(),
+            getattr(flat_result, name).numpy(),
+            rtol=0,
+            atol=1e-12,
+            err_msg=name,
+        )
     assert_identities(result, P.numpy(), ATOL[torch.float64])
 
 
@@ -438,8 +448,7 @@ def test_boundary_resample_reproducers(name, backend):
     result = solve(P, backend)
     assert field(result, "converged"), f"not converged (gap {field(result, 'gap'):.3g} bits)"
     assert field(result, "gap") <= 1e-8
-    assert_atoms_close(atoms_array(result), reference_array("cvxpy", name, P), ATOL[torch.float64],
-                       "cvxpy/Clarabel")
+    assert_atoms_close(atoms_array(result), reference_array("cvxpy", name, P), ATOL[torch.float64], "cvxpy/Clarabel")
     assert_identities(result, P, ATOL[torch.float64])
 
 
@@ -459,6 +468,8 @@ def test_boundary_resamples_converge(backend):
     P = boundary_resamples(np.random.default_rng(2024), 400)
     result = fastpid.pid(torch.tensor(P), backend=backend)
     gap = result.gap.numpy()
-    assert result.converged.all(), f"{(~result.converged).sum().item()} of {len(P)} not converged, gaps " \
+    assert result.converged.all(), (
+        f"{(~result.converged).sum().item()} of {len(P)} not converged, gaps "
         f"{np.sort(gap[~result.converged.numpy()])[-5:]}"
+    )
     assert gap.max() <= 1e-8

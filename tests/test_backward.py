@@ -7,9 +7,8 @@ equal the reference formula on any input it may get: joints of any positive
 scale with structural zeros, empty symbols and target values, point masses,
 and arbitrary dual variables and upstream gradients.
 """
-from __future__ import annotations
 
-import sys
+from __future__ import annotations
 
 import numpy as np
 import pytest
@@ -70,8 +69,7 @@ def test_schema_fake_and_opcheck():
     assert str(torch.ops.fastpid.broja_backward.default._schema) == SCHEMA
     rng = np.random.default_rng(31)
     args = inputs([dirichlet_joint(rng, (3, 2, 3), 1.0) for _ in range(3)], seed=3)
-    torch.library.opcheck(torch.ops.fastpid.broja_backward.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(torch.ops.fastpid.broja_backward.default, args, test_utils=("test_schema", "test_faketensor"))
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     with FakeTensorMode():
@@ -80,8 +78,12 @@ def test_schema_fake_and_opcheck():
 
 
 def test_empty_batch():
-    args = (torch.zeros(0, 3, 4, 2, dtype=torch.float64), torch.zeros(0, 3, 2, dtype=torch.float64),
-            torch.zeros(0, 4, 2, dtype=torch.float64), torch.zeros(0, 5, dtype=torch.float64))
+    args = (
+        torch.zeros(0, 3, 4, 2, dtype=torch.float64),
+        torch.zeros(0, 3, 2, dtype=torch.float64),
+        torch.zeros(0, 4, 2, dtype=torch.float64),
+        torch.zeros(0, 5, dtype=torch.float64),
+    )
     assert torch.ops.fastpid.broja_backward(*args).shape == (0, 3, 4, 2)
 
 
@@ -89,13 +91,16 @@ def _args(p=(1, 2, 2, 2), lam1=(1, 2, 2), lam2=(1, 2, 2), grad_atoms=(1, 5), dty
     return [torch.full(shape, 0.125, dtype=dtype) for shape in (p, lam1, lam2, grad_atoms)]
 
 
-@pytest.mark.parametrize("args, message", [
-    (_args(dtype=torch.float32), "dtype float64"),
-    (_args(p=(2, 2, 2)), "shape"),
-    (_args(lam1=(1, 3, 2)), "lam1 \\(B, n1, ny\\)"),
-    (_args(grad_atoms=(1, 4)), "grad_atoms \\(B, 5\\)"),
-    ([torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], *_args()[1:]], "contiguous"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (_args(dtype=torch.float32), "dtype float64"),
+        (_args(p=(2, 2, 2)), "shape"),
+        (_args(lam1=(1, 3, 2)), "lam1 \\(B, n1, ny\\)"),
+        (_args(grad_atoms=(1, 4)), "grad_atoms \\(B, 5\\)"),
+        ([torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], *_args()[1:]], "contiguous"),
+    ],
+)
 def test_input_checks(args, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fastpid.broja_backward(*args)

@@ -1,4 +1,5 @@
 """Bootstrap of the plug-in PID (fastpid/resampling.py): resampling, statistics, coverage, bias and errors."""
+
 from __future__ import annotations
 
 import importlib
@@ -13,8 +14,9 @@ import fastpid
 from fastpid import synthetic
 from fastpid.resampling import QUANTITIES, quantities
 
-NOISY_MIXTURE = synthetic.independent(synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.2),
-                                      synthetic.noisy(synthetic.unique(source=2), x2=0.1))
+NOISY_MIXTURE = synthetic.independent(
+    synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.2), synthetic.noisy(synthetic.unique(source=2), x2=0.1)
+)
 
 
 def test_replicates_are_pids_of_resamples(backend):
@@ -64,8 +66,13 @@ def test_batch_sets_are_resampled_on_their_own():
     a varied one keeps zero replicates, and the varied one keeps its own plug-in."""
     constant = torch.zeros(2, 40, dtype=torch.long)
     x1, x2, y = NOISY_MIXTURE.sample(40, seed=3)
-    result = fastpid.bootstrap(torch.stack([x1, constant[0]]), torch.stack([x2, constant[1]]),
-                               torch.stack([y, constant[0]]), n_resamples=20, seed=0)
+    result = fastpid.bootstrap(
+        torch.stack([x1, constant[0]]),
+        torch.stack([x2, constant[1]]),
+        torch.stack([y, constant[0]]),
+        n_resamples=20,
+        seed=0,
+    )
     assert (result.replicates[:, 1] == 0).all() and (result.se[1] == 0).all()
     single = fastpid.bootstrap(x1, x2, y, 4, 4, 4, n_resamples=20, seed=0)
     torch.testing.assert_close(result.estimate[0], single.estimate, rtol=0, atol=0)
@@ -110,16 +117,14 @@ def test_bias_estimate_has_the_sign_of_the_true_bias(n):
     U1, U2 and understates R, S, the mean bias estimates have those signs."""
     zero_synergy = synthetic.noisy(synthetic.unique(), x1=0.2)
     synergy = QUANTITIES.index("synergy")
-    result = fastpid.bootstrap(*zero_synergy.sample(n, seed=0, batch_shape=(200,)), 2, 2, 2,
-                               n_resamples=200, seed=1)
+    result = fastpid.bootstrap(*zero_synergy.sample(n, seed=0, batch_shape=(200,)), 2, 2, 2, n_resamples=200, seed=1)
     true_bias = result.estimate.mean(0) - zero_synergy.truth
     assert true_bias[synergy] > 0 and result.bias[:, synergy].mean() > 0
     assert (result.bias[:, synergy] > 0).double().mean() > 0.5
     assert abs(result.corrected[:, synergy].mean()) < result.estimate[:, synergy].mean()
 
     noisy_copy = synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.1)
-    result = fastpid.bootstrap(*noisy_copy.sample(n, seed=0, batch_shape=(200,)), 2, 2, 2,
-                               n_resamples=200, seed=1)
+    result = fastpid.bootstrap(*noisy_copy.sample(n, seed=0, batch_shape=(200,)), 2, 2, 2, n_resamples=200, seed=1)
     true_bias = result.estimate.mean(0) - noisy_copy.truth
     assert torch.equal(torch.sign(true_bias[:4]), torch.tensor([-1.0, 1, 1, -1], dtype=torch.float64))
     assert torch.equal(torch.sign(result.bias.mean(0)[:4]), torch.sign(true_bias[:4]))

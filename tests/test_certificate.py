@@ -5,6 +5,7 @@ It must agree on any solution it may be given, not only on optimal ones: the
 start point, iterates part-way, and arbitrary dual variables and pair masses,
 on joints with structural zeros, empty symbols and target values, point masses.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,7 @@ import fastpid  # noqa: E402
 from fastpid import backends, solver  # noqa: E402
 from fastpid.examples import degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
-SCHEMA = ("fastpid::broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w)"
-          " -> (Tensor, Tensor, Tensor, Tensor)")
+SCHEMA = "fastpid::broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)"
 
 
 def batches():
@@ -34,9 +34,14 @@ def batches():
     x2 = (y + torch.from_numpy(rng.integers(0, 4, y.shape))) % 12
     yield "plugin_10x12x5", list(fastpid.joint_from_samples(x1, x2, y, 10, 12, 5).double().numpy())
     # Joints with positive marginals are certified four at a time (csrc/cpu/lanes.h), the others alone.
-    yield "mixed_4x4x3", ([dirichlet_joint(rng, (4, 4, 3), 0.3) for _ in range(7)]
-                          + [sparse_joint(rng, (4, 4, 3), 0.4) for _ in range(3)]
-                          + list(degenerate_joints((4, 4, 3), rng).values()))
+    yield (
+        "mixed_4x4x3",
+        (
+            [dirichlet_joint(rng, (4, 4, 3), 0.3) for _ in range(7)]
+            + [sparse_joint(rng, (4, 4, 3), 0.4) for _ in range(3)]
+            + list(degenerate_joints((4, 4, 3), rng).values())
+        ),
+    )
 
 
 def solutions(p: torch.Tensor, seed: int):
@@ -50,8 +55,10 @@ def solutions(p: torch.Tensor, seed: int):
     lam1 = torch.randn(batch, n1, ny, generator=gen, dtype=torch.float64) * (support.p1 > 0)
     lam2 = torch.randn(batch, n2, ny, generator=gen, dtype=torch.float64) * (support.p2 > 0)
     w = torch.rand(batch, n1, n2, generator=gen, dtype=torch.float64) * support.pair
-    yield "random", solver.Solution(lam1, lam2, w, torch.zeros(batch, dtype=torch.int64),
-                                    torch.zeros(batch, dtype=torch.bool))
+    yield (
+        "random",
+        solver.Solution(lam1, lam2, w, torch.zeros(batch, dtype=torch.int64), torch.zeros(batch, dtype=torch.bool)),
+    )
 
 
 @pytest.mark.parametrize("isa", ["default", "baseline", "no_lanes"])
@@ -91,13 +98,15 @@ def test_schema_fake_and_opcheck():
     p = torch.tensor(np.stack([dirichlet_joint(rng, (3, 2, 3), 1.0) for _ in range(3)]))
     solution = solver.solve(p)
     args = (p, solution.lam1, solution.lam2, solution.w)
-    torch.library.opcheck(torch.ops.fastpid.broja_certificate.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.fastpid.broja_certificate.default, args, test_utils=("test_schema", "test_faketensor")
+    )
 
 
 def test_empty_batch():
-    out = torch.ops.fastpid.broja_certificate(*(torch.zeros(shape, dtype=torch.float64) for shape in
-                                                 ((0, 3, 4, 2), (0, 3, 2), (0, 4, 2), (0, 3, 4))))
+    out = torch.ops.fastpid.broja_certificate(
+        *(torch.zeros(shape, dtype=torch.float64) for shape in ((0, 3, 4, 2), (0, 3, 2), (0, 4, 2), (0, 3, 4)))
+    )
     assert [t.shape for t in out] == [(0, 3, 4, 2), (0,), (0,), (0, 4)]
 
 
@@ -105,12 +114,15 @@ def _args(p=(1, 2, 2, 2), lam1=(1, 2, 2), lam2=(1, 2, 2), w=(1, 2, 2), dtype=tor
     return [torch.full(shape, 0.125, dtype=dtype) for shape in (p, lam1, lam2, w)]
 
 
-@pytest.mark.parametrize("args, message", [
-    (_args(dtype=torch.float32), "dtype float64"),
-    (_args(p=(2, 2, 2)), "shape"),
-    (_args(w=(1, 2, 3)), "w \\(B, n1, n2\\)"),
-    ([torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], *_args()[1:]], "contiguous"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (_args(dtype=torch.float32), "dtype float64"),
+        (_args(p=(2, 2, 2)), "shape"),
+        (_args(w=(1, 2, 3)), "w \\(B, n1, n2\\)"),
+        ([torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], *_args()[1:]], "contiguous"),
+    ],
+)
 def test_input_checks(args, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fastpid.broja_certificate(*args)

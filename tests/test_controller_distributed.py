@@ -1,5 +1,6 @@
 """The two-stage controller under torch.distributed: two gloo processes, each with
 a shard of the probe set, decide as one process on all samples."""
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,9 @@ def probe_features(epoch: int) -> tuple[list[torch.Tensor], torch.Tensor]:
     nothing = torch.zeros_like(u0)
     shown = [(4 * u0 + 2 * a + b, nothing), (2 * u0 + a, 2 * u1 + b), (u0, 4 * u1 + 2 * a + b)][epoch]
     centres = torch.randn(2, 8, 8, generator=generator)
-    features = [centres[m][symbols] + 0.05 * torch.randn(SAMPLES, 8, generator=generator)
-                for m, symbols in enumerate(shown)]
+    features = [
+        centres[m][symbols] + 0.05 * torch.randn(SAMPLES, 8, generator=generator) for m, symbols in enumerate(shown)
+    ]
     return features, labels
 
 

@@ -7,6 +7,7 @@ bit for bit.  What must hold: the same best-iterate index (within 1), values
 V = f(Q) of the certificate within 1e-10 nats, certified gaps ≤ 1e-9 nats, and
 the output conventions of ``fastpid.solver.Solution`` (λ = 0 at masked cells).
 """
+
 from __future__ import annotations
 
 import platform
@@ -18,12 +19,14 @@ import torch
 pytest.importorskip("fastpid._C")
 
 from conftest import SOLVE_TOL, assert_same_solution  # noqa: E402
+
 import fastpid  # noqa: E402
 from fastpid import solver  # noqa: E402
 from fastpid.examples import CANONICAL, degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
-SCHEMA = ("fastpid::broja_solve(Tensor p, float tol, int max_iter, int patience)"
-          " -> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+SCHEMA = (
+    "fastpid::broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
 
 
 def cpu_solve(p: torch.Tensor, tol: float = SOLVE_TOL, max_iter: int = 100, patience: int = solver.PATIENCE):
@@ -47,10 +50,18 @@ def assert_matches_reference(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:
 
 def test_reference_constants_are_the_compiled_ones():
     """csrc/broja.h repeats these constants of fastpid/solver.py; change both together."""
-    assert (solver.FRACTION_TO_BOUNDARY, solver.MAX_FRACTION_TO_BOUNDARY, solver.REGULARIZATION,
-            solver.MAX_SHIFT_RAISES, solver.REFINEMENT_STEPS, solver.MAX_VIOLATION, solver.MAX_BACKTRACKS,
-            solver.STALL_GAP, solver.INFEASIBILITY_CENTRING, solver.CERTIFY_ABOVE
-            ) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2, 100)
+    assert (
+        solver.FRACTION_TO_BOUNDARY,
+        solver.MAX_FRACTION_TO_BOUNDARY,
+        solver.REGULARIZATION,
+        solver.MAX_SHIFT_RAISES,
+        solver.REFINEMENT_STEPS,
+        solver.MAX_VIOLATION,
+        solver.MAX_BACKTRACKS,
+        solver.STALL_GAP,
+        solver.INFEASIBILITY_CENTRING,
+        solver.CERTIFY_ABOVE,
+    ) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2, 100)
 
 
 @pytest.mark.parametrize("tol", [1e-8, 1e-12, 1e-2])
@@ -88,8 +99,10 @@ def test_schema():
     assert str(torch.ops.fastpid.broja_solve.default._schema) == SCHEMA
 
 
-@pytest.mark.parametrize("shape, count", [((2, 2, 2), 40), ((3, 4, 2), 40), ((4, 2, 3), 40), ((5, 5, 5), 24),
-                                          ((10, 10, 6), 3), ((20, 20, 6), 1)])
+@pytest.mark.parametrize(
+    "shape, count",
+    [((2, 2, 2), 40), ((3, 4, 2), 40), ((4, 2, 3), 40), ((5, 5, 5), 24), ((10, 10, 6), 3), ((20, 20, 6), 1)],
+)
 def test_dirichlet_joints(shape, count):
     rng = np.random.default_rng(sum(shape))
     assert_matches_reference(batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count)))
@@ -146,8 +159,10 @@ def test_boundary_resamples():
     iteration used to jam (solver.py, "Infeasibility and centring"): the two
     reproducers and resamples of a noisy XOR."""
     rng = np.random.default_rng(29)
-    joints = [np.array(c, dtype=np.float64).reshape(2, 2, 2) / 1000
-              for c in ([230, 30, 44, 212, 46, 210, 184, 44], [222, 34, 40, 214, 40, 219, 173, 58])]
+    joints = [
+        np.array(c, dtype=np.float64).reshape(2, 2, 2) / 1000
+        for c in ([230, 30, 44, 212, 46, 210, 184, 44], [222, 34, 40, 214, 40, 219, 173, 58])
+    ]
     xor = np.array([[[0.87, 0.13], [0.13, 0.87]], [[0.13, 0.87], [0.87, 0.13]]]) / 4
     joints += [rng.multinomial(1000, xor.ravel()).reshape(2, 2, 2) / 1000 for _ in range(30)]
     assert_matches_reference(batch(joints))
@@ -159,16 +174,21 @@ def test_batch_mixes_early_and_late_joints():
     shape = (4, 4, 3)
     point = np.zeros(shape)
     point[1, 2, 0] = 1.0
-    joints = [point, CANONICAL["XOR"].reshape(2, 2, 2), dirichlet_joint(rng, shape, 0.1),
-              dirichlet_joint(rng, shape, 5.0), sparse_joint(rng, shape, 0.5)]
+    joints = [
+        point,
+        CANONICAL["XOR"].reshape(2, 2, 2),
+        dirichlet_joint(rng, shape, 0.1),
+        dirichlet_joint(rng, shape, 5.0),
+        sparse_joint(rng, shape, 0.5),
+    ]
     padded = [np.pad(P, [(0, n - s) for n, s in zip(shape, P.shape)]) for P in joints]
     p = batch(padded)
     together = cpu_solve(p)
     assert together.iterations.min() < together.iterations.max()
     for i in range(len(padded)):
-        alone = cpu_solve(p[i:i + 1])
+        alone = cpu_solve(p[i : i + 1])
         for field in ("lam1", "lam2", "w", "iterations", "converged"):
-            assert torch.equal(getattr(together, field)[i:i + 1], getattr(alone, field)), field
+            assert torch.equal(getattr(together, field)[i : i + 1], getattr(alone, field)), field
     assert_matches_reference(p)
 
 
@@ -215,15 +235,19 @@ def test_fake_tensor_shapes():
 def test_opcheck():
     rng = np.random.default_rng(19)
     p = batch(dirichlet_joint(rng, (3, 2, 3), 1.0) for _ in range(3))
-    torch.library.opcheck(torch.ops.fastpid.broja_solve.default, (p, SOLVE_TOL, 50, 5),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.fastpid.broja_solve.default, (p, SOLVE_TOL, 50, 5), test_utils=("test_schema", "test_faketensor")
+    )
 
 
-@pytest.mark.parametrize("p, message", [
-    (torch.full((1, 2, 2, 2), 0.125, dtype=torch.float32), "float64"),
-    (torch.full((2, 2, 2), 0.125, dtype=torch.float64), "shape"),
-    (torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], "contiguous"),
-])
+@pytest.mark.parametrize(
+    "p, message",
+    [
+        (torch.full((1, 2, 2, 2), 0.125, dtype=torch.float32), "float64"),
+        (torch.full((2, 2, 2), 0.125, dtype=torch.float64), "shape"),
+        (torch.full((1, 2, 2, 4), 0.0625, dtype=torch.float64)[..., ::2], "contiguous"),
+    ],
+)
 def test_input_checks(p, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fastpid.broja_solve(p, SOLVE_TOL, 100, 5)
@@ -232,7 +256,9 @@ def test_input_checks(p, message):
 @pytest.mark.parametrize("max_iter, patience", [(-1, 5), (10, -1)])
 def test_argument_checks(max_iter, patience):
     with pytest.raises(RuntimeError, match="non-negative"):
-        torch.ops.fastpid.broja_solve(torch.full((1, 2, 2, 2), 0.125, dtype=torch.float64), SOLVE_TOL, max_iter, patience)
+        torch.ops.fastpid.broja_solve(
+            torch.full((1, 2, 2, 2), 0.125, dtype=torch.float64), SOLVE_TOL, max_iter, patience
+        )
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the AVX2 copy is x86-64 only")
@@ -312,9 +338,9 @@ def test_a_joints_lane_solution_does_not_depend_on_its_neighbours():
     for field in ("lam1", "lam2", "w", "iterations", "converged"):
         assert torch.equal(getattr(shuffled, field), getattr(together, field)[order]), field
     for i in (0, 5, 17):
-        alone = cpu_solve(p[i:i + 1])
+        alone = cpu_solve(p[i : i + 1])
         for field in ("lam1", "lam2", "w", "iterations", "converged"):
-            assert torch.equal(getattr(alone, field), getattr(together, field)[i:i + 1]), field
+            assert torch.equal(getattr(alone, field), getattr(together, field)[i : i + 1]), field
 
 
 @pytest.mark.parametrize("max_iter", [0, 3])

@@ -7,6 +7,7 @@ csrc/broja.h) against the reference "torch" on the same CUDA joints, with the
 tolerances of tests/test_cpu_backend.py, and against the CPU op; the backward
 op (csrc/cuda/broja_backward_cuda.cu) against the reference formula and the CPU op.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,17 +17,17 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from conftest import SOLVE_TOL, SOLVE_VALUE_ATOL, assert_same_solution
 
 import fastpid
-from conftest import SOLVE_TOL, SOLVE_VALUE_ATOL, assert_same_solution
 from fastpid import backends, solver
 from fastpid.examples import CANONICAL, degenerate_joints, dirichlet_joint, sparse_joint
 
 HAS_CUDA_KERNEL = backends.has_cuda_kernel()
 needs_cuda_build = pytest.mark.skipif(not HAS_CUDA_KERNEL, reason="extension built without CUDA (FASTPID_CUDA=0)")
-needs_gpu = pytest.mark.skipif(not (HAS_CUDA_KERNEL and torch.cuda.is_available()),
-                               reason="needs the CUDA build and a CUDA device")
-
+needs_gpu = pytest.mark.skipif(
+    not (HAS_CUDA_KERNEL and torch.cuda.is_available()), reason="needs the CUDA build and a CUDA device"
+)
 
 
 def cuobjdump() -> str | None:
@@ -38,6 +39,7 @@ def cuobjdump() -> str | None:
     candidates.append(shutil.which("cuobjdump"))
     try:
         import triton
+
         candidates.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump"))
     except ImportError:
         pass
@@ -46,9 +48,15 @@ def cuobjdump() -> str | None:
 
 # ---------------------------------------------------------------- build (no GPU needed)
 
+
 @needs_cuda_build
 def test_op_has_cuda_kernel():
-    for op in ("fastpid::broja_solve", "fastpid::broja_backward", "fastpid::broja_certificate", "fastpid::broja_forward"):
+    for op in (
+        "fastpid::broja_solve",
+        "fastpid::broja_backward",
+        "fastpid::broja_certificate",
+        "fastpid::broja_forward",
+    ):
         for key in ("CPU", "CUDA", "Meta"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(op, key), (op, key)
 
@@ -59,6 +67,7 @@ def test_library_has_sm90_code():
     if tool is None:
         pytest.skip("cuobjdump not found")
     import fastpid._C as ext
+
     listing = subprocess.run([tool, "--list-elf", ext.__file__], capture_output=True, text=True, check=True).stdout
     assert ".sm_90." in listing, listing
 
@@ -75,7 +84,7 @@ def test_auto_picks_cuda_for_small_joints_only():
 
 
 def test_backend_listing():
-    """"cuda" is offered for CUDA joints exactly when the op has a CUDA kernel, first in "auto" order."""
+    """ "cuda" is offered for CUDA joints exactly when the op has a CUDA kernel, first in "auto" order."""
     assert "cuda" not in backends.available("cpu")
     if HAS_CUDA_KERNEL:
         assert backends.available("cuda") == ["cuda", "torch"]
@@ -89,6 +98,7 @@ def test_backend_listing():
 
 
 # ---------------------------------------------------------------- solver (GPU)
+
 
 def batch(joints) -> torch.Tensor:
     return torch.tensor(np.stack([np.asarray(P, dtype=np.float64) for P in joints]), device="cuda")
@@ -108,8 +118,9 @@ def assert_cuda_matches_torch(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:
 
 
 @needs_gpu
-@pytest.mark.parametrize("shape, count", [((2, 2, 2), 40), ((3, 4, 2), 40), ((4, 2, 3), 40), ((5, 5, 5), 24),
-                                          ((10, 10, 6), 3)])
+@pytest.mark.parametrize(
+    "shape, count", [((2, 2, 2), 40), ((3, 4, 2), 40), ((4, 2, 3), 40), ((5, 5, 5), 24), ((10, 10, 6), 3)]
+)
 def test_dirichlet_joints(shape, count):
     rng = np.random.default_rng(sum(shape))
     assert_cuda_matches_torch(batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count)))
@@ -180,20 +191,22 @@ def test_forward_matches_the_cpu_op():
 def test_empty_batch_and_input_checks():
     out = torch.ops.fastpid.broja_solve(torch.empty(0, 2, 3, 2, dtype=torch.float64, device="cuda"), 1e-8, 10, 5)
     assert [tuple(t.shape) for t in out] == [(0, 2, 2), (0, 3, 2), (0, 2, 3), (0,), (0,)]
-    empty = (torch.empty(shape, dtype=torch.float64, device="cuda") for shape in ((0, 2, 3, 2), (0, 2, 2), (0, 3, 2),
-                                                                              (0, 2, 3)))
+    empty = (
+        torch.empty(shape, dtype=torch.float64, device="cuda")
+        for shape in ((0, 2, 3, 2), (0, 2, 2), (0, 3, 2), (0, 2, 3))
+    )
     out = torch.ops.fastpid.broja_certificate(*empty)
     assert [tuple(t.shape) for t in out] == [(0, 2, 3, 2), (0,), (0,), (0, 4)]
     with pytest.raises(RuntimeError, match="float64"):
         torch.ops.fastpid.broja_solve(torch.ones(1, 2, 2, 2, device="cuda") / 8, 1e-8, 10, 5)
     with pytest.raises(RuntimeError, match="contiguous"):
-        torch.ops.fastpid.broja_solve(torch.ones(1, 2, 2, 2, dtype=torch.float64, device="cuda").transpose(1, 3),
-                                      1e-8, 10, 5)
+        torch.ops.fastpid.broja_solve(
+            torch.ones(1, 2, 2, 2, dtype=torch.float64, device="cuda").transpose(1, 3), 1e-8, 10, 5
+        )
 
 
 @needs_gpu
 def test_backward_matches_reference_and_cpu_op():
-    import sys
 
     envelope_gradient = fastpid.decomposition.envelope_gradient
     rng = np.random.default_rng(5)
@@ -201,9 +214,12 @@ def test_backward_matches_reference_and_cpu_op():
     for joints in ([sparse_joint(rng, (4, 3, 5), 0.5) for _ in range(64)], list(degenerate_joints((2, 3, 2)).values())):
         p = 2.5 * torch.tensor(np.stack(joints))
         count, n1, n2, ny = p.shape
-        args = [p, torch.randn(count, n1, ny, generator=gen, dtype=torch.float64),
-                torch.randn(count, n2, ny, generator=gen, dtype=torch.float64),
-                torch.randn(count, 5, generator=gen, dtype=torch.float64)]
+        args = [
+            p,
+            torch.randn(count, n1, ny, generator=gen, dtype=torch.float64),
+            torch.randn(count, n2, ny, generator=gen, dtype=torch.float64),
+            torch.randn(count, 5, generator=gen, dtype=torch.float64),
+        ]
         on_gpu = torch.ops.fastpid.broja_backward(*(t.cuda() for t in args))
         torch.testing.assert_close(on_gpu.cpu(), torch.ops.fastpid.broja_backward(*args), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(on_gpu, envelope_gradient(*(t.cuda() for t in args)), rtol=1e-12, atol=1e-12)

@@ -1,4 +1,5 @@
 """``fastpid pid FILE``: columns of a CSV or .npz to the table of atoms, checked against the Python API."""
+
 from __future__ import annotations
 
 import json
@@ -43,15 +44,29 @@ def test_csv_with_string_labels_matches_the_api(table, capsys):
 
 def test_intervals_p_values_and_npz(table, capsys, tmp_path):
     path, colour, weight, answer = table
-    report = run_json(capsys, path, "--sources", "colour", "weight", "--target", "answer",
-                      "--bootstrap", "30", "--permutations", "49", "--seed", "1")
+    report = run_json(
+        capsys,
+        path,
+        "--sources",
+        "colour",
+        "weight",
+        "--target",
+        "answer",
+        "--bootstrap",
+        "30",
+        "--permutations",
+        "49",
+        "--seed",
+        "1",
+    )
     low, high = report["basic interval"]["synergy"]
     assert low <= report["synergy"] <= high and report["p_value"]["synergy"] == pytest.approx(1 / 50)
     npz = tmp_path / "samples.npz"
     np.savez(npz, colour=colour, weight=weight, answer=answer)
     from_npz = run_json(capsys, npz, "--sources", "colour", "weight", "--target", "answer")
-    assert from_npz["synergy"] == pytest.approx(run_json(capsys, path, "--sources", "colour", "weight",
-                                                         "--target", "answer")["synergy"], abs=1e-12)
+    assert from_npz["synergy"] == pytest.approx(
+        run_json(capsys, path, "--sources", "colour", "weight", "--target", "answer")["synergy"], abs=1e-12
+    )
     assert cli.main(["pid", str(path), "--sources", "colour", "weight", "--target", "answer"]) == 0
     text = capsys.readouterr().out
     assert "| synergy |" in text and "600 samples" in text and "converged True" in text

@@ -1,4 +1,5 @@
 """fastpid.Discretizer: L2-normalise → PCA → k-means symbols, fitted once and reused."""
+
 from __future__ import annotations
 
 import io
@@ -126,8 +127,10 @@ def test_a_warm_refit_keeps_each_symbol_where_it_was():
     generator = torch.Generator().manual_seed(0)
     turn = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=generator)
     order = torch.randperm(600, generator=generator)
-    drifted = (features @ torch.linalg.matrix_exp(turn - turn.T)
-               + 0.3 * torch.randn(600, 8, dtype=torch.float64, generator=generator))[order]
+    drifted = (
+        features @ torch.linalg.matrix_exp(turn - turn.T)
+        + 0.3 * torch.randn(600, 8, dtype=torch.float64, generator=generator)
+    )[order]
     assert torch.equal(warm.fit_transform(drifted), first[order])
     reseeded = cold.fit_transform(drifted)
     assert adjusted_rand_score(first[order].numpy(), reseeded.numpy()) == 1.0  # the same partition ...
@@ -170,34 +173,71 @@ def test_warm_state_dict_keeps_the_last_fit():
 FEATURES = torch.randn(30, 6, dtype=torch.float64)
 
 
-@pytest.mark.parametrize("make, error, match", [
-    (lambda: fastpid.Discretizer(n_clusters=0), ValueError, "n_clusters must be a positive int"),
-    (lambda: fastpid.Discretizer(n_components=2.5), ValueError, "n_components must be a positive int"),
-    (lambda: fastpid.Discretizer(n_init=0), ValueError, "n_init must be a positive int"),
-    (lambda: fastpid.Discretizer(2, 3).transform(FEATURES), ValueError, "not fitted"),
-    (lambda: fastpid.Discretizer(2, 3).soft_assign(FEATURES), ValueError, "not fitted"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:, 0]), ValueError, r"shape \(N, d\)"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[None]), ValueError, r"shape \(N, d\)"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:0]), ValueError, r"shape \(N, d\)"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES[:, :5]), ValueError,
-     r"5 columns but the Discretizer was fitted on 6"),
-    (lambda: fastpid.Discretizer(2, 40).fit(FEATURES), ValueError, "fewer than n_clusters=40"),
-    (lambda: fastpid.Discretizer(7, 3).fit(FEATURES), ValueError, r"n_components=7 exceeds min\(N, d\)"),
-    (lambda: fastpid.Discretizer(5, 4).fit(FEATURES[:4]), ValueError, r"n_components=5 exceeds min\(N, d\)"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.clone().index_fill_(0, torch.tensor([3]), float("nan"))),
-     ValueError, "NaN or infinite"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES * float("inf")), ValueError,
-     "NaN or infinite"),
-    (lambda: fastpid.Discretizer(2, 3).fit(torch.where(FEATURES == FEATURES[5, 2], -math.inf, FEATURES)),
-     ValueError, "NaN or infinite"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.long()), TypeError, "floating point"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.tolist()), TypeError, "torch.Tensor or numpy.ndarray"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, 0.0), ValueError, "temperature"),
-    (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, float("inf")), ValueError,
-     "temperature"),
-], ids=["clusters", "components", "n_init", "transform_unfitted", "soft_unfitted", "rank1", "rank3", "empty",
-        "width", "few_samples", "components_over_d", "components_over_n", "nan", "inf", "one_minus_inf", "integer", "list",
-        "zero_temperature", "inf_temperature"])
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: fastpid.Discretizer(n_clusters=0), ValueError, "n_clusters must be a positive int"),
+        (lambda: fastpid.Discretizer(n_components=2.5), ValueError, "n_components must be a positive int"),
+        (lambda: fastpid.Discretizer(n_init=0), ValueError, "n_init must be a positive int"),
+        (lambda: fastpid.Discretizer(2, 3).transform(FEATURES), ValueError, "not fitted"),
+        (lambda: fastpid.Discretizer(2, 3).soft_assign(FEATURES), ValueError, "not fitted"),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:, 0]), ValueError, r"shape \(N, d\)"),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[None]), ValueError, r"shape \(N, d\)"),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES[:0]), ValueError, r"shape \(N, d\)"),
+        (
+            lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES[:, :5]),
+            ValueError,
+            r"5 columns but the Discretizer was fitted on 6",
+        ),
+        (lambda: fastpid.Discretizer(2, 40).fit(FEATURES), ValueError, "fewer than n_clusters=40"),
+        (lambda: fastpid.Discretizer(7, 3).fit(FEATURES), ValueError, r"n_components=7 exceeds min\(N, d\)"),
+        (lambda: fastpid.Discretizer(5, 4).fit(FEATURES[:4]), ValueError, r"n_components=5 exceeds min\(N, d\)"),
+        (
+            lambda: fastpid.Discretizer(2, 3).fit(FEATURES.clone().index_fill_(0, torch.tensor([3]), float("nan"))),
+            ValueError,
+            "NaN or infinite",
+        ),
+        (
+            lambda: fastpid.Discretizer(2, 3).fit(FEATURES).transform(FEATURES * float("inf")),
+            ValueError,
+            "NaN or infinite",
+        ),
+        (
+            lambda: fastpid.Discretizer(2, 3).fit(torch.where(FEATURES == FEATURES[5, 2], -math.inf, FEATURES)),
+            ValueError,
+            "NaN or infinite",
+        ),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.long()), TypeError, "floating point"),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES.tolist()), TypeError, "torch.Tensor or numpy.ndarray"),
+        (lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, 0.0), ValueError, "temperature"),
+        (
+            lambda: fastpid.Discretizer(2, 3).fit(FEATURES).soft_assign(FEATURES, float("inf")),
+            ValueError,
+            "temperature",
+        ),
+    ],
+    ids=[
+        "clusters",
+        "components",
+        "n_init",
+        "transform_unfitted",
+        "soft_unfitted",
+        "rank1",
+        "rank3",
+        "empty",
+        "width",
+        "few_samples",
+        "components_over_d",
+        "components_over_n",
+        "nan",
+        "inf",
+        "one_minus_inf",
+        "integer",
+        "list",
+        "zero_temperature",
+        "inf_temperature",
+    ],
+)
 def test_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()

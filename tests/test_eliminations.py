@@ -2,18 +2,18 @@
 Newton system"): each forced on the same joints, against each other, cvxpy and
 exact answers; the rule that picks one; the memory budget; and the torch
 reference's one factorisation per step, working set and chunks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import SOLVE_GAP_MAX, SOLVE_TOL, reference_array
 
 import fastpid
 from fastpid import solver
 from fastpid.examples import accuracy_set, boundary_joint, degenerate_joints, dirichlet_joint
 from fastpid.references import ATOMS
-
-from conftest import SOLVE_GAP_MAX, SOLVE_TOL, reference_array
 
 ELIMINATIONS = ("side", "pairs")
 CVXPY_SHAPES = [(6, 5, 40), (3, 3, 80)]  # within cvxpy's reach in seconds (cvxpy takes ~15 s a joint at 3×4×200)
@@ -49,8 +49,9 @@ def test_many_class_joints_match_cvxpy(monkeypatch, shape, elimination):
         result = fastpid.pid(torch.tensor(P), backend="cpu", tol=1e-10)
         ours = np.array([float(getattr(result, atom)) for atom in ATOMS])
         assert float(result.gap) <= 1e-9, name
-        np.testing.assert_allclose(ours, reference_array("cvxpy", f"many/{name}", P), rtol=0,
-                                   atol=CVXPY_ACCURACY, err_msg=name)
+        np.testing.assert_allclose(
+            ours, reference_array("cvxpy", f"many/{name}", P), rtol=0, atol=CVXPY_ACCURACY, err_msg=name
+        )
 
 
 def assert_same_value(ours: solver.Solution, other: solver.Solution, p: torch.Tensor, name: str) -> int:
@@ -126,8 +127,9 @@ def test_the_rule_is_the_same_in_python_and_cpp(monkeypatch):
 def test_the_rule_picks_by_cost():
     """Few classes: the side elimination; many classes and large cubes: the pair one."""
     assert [solver.choose_elimination(*s) for s in [(5, 5, 5), (20, 20, 6), (10, 10, 6), (8, 8, 8)]] == ["side"] * 4
-    assert [solver.choose_elimination(*s) for s in [(20, 20, 101), (20, 20, 1000), (140, 10, 1400), (32, 32, 32)]
-            ] == ["pairs"] * 4
+    assert [solver.choose_elimination(*s) for s in [(20, 20, 101), (20, 20, 1000), (140, 10, 1400), (32, 32, 32)]] == [
+        "pairs"
+    ] * 4
     for shape in [(20, 20, 31), (32, 32, 32), (20, 20, 6)]:
         cheaper = solver.pairs_flops(*shape) * solver.PAIRS_ADVANTAGE < solver.side_flops(*shape)
         assert (solver.choose_elimination(*shape) == "pairs") == cheaper
@@ -137,7 +139,9 @@ def test_the_rule_picks_by_cost():
 def test_a_joint_past_the_memory_budget_is_a_value_error(monkeypatch, backend):
     monkeypatch.setenv("FASTPID_MEMORY_GIB", "0.001")
     p = torch.tensor(dirichlet_joint(np.random.default_rng(0), (20, 20, 101)))
-    with pytest.raises(ValueError, match=r"20×20×101 joint needs [0-9.]+ GiB .*budget of 0\.001 GiB.*FASTPID_MEMORY_GIB"):
+    with pytest.raises(
+        ValueError, match=r"20×20×101 joint needs [0-9.]+ GiB .*budget of 0\.001 GiB.*FASTPID_MEMORY_GIB"
+    ):
         fastpid.pid(p, backend=backend)
 
 
@@ -204,15 +208,15 @@ def test_a_mixed_batch_equals_one_joint_at_a_time(monkeypatch):
     assert solver.choose_elimination(*shape) == "pairs"
     batched = solver.Solution(*torch.ops.fastpid.broja_solve(joints, SOLVE_TOL, 100, solver.PATIENCE))
     for i in range(len(joints)):
-        one = solver.Solution(*torch.ops.fastpid.broja_solve(joints[i:i + 1].contiguous(), SOLVE_TOL, 100,
-                                                             solver.PATIENCE))
+        one = solver.Solution(
+            *torch.ops.fastpid.broja_solve(joints[i : i + 1].contiguous(), SOLVE_TOL, 100, solver.PATIENCE)
+        )
         for name in solver.SOLUTION_FIELDS:
-            assert torch.equal(getattr(batched, name)[i:i + 1], getattr(one, name)), (i, name)
+            assert torch.equal(getattr(batched, name)[i : i + 1], getattr(one, name)), (i, name)
     assert batched.converged.all()
 
 
 def test_default_tolerance_on_a_many_class_joint_in_bits():
     """fastpid.pid's default: gap ≤ 1e-8 bits on a 20×20×101 joint (pair elimination)."""
-    result = fastpid.pid(torch.tensor(dirichlet_joint(np.random.default_rng(4), (20, 20, 101), 0.7)),
-                         backend="cpu")
+    result = fastpid.pid(torch.tensor(dirichlet_joint(np.random.default_rng(4), (20, 20, 101), 0.7)), backend="cpu")
     assert bool(result.converged) and float(result.gap) <= 1e-8

@@ -1,4 +1,5 @@
 """Bad input is refused with an error that names the problem and what was expected."""
+
 from __future__ import annotations
 
 import re
@@ -24,12 +25,16 @@ def good(dtype=torch.float64, batch=()):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("bad,match", [
-    (-0.1, r"non-negative.*negative mass"),
-    (float("nan"), r"finite.*NaN or infinite"),
-    (float("inf"), r"finite.*NaN or infinite"),
-    (float("-inf"), r"finite.*NaN or infinite"),
-], ids=["negative", "nan", "inf", "-inf"])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (-0.1, r"non-negative.*negative mass"),
+        (float("nan"), r"finite.*NaN or infinite"),
+        (float("inf"), r"finite.*NaN or infinite"),
+        (float("-inf"), r"finite.*NaN or infinite"),
+    ],
+    ids=["negative", "nan", "inf", "-inf"],
+)
 def test_bad_mass(bad, match, dtype, backend):
     P = good(dtype)
     P[1, 0, 2] = bad
@@ -133,9 +138,16 @@ def test_bad_numpy_dtype(dtype, backend):
         fastpid.pid(P, backend=backend)
 
 
-@pytest.mark.parametrize("P", [torch.ones(2, 2, 2, dtype=torch.int64), torch.ones(2, 2, 2, dtype=torch.int32),
-                               torch.ones(2, 2, 2, dtype=torch.uint8), np.ones((2, 2, 2), dtype=np.int64)],
-                         ids=["int64", "int32", "uint8", "numpy int64"])
+@pytest.mark.parametrize(
+    "P",
+    [
+        torch.ones(2, 2, 2, dtype=torch.int64),
+        torch.ones(2, 2, 2, dtype=torch.int32),
+        torch.ones(2, 2, 2, dtype=torch.uint8),
+        np.ones((2, 2, 2), dtype=np.int64),
+    ],
+    ids=["int64", "int32", "uint8", "numpy int64"],
+)
 def test_integer_joints_need_normalize(P, backend):
     with pytest.raises(TypeError, match=r"P holds integers \(torch\.u?int\d+\): pass normalize=True"):
         fastpid.pid(P, backend=backend)
@@ -167,11 +179,15 @@ def test_joints_on_different_devices_names_the_first_odd_one(backend):
 # A batch with one bad joint names its index.
 
 
-@pytest.mark.parametrize("bad,match", [
-    (-0.5, r"non-negative: joint \(1, 2\) holds negative mass"),
-    (float("nan"), r"finite: joint \(1, 2\) holds NaN"),
-    (5.0, r"sum to 1 over its last three axes: joint \(1, 2\) sums to"),
-], ids=["negative", "nan", "sum"])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (-0.5, r"non-negative: joint \(1, 2\) holds negative mass"),
+        (float("nan"), r"finite: joint \(1, 2\) holds NaN"),
+        (5.0, r"sum to 1 over its last three axes: joint \(1, 2\) sums to"),
+    ],
+    ids=["negative", "nan", "sum"],
+)
 def test_batch_error_names_the_joint(bad, match, backend):
     P = good(batch=(2, 3))
     P[1, 2, 0, 1, 1] = bad
@@ -217,16 +233,23 @@ def test_unbuilt_backend():
         fastpid.pid(good(), backend="cpu")
 
 
-@pytest.mark.parametrize("value", ["P.npy", b"bytes", 3.0, None, {"P": 1}, []],
-                         ids=["str", "bytes", "float", "None", "dict", "empty list"])
+@pytest.mark.parametrize(
+    "value", ["P.npy", b"bytes", 3.0, None, {"P": 1}, []], ids=["str", "bytes", "float", "None", "dict", "empty list"]
+)
 def test_not_a_tensor(value, backend):
     with pytest.raises(TypeError, match=r"a numpy.ndarray, a sequence of them or nested lists of numbers.*got"):
         fastpid.pid(value, backend=backend)
 
 
-@pytest.mark.parametrize("options,match", [
-    ({"tol": float("nan")}, "tol must be"), ({"tol": -1.0}, "tol must be"),
-    ({"max_iter": -1}, "max_iter must be"), ({"max_iter": 2.5}, "max_iter must be")])
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"tol": float("nan")}, "tol must be"),
+        ({"tol": -1.0}, "tol must be"),
+        ({"max_iter": -1}, "max_iter must be"),
+        ({"max_iter": 2.5}, "max_iter must be"),
+    ],
+)
 def test_bad_solver_options(options, match):
     with pytest.raises(ValueError, match=match):
         fastpid.pid(np.full((2, 2, 2), 0.125), **options)
@@ -241,8 +264,9 @@ def test_meta_tensor_is_refused():
 # The helpers check as pid does; nested lists; backends this build lacks; CLI needs.
 
 
-@pytest.mark.parametrize("helper", [fastpid.mutual_information, fastpid.co_information],
-                         ids=["mutual_information", "co_information"])
+@pytest.mark.parametrize(
+    "helper", [fastpid.mutual_information, fastpid.co_information], ids=["mutual_information", "co_information"]
+)
 def test_helpers_check_like_pid(helper):
     with pytest.raises(ValueError, match=r"sums to 2.*normalize=True"):
         helper(2 * good())
@@ -275,8 +299,10 @@ def test_nested_lists_are_joints():
         fastpid.pid(counts)
 
 
-@pytest.mark.parametrize("name,match", [("cuda", r"built with CUDA.*CUDA_HOME"), ("cpu", r"C\+\+ extension"),
-                                        ("triton", "pip install triton")])
+@pytest.mark.parametrize(
+    "name,match",
+    [("cuda", r"built with CUDA.*CUDA_HOME"), ("cpu", r"C\+\+ extension"), ("triton", "pip install triton")],
+)
 def test_backend_this_build_lacks(monkeypatch, name, match):
     """Every backend the README lists says what it needs where the installation lacks it."""
     if name == "triton":
@@ -309,8 +335,11 @@ def test_stray_large_symbol(symbol):
     x1 = torch.randint(3, (2000,))
     x1[7] = symbol
     x2, y = torch.randint(3, (2000,)), torch.randint(3, (2000,))
-    with pytest.raises(ValueError, match=rf"x1 holds symbol {symbol}: .* {symbol + 1:,} symbols for 2,000 samples"
-                                         rf".*n1={symbol + 1}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"x1 holds symbol {symbol}: .* {symbol + 1:,} symbols for 2,000 samples"
+        rf".*n1={symbol + 1}",
+    ):
         fastpid.joint_from_samples(x1, x2, y)
     if symbol < 10**6:
         assert fastpid.joint_from_samples(x1, x2, y, n1=symbol + 1).shape == (symbol + 1, 3, 3)
@@ -339,8 +368,9 @@ def test_result_as_dict_table_and_frame():
     frame = batch.to_dataframe()
     assert isinstance(frame, pandas.DataFrame) and len(frame) == 6 and frame["joint"].iloc[1] == (0, 1)
     np.testing.assert_allclose(frame["synergy"].to_numpy(), batch.synergy.reshape(-1).numpy())
-    bootstrap = fastpid.bootstrap(torch.randint(2, (200,)), torch.randint(2, (200,)), torch.randint(2, (200,)),
-                                  n_resamples=20, seed=0)
+    bootstrap = fastpid.bootstrap(
+        torch.randint(2, (200,)), torch.randint(2, (200,)), torch.randint(2, (200,)), n_resamples=20, seed=0
+    )
     plain = json.loads(json.dumps(bootstrap.to_dict()))
     assert set(plain["synergy"]) == {"estimate", "bias", "corrected", "se", "percentile", "basic"}
     assert len(plain["synergy"]["basic"]) == 2 and plain["unconverged"] == 0

@@ -1,4 +1,5 @@
 """The main job (controller/experiment.py, ``fastpid demo``) end to end on tiny settings."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,12 @@ from fastpid.controller import experiment
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    """``fastpid demo`` with 2 seeds, 10 epochs (one probe before the stage-1 cap of 5), 2 random verification joints, 20 resamples."""
+    """``fastpid demo`` with 2 seeds, 10 epochs (one probe before the stage-1 cap of 5), 2 random
+    verification joints, 20 resamples."""
     out = tmp_path_factory.mktemp("demo")
-    status = cli.main(["demo", "--out", str(out), "--seeds", "2", "--epochs", "10", "--random", "2",
-                       "--resamples", "20"])
+    status = cli.main(
+        ["demo", "--out", str(out), "--seeds", "2", "--epochs", "10", "--random", "2", "--resamples", "20"]
+    )
     return status, out, json.loads((out / "results.json").read_text())
 
 

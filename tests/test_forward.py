@@ -2,6 +2,7 @@
 against the same steps composed in Python: ``check_joint``, ``broja_solve`` and
 ``broja_certificate``.  It must give the same answer bit for bit, accept and
 refuse the same joints, and report which joints it refused."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,10 @@ from fastpid import backends, solver  # noqa: E402
 from fastpid._checks import SUM_TOLERANCE, check_joint  # noqa: E402
 from fastpid.examples import degenerate_joints, dirichlet_joint, sparse_joint  # noqa: E402
 
-SCHEMA = ("fastpid::broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, "
-          "int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+SCHEMA = (
+    "fastpid::broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, "
+    "int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
+)
 TOL = 1e-8
 
 
@@ -37,8 +40,10 @@ def composed(p, normalize=False, max_iter=100):
 
 def joints(shape, count, seed):
     rng = np.random.default_rng(seed)
-    return np.stack([dirichlet_joint(rng, shape, 0.5) for _ in range(count - 2)]
-                    + [sparse_joint(rng, shape, 0.4), degenerate_joints(shape, rng)["empty_target_class"]])
+    return np.stack(
+        [dirichlet_joint(rng, shape, 0.5) for _ in range(count - 2)]
+        + [sparse_joint(rng, shape, 0.4), degenerate_joints(shape, rng)["empty_target_class"]]
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -58,7 +63,7 @@ def test_rescales_like_check_joint():
     """normalize=True, a non-contiguous view, and totals within the tolerance of 1."""
     rng = np.random.default_rng(3)
     base = torch.tensor(np.stack([dirichlet_joint(rng, (4, 3, 5), 1.0) for _ in range(4)]))
-    scaled = (base * torch.tensor([0.5, 3.0, 1e-30, 7e20], dtype=torch.float64)[:, None, None, None])
+    scaled = base * torch.tensor([0.5, 3.0, 1e-30, 7e20], dtype=torch.float64)[:, None, None, None]
     view = scaled.transpose(1, 2)  # non-contiguous
     for p, normalize in ((scaled, True), (view, True), (base * (1 + 5e-6), False)):
         *ours, fine = forward(p, normalize)
@@ -68,8 +73,11 @@ def test_rescales_like_check_joint():
 
 
 @pytest.mark.parametrize("normalize", [False, True])
-@pytest.mark.parametrize("bad, refused_with_normalize", [
-    (-0.1, True), (float("nan"), True), (float("inf"), True), (5.0, False)], ids=["negative", "nan", "inf", "off_sum"])
+@pytest.mark.parametrize(
+    "bad, refused_with_normalize",
+    [(-0.1, True), (float("nan"), True), (float("inf"), True), (5.0, False)],
+    ids=["negative", "nan", "inf", "off_sum"],
+)
 def test_flags_the_joints_it_refuses(bad, refused_with_normalize, normalize):
     """Where check_joint refuses a joint, the op solves nothing, flags it, and fastpid.pid names it."""
     p = torch.tensor(joints((3, 2, 4), 6, seed=5)).reshape(2, 3, 3, 2, 4)
@@ -88,24 +96,31 @@ def test_flags_the_joints_it_refuses(bad, refused_with_normalize, normalize):
 def test_python_forward_agrees():
     """The "cpu" forward (the op) and its Python form (the same solver, the torch certificate)."""
     p = torch.tensor(joints((4, 4, 3), 5, seed=9))
-    for ours, theirs in zip(backends.get("cpu").forward(p, False, TOL, 100),
-                            backends.python_forward(backends.get("cpu").solve, p, False, TOL, 100)):
+    for ours, theirs in zip(
+        backends.get("cpu").forward(p, False, TOL, 100),
+        backends.python_forward(backends.get("cpu").solve, p, False, TOL, 100),
+    ):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
 
 
 def test_schema_fake_and_opcheck():
     assert str(torch.ops.fastpid.broja_forward.default._schema) == SCHEMA
     p = torch.tensor(joints((3, 2, 3), 4, seed=11)).reshape(2, 2, 3, 2, 3)
-    torch.library.opcheck(torch.ops.fastpid.broja_forward.default,
-                          (p, False, SUM_TOLERANCE[p.dtype], TOL, 100, solver.PATIENCE),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(
+        torch.ops.fastpid.broja_forward.default,
+        (p, False, SUM_TOLERANCE[p.dtype], TOL, 100, solver.PATIENCE),
+        test_utils=("test_schema", "test_faketensor"),
+    )
 
 
-@pytest.mark.parametrize("p, message", [
-    (torch.ones(2, 2, 2, dtype=torch.int64), "float32 or float64"),
-    (torch.ones(2, 2, dtype=torch.float64) / 4, r"shape \(\.\.\., n1, n2, ny\)"),
-    (torch.ones(0, 2, 2, 2, dtype=torch.float64), "no empty axis"),
-])
+@pytest.mark.parametrize(
+    "p, message",
+    [
+        (torch.ones(2, 2, 2, dtype=torch.int64), "float32 or float64"),
+        (torch.ones(2, 2, dtype=torch.float64) / 4, r"shape \(\.\.\., n1, n2, ny\)"),
+        (torch.ones(0, 2, 2, 2, dtype=torch.float64), "no empty axis"),
+    ],
+)
 def test_input_checks(p, message):
     with pytest.raises(RuntimeError, match=message):
         torch.ops.fastpid.broja_forward(p, False, 1e-5, TOL, 100, solver.PATIENCE)

@@ -4,6 +4,7 @@ Finite differences divide the solver's error by the step: with a step of 1e-6
 a gap of 1e-9 bits would put 1e-3 of noise on every numerical derivative, so
 these tests solve to ``tol=1e-13`` (bits), well below the default.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,7 +82,9 @@ def test_gradients_finite(name, backend):
     P = torch.tensor(ZERO_JOINTS[name], requires_grad=True)
     for field, value in zip(FIELDS, fields_of(P, backend, tol=1e-8)):
         (grad,) = torch.autograd.grad(value, P, retain_graph=True)
-        assert torch.isfinite(grad).all(), f"{field}: non-finite gradient at {torch.nonzero(~torch.isfinite(grad))[:5].tolist()}"
+        assert torch.isfinite(grad).all(), (
+            f"{field}: non-finite gradient at {torch.nonzero(~torch.isfinite(grad))[:5].tolist()}"
+        )
 
 
 def test_gradients_finite_batched_with_zeros(backend):
@@ -146,8 +149,9 @@ def test_gradient_within_one_sided_derivatives(gate, backend):
     derivative between the two one-sided ones: the convex hull of the optimal
     λ maps onto that interval."""
     eps = 1e-6
-    for name, analytic, value, plus, minus in directional_derivatives(CANONICAL[gate], backend,
-                                                                      np.random.default_rng(1), eps):
+    for name, analytic, value, plus, minus in directional_derivatives(
+        CANONICAL[gate], backend, np.random.default_rng(1), eps
+    ):
         forward, backward = (plus - value) / eps, (value - minus) / eps
         low, high = min(forward, backward), max(forward, backward)
         assert low - 1e-4 <= analytic <= high + 1e-4, (name, forward, analytic, backward)

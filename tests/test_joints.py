@@ -1,4 +1,5 @@
 """Joints from data (fastpid/joints.py) against plain references, gradcheck, errors, and gloo."""
+
 from __future__ import annotations
 
 import itertools
@@ -91,21 +92,32 @@ def test_probs_gradcheck():
     # through the PID: logits -> joint -> atoms
     assert torch.autograd.gradcheck(
         lambda a, b: fastpid.pid(fastpid.joint_from_probs(a, b, y, 3, logits=True), tol=1e-12).synergy,
-        (logits1, logits2), eps=1e-6, atol=1e-5)
+        (logits1, logits2),
+        eps=1e-6,
+        atol=1e-5,
+    )
 
 
 SYMBOLS = torch.tensor([0, 1, 1])
 
 
-@pytest.mark.parametrize("args, kwargs, error, match", [
-    ((SYMBOLS, SYMBOLS, torch.tensor([0, 1])), {}, ValueError, "same batch shape"),
-    ((SYMBOLS, SYMBOLS, torch.tensor([0, 1, 2])), {"ny": 2}, ValueError, "out of range"),
-    ((SYMBOLS, -SYMBOLS, SYMBOLS), {}, ValueError, "negative symbol"),
-    ((SYMBOLS.float(), SYMBOLS, SYMBOLS), {}, TypeError, "integer symbols"),
-    ((torch.zeros(0, dtype=torch.long),) * 3, {}, ValueError, "N ≥ 1"),
-    ((SYMBOLS, SYMBOLS, SYMBOLS), {"n1": 0}, ValueError, "positive int"),
-    (("01", SYMBOLS, SYMBOLS), {}, TypeError, "x1 must be a tensor, numpy array or list of integer symbols, got str"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        ((SYMBOLS, SYMBOLS, torch.tensor([0, 1])), {}, ValueError, "same batch shape"),
+        ((SYMBOLS, SYMBOLS, torch.tensor([0, 1, 2])), {"ny": 2}, ValueError, "out of range"),
+        ((SYMBOLS, -SYMBOLS, SYMBOLS), {}, ValueError, "negative symbol"),
+        ((SYMBOLS.float(), SYMBOLS, SYMBOLS), {}, TypeError, "integer symbols"),
+        ((torch.zeros(0, dtype=torch.long),) * 3, {}, ValueError, "N ≥ 1"),
+        ((SYMBOLS, SYMBOLS, SYMBOLS), {"n1": 0}, ValueError, "positive int"),
+        (
+            ("01", SYMBOLS, SYMBOLS),
+            {},
+            TypeError,
+            "x1 must be a tensor, numpy array or list of integer symbols, got str",
+        ),
+    ],
+)
 def test_samples_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fastpid.joint_from_samples(*args, **kwargs)
@@ -114,16 +126,24 @@ def test_samples_errors(args, kwargs, error, match):
 PROBS = torch.full((3, 2), 0.5)
 
 
-@pytest.mark.parametrize("args, kwargs, error, match", [
-    ((PROBS, torch.full((4, 2), 0.5), SYMBOLS), {}, ValueError, r"must share their batch shape and N; got p1: \(3, 2\), p2: \(4, 2\), y: \(3,\)"),
-    ((PROBS, PROBS, torch.tensor([0, 1, 5])), {"ny": 2}, ValueError, "out of range"),
-    ((torch.tensor([[1.5, -0.5]] * 3), PROBS, SYMBOLS), {}, ValueError, "negative"),
-    ((torch.full((3, 2), 0.7), PROBS, SYMBOLS), {}, ValueError, "sum to 1"),
-    ((torch.full((3, 2), float("nan")), PROBS, SYMBOLS), {"logits": True}, ValueError, "NaN"),
-    ((torch.zeros(0, 2), torch.zeros(0, 2), SYMBOLS[:0]), {}, ValueError, "N ≥ 1"),
-    ((torch.ones(3, 2, dtype=torch.long), PROBS, SYMBOLS), {}, TypeError, "floating-point"),
-    ((PROBS, PROBS, SYMBOLS.float()), {}, TypeError, "integer symbols"),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, error, match",
+    [
+        (
+            (PROBS, torch.full((4, 2), 0.5), SYMBOLS),
+            {},
+            ValueError,
+            r"must share their batch shape and N; got p1: \(3, 2\), p2: \(4, 2\), y: \(3,\)",
+        ),
+        ((PROBS, PROBS, torch.tensor([0, 1, 5])), {"ny": 2}, ValueError, "out of range"),
+        ((torch.tensor([[1.5, -0.5]] * 3), PROBS, SYMBOLS), {}, ValueError, "negative"),
+        ((torch.full((3, 2), 0.7), PROBS, SYMBOLS), {}, ValueError, "sum to 1"),
+        ((torch.full((3, 2), float("nan")), PROBS, SYMBOLS), {"logits": True}, ValueError, "NaN"),
+        ((torch.zeros(0, 2), torch.zeros(0, 2), SYMBOLS[:0]), {}, ValueError, "N ≥ 1"),
+        ((torch.ones(3, 2, dtype=torch.long), PROBS, SYMBOLS), {}, TypeError, "floating-point"),
+        ((PROBS, PROBS, SYMBOLS.float()), {}, TypeError, "integer symbols"),
+    ],
+)
 def test_probs_errors(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         fastpid.joint_from_probs(*args, **kwargs)
@@ -158,10 +178,15 @@ def _reduce_shard(rank, world, port, x1, x2, y, logits, results):
         counts = fastpid.joint_from_samples(x1[shard], x2[shard], y[shard], 3, 4, 2, normalize=False)
         soft = logits[shard].clone().requires_grad_()
         soft_joint = fastpid.all_reduce_joint(
-            fastpid.joint_from_probs(soft, soft[:, :2], y[shard], 2, logits=True, normalize=False))
+            fastpid.joint_from_probs(soft, soft[:, :2], y[shard], 2, logits=True, normalize=False)
+        )
         soft_joint.sum().backward()
-        results[rank] = (fastpid.all_reduce_joint(counts), soft_joint.detach(), soft.grad is not None,
-                         fastpid.all_reduce_label_count(y[shard] + 3 * rank))  # the shards' counts differ
+        results[rank] = (
+            fastpid.all_reduce_joint(counts),
+            soft_joint.detach(),
+            soft.grad is not None,
+            fastpid.all_reduce_label_count(y[shard] + 3 * rank),
+        )  # the shards' counts differ
     finally:
         dist.destroy_process_group()
 
@@ -212,12 +237,17 @@ def test_probs_half_precision_and_one_hot_labels():
     is named as such; shape errors show the shapes as passed."""
     y = torch.randint(3, (200,))
     for dtype in (torch.float16, torch.bfloat16):
-        joint = fastpid.joint_from_probs(torch.randn(200, 4, dtype=dtype), torch.randn(200, 5, dtype=dtype), y,
-                                         logits=True)
+        joint = fastpid.joint_from_probs(
+            torch.randn(200, 4, dtype=dtype), torch.randn(200, 5, dtype=dtype), y, logits=True
+        )
         assert joint.dtype == torch.float32 and abs(float(joint.sum()) - 1) < 1e-5
-    with pytest.raises(ValueError, match=r"y must hold class indices of shape \(200,\), got shape \(200, 3\), "
-                                         r"which looks one-hot; pass y.argmax\(-1\)"):
-        fastpid.joint_from_probs(torch.randn(200, 4), torch.randn(200, 5), torch.nn.functional.one_hot(y, 3),
-                                 logits=True)
+    with pytest.raises(
+        ValueError,
+        match=r"y must hold class indices of shape \(200,\), got shape \(200, 3\), "
+        r"which looks one-hot; pass y.argmax\(-1\)",
+    ):
+        fastpid.joint_from_probs(
+            torch.randn(200, 4), torch.randn(200, 5), torch.nn.functional.one_hot(y, 3), logits=True
+        )
     with pytest.raises(ValueError, match=r"got p1: \(200, 4\), p2: \(150, 5\), y: \(200,\)"):
         fastpid.joint_from_probs(torch.randn(200, 4), torch.randn(150, 5), y, logits=True)

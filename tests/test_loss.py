@@ -1,4 +1,5 @@
 """fastpid.PIDLoss: value, gradients end to end, errors, gloo, and its effect on training."""
+
 from __future__ import annotations
 
 import os
@@ -73,36 +74,57 @@ Z = torch.randn(8, 3)
 Y = torch.arange(8) % 2
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"weights": {}}, TypeError, "non-empty mapping"),
-    ({"weights": [("synergy", 1.0)]}, TypeError, "non-empty mapping"),
-    ({"weights": {"synergy": -1.0, "sinergy": 1.0}}, ValueError, r"unknown PID term\(s\) \['sinergy'\]"),
-    ({"weights": {"gap": 1.0}}, ValueError, "allowed: redundancy, unique1, unique2, synergy, mi"),
-    ({"weights": {"synergy": float("nan")}}, ValueError, "finite real number"),
-    ({"weights": {"synergy": True}}, ValueError, "finite real number"),
-    ({"weights": {"synergy": "-1"}}, ValueError, "finite real number"),
-    ({"weights": {"synergy": -1.0}, "discretizers": (fastpid.Discretizer(),)}, TypeError, "pair"),
-    ({"weights": {"synergy": -1.0}, "temperature": 0.0}, ValueError, "temperature"),
-    ({"weights": {"synergy": -1.0}, "num_classes": 0}, ValueError, "num_classes"),
-], ids=["empty", "not_mapping", "unknown", "gap", "nan", "bool", "string", "one_discretizer", "temperature",
-        "num_classes"])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"weights": {}}, TypeError, "non-empty mapping"),
+        ({"weights": [("synergy", 1.0)]}, TypeError, "non-empty mapping"),
+        ({"weights": {"synergy": -1.0, "sinergy": 1.0}}, ValueError, r"unknown PID term\(s\) \['sinergy'\]"),
+        ({"weights": {"gap": 1.0}}, ValueError, "allowed: redundancy, unique1, unique2, synergy, mi"),
+        ({"weights": {"synergy": float("nan")}}, ValueError, "finite real number"),
+        ({"weights": {"synergy": True}}, ValueError, "finite real number"),
+        ({"weights": {"synergy": "-1"}}, ValueError, "finite real number"),
+        ({"weights": {"synergy": -1.0}, "discretizers": (fastpid.Discretizer(),)}, TypeError, "pair"),
+        ({"weights": {"synergy": -1.0}, "temperature": 0.0}, ValueError, "temperature"),
+        ({"weights": {"synergy": -1.0}, "num_classes": 0}, ValueError, "num_classes"),
+    ],
+    ids=[
+        "empty",
+        "not_mapping",
+        "unknown",
+        "gap",
+        "nan",
+        "bool",
+        "string",
+        "one_discretizer",
+        "temperature",
+        "num_classes",
+    ],
+)
 def test_construction_errors(kwargs, error, match):
     with pytest.raises(error, match=match):
         fastpid.PIDLoss(**kwargs)
 
 
-@pytest.mark.parametrize("make_loss, args, error, match", [
-    (dict, (Z[None], Z, Y), ValueError, r"x1 must be a tensor of shape \(N, n\)"),
-    (dict, (Z, Z.tolist(), Y), ValueError, "x2 must be a tensor"),
-    (dict, (Z, Z, Y[:, None]), ValueError, r"y must be a tensor of shape \(N,\) of integer labels"),
-    (dict, (Z, Z[:5], Y), ValueError, r"must share their batch shape and N; got p1: \(8, 3\), p2: \(5, 3\)"),
-    (dict, (Z, Z, Y.float()), TypeError, "integer symbols"),
-    (lambda: {"num_classes": 1}, (Z, Z, Y), ValueError, "out of range"),
-    (lambda: {"logits": False}, (Z, Z, Y), ValueError, "negative probabilities"),
-    (lambda: {"discretizers": (fastpid.Discretizer(2, 3), fastpid.Discretizer(2, 3))}, (Z, Z, Y), ValueError,
-     "not fitted"),
-], ids=["x1_rank", "x2_list", "y_rank", "samples", "float_labels", "label_range", "not_probabilities",
-        "unfitted"])
+@pytest.mark.parametrize(
+    "make_loss, args, error, match",
+    [
+        (dict, (Z[None], Z, Y), ValueError, r"x1 must be a tensor of shape \(N, n\)"),
+        (dict, (Z, Z.tolist(), Y), ValueError, "x2 must be a tensor"),
+        (dict, (Z, Z, Y[:, None]), ValueError, r"y must be a tensor of shape \(N,\) of integer labels"),
+        (dict, (Z, Z[:5], Y), ValueError, r"must share their batch shape and N; got p1: \(8, 3\), p2: \(5, 3\)"),
+        (dict, (Z, Z, Y.float()), TypeError, "integer symbols"),
+        (lambda: {"num_classes": 1}, (Z, Z, Y), ValueError, "out of range"),
+        (lambda: {"logits": False}, (Z, Z, Y), ValueError, "negative probabilities"),
+        (
+            lambda: {"discretizers": (fastpid.Discretizer(2, 3), fastpid.Discretizer(2, 3))},
+            (Z, Z, Y),
+            ValueError,
+            "not fitted",
+        ),
+    ],
+    ids=["x1_rank", "x2_list", "y_rank", "samples", "float_labels", "label_range", "not_probabilities", "unfitted"],
+)
 def test_forward_errors(make_loss, args, error, match):
     loss = fastpid.PIDLoss({"synergy": -1.0}, **make_loss())
     with pytest.raises(error, match=match):
@@ -111,6 +133,7 @@ def test_forward_errors(make_loss, args, error, match):
 
 # --------------------------------------------------------------------------
 # Two gloo processes, each with a shard: the loss of all samples on both.
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -150,6 +173,7 @@ def test_two_process_gloo_loss_is_the_loss_of_all_samples():
 
 # --------------------------------------------------------------------------
 # Training: the targeted atom moves the intended way, seed by seed.
+
 
 def two_views(samples: int, generator: torch.Generator):
     """y = 1[s + a + b > 0]; view 1 sees s and a, view 2 sees s and b (noise 0.5 on
@@ -232,4 +256,6 @@ def test_probabilities_with_logits_default_warn():
         fastpid.PIDLoss({"synergy": 1.0}, sync=False)(probabilities, torch.randn(64, 3), y)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fastpid.PIDLoss({"synergy": 1.0}, sync=False, logits=False)(probabilities, torch.softmax(torch.randn(64, 3), -1), y)
+        fastpid.PIDLoss({"synergy": 1.0}, sync=False, logits=False)(
+            probabilities, torch.softmax(torch.randn(64, 3), -1), y
+        )

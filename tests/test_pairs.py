@@ -1,4 +1,5 @@
 """PID of every pair of modalities (fastpid/pairs.py) against one fastpid.pid call per pair."""
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -29,7 +30,7 @@ def test_every_pair_equals_its_own_pid(shape, backend):
         for name in FIELDS:
             got, want = getattr(result, name), getattr(single, name)
             assert got.shape == shape[:-1]
-            bound = (result.gap.clamp(min=0) + single.gap.clamp(min=0) + 1e-12)
+            bound = result.gap.clamp(min=0) + single.gap.clamp(min=0) + 1e-12
             assert ((got - want).abs() <= bound).all(), (i, j, name, got, want)
         torch.testing.assert_close(result.q.sum(-2), single.q.sum(-2), rtol=0, atol=1e-12)  # Q(x1, y) = P(x1, y)
 
@@ -47,7 +48,7 @@ def test_given_sizes_pad_and_change_no_atom():
 
 def test_two_modalities_are_one_pid():
     xs, y = modalities(torch.Generator().manual_seed(2), (2, 2, 2), (100,))
-    (pair, result), = fastpid.pid_pairs(xs[1:], y).items()
+    ((pair, result),) = fastpid.pid_pairs(xs[1:], y).items()
     single = fastpid.pid(fastpid.joint_from_samples(xs[1], xs[2], y))
     assert pair == (0, 1) and result.q is None
     assert float(result.synergy) == pytest.approx(float(single.synergy), abs=certified_bound(result, single))

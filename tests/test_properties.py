@@ -5,6 +5,7 @@ certificates give (``certified_bound``: gap_a + gap_b + rounding), not with a
 fixed one: a failure here means a broken invariance or a dishonest certificate,
 whatever the accuracy of the solve.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,9 @@ def assert_same_atoms(a, b, order=ATOMS):
     bound = certified_bound(a, b)
     for atom_a, atom_b in zip(ATOMS, order):
         diff = abs(field(a, atom_a) - field(b, atom_b))
-        assert diff <= bound, f"{atom_a} vs {atom_b}: {field(a, atom_a)!r} != {field(b, atom_b)!r} ({diff:.3g} > {bound:.3g})"
+        assert diff <= bound, (
+            f"{atom_a} vs {atom_b}: {field(a, atom_a)!r} != {field(b, atom_b)!r} ({diff:.3g} > {bound:.3g})"
+        )
     assert abs(field(a, "mi") - field(b, "mi")) <= ROUNDING
 
 

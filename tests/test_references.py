@@ -1,5 +1,6 @@
 """The reference solvers agree with each other and with the canonical values; the
 example generators keep their promises; the paper's baseline gets the easy gates."""
+
 import numpy as np
 import pytest
 
@@ -140,7 +141,7 @@ def test_accuracy_set():
     full_by_name = dict(full)
     for name, P in small:
         assert np.array_equal(P, full_by_name[name])
-    for name, P in full:
+    for _, P in full:
         assert_is_joint(P, P.shape)
 
 

@@ -4,6 +4,7 @@ still above it is never passed on silently (ConvergenceWarning, strict=True).
 
 bench/stress.py runs the same families at 10^6 joints each; here a seeded few
 thousand per family, small enough for CI."""
+
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import ATOL, GAP_MAX, assert_identities, atoms_array, field, reference_array
+from conftest import ATOL, assert_identities, atoms_array, field, reference_array
 
 import fastpid
 from fastpid import backends, examples, fallback, solver
@@ -33,11 +34,19 @@ TOL = 1e-8 * LN2  # nats: fastpid.pid's default tolerance
 # every cell above 0.02 (gap 0.093 bits; seed 0, the first miss among 100,000).
 ISSUE_JOINT = np.array([0, 11, 52, 0, 0, 31, 1, 5], dtype=np.float64).reshape(2, 2, 2) / 100
 PLUGIN_FOUND = np.array([0, 15, 1, 5, 0, 10, 68, 1], dtype=np.float64).reshape(2, 2, 2) / 100
-INTERIOR_FOUND = np.array([0.10052849128255006, 0.05327488746265099, 0.023701474937850908, 0.3651220017617653,
-                           0.2100605982273197, 0.0955475625860279, 0.08484238874263055,
-                           0.06692259499920464]).reshape(2, 2, 2)
-FOUND = {"issue_plugin_2x2x2": ISSUE_JOINT, "fuzz_plugin_2x2x2": PLUGIN_FOUND,
-         "fuzz_interior_2x2x2": INTERIOR_FOUND}
+INTERIOR_FOUND = np.array(
+    [
+        0.10052849128255006,
+        0.05327488746265099,
+        0.023701474937850908,
+        0.3651220017617653,
+        0.2100605982273197,
+        0.0955475625860279,
+        0.08484238874263055,
+        0.06692259499920464,
+    ]
+).reshape(2, 2, 2)
+FOUND = {"issue_plugin_2x2x2": ISSUE_JOINT, "fuzz_plugin_2x2x2": PLUGIN_FOUND, "fuzz_interior_2x2x2": INTERIOR_FOUND}
 
 
 def iteration_alone(P: np.ndarray, backend: str):
@@ -57,8 +66,9 @@ def test_found_joints_against_references(name, backend):
     assert bool(result.converged) and field(result, "gap") <= 1e-8
     for solver_name in ("dit", "cvxpy"):
         expected = reference_array(solver_name, name, P)
-        np.testing.assert_allclose(atoms_array(result), expected, rtol=0, atol=ATOL[torch.float64],
-                                   err_msg=f"against {solver_name}")
+        np.testing.assert_allclose(
+            atoms_array(result), expected, rtol=0, atol=ATOL[torch.float64], err_msg=f"against {solver_name}"
+        )
     assert_identities(result, P, ATOL[torch.float64])
 
 
@@ -195,8 +205,11 @@ def test_users_of_pid_surface_it(monkeypatch):
     failing_pid = functools.partial(fastpid.pid, max_iter=1)
     for module in ("fastpid.resampling", "fastpid.loss"):
         monkeypatch.setattr(sys.modules[module], "pid", failing_pid)
-    x = [torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]), torch.tensor([0, 0, 1, 1, 0, 1, 1, 0]),
-         torch.tensor([1, 0, 0, 1, 1, 1, 0, 0])]
+    x = [
+        torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]),
+        torch.tensor([0, 0, 1, 1, 0, 1, 1, 0]),
+        torch.tensor([1, 0, 0, 1, 1, 1, 0, 0]),
+    ]
     y = torch.tensor([0, 1, 0, 1, 1, 0, 1, 1])
     with pytest.warns(fastpid.ConvergenceWarning):
         fastpid.pid_pairs(x, y, max_iter=1)
@@ -219,8 +232,9 @@ def test_users_of_pid_surface_it(monkeypatch):
     with pytest.raises(fastpid.ConvergenceError):
         fastpid.bootstrap(s1, s2, target, n_resamples=20, seed=0, strict=True)
     controller = TwoStageController(n_modalities=2, probe_every=1)
-    values = {(0, 1): {"redundancy": 0.4, "unique1": 0.3, "unique2": 0.2, "synergy": 0.3, "gap": 0.01,
-                       "converged": False}}
+    values = {
+        (0, 1): {"redundancy": 0.4, "unique1": 0.3, "unique2": 0.2, "synergy": 0.3, "gap": 0.01, "converged": False}
+    }
     assert "unconverged PID of (0, 1) (gap 0.01 bits)" in controller.step(0, values).reason
 
 

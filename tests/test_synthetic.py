@@ -1,4 +1,5 @@
 """Synthetic sources (fastpid/synthetic.py): exact truths, sampling, and convergence of the plug-in PID."""
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,9 @@ GENERATORS = {
     "unique1": synthetic.unique(),
     "unique2 of 3": synthetic.unique(3, source=2),
     "mixture r,a,s": synthetic.independent(synthetic.redundant(), synthetic.unique(), synthetic.xor()),
-    "noisy mixture": synthetic.independent(synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.2),
-                                           synthetic.noisy(synthetic.unique(source=2), x2=0.1)),
+    "noisy mixture": synthetic.independent(
+        synthetic.noisy(synthetic.redundant(), x1=0.1, x2=0.2), synthetic.noisy(synthetic.unique(source=2), x2=0.1)
+    ),
 }
 
 
@@ -41,6 +43,7 @@ def test_population_joint_has_the_stated_atoms(name, backend):
 
 def test_analytic_truths():
     """The stated atoms, written out: additivity for the mixture, 1 − h(q) for noisy XOR."""
+
     def truth(system):
         return [round(v, 12) for v in system.truth.tolist()]
 
@@ -52,8 +55,15 @@ def test_analytic_truths():
     # y ⊕ x̃1 ⊕ x̃2 flips when an odd number of the three noises do
     odd = (1 - (1 - 2 * 0.1) * (1 - 2 * 0.1) * (1 - 2 * 0.05)) / 2
     assert synthetic.noisy(synthetic.xor(), 0.1, 0.1, 0.05).truth_dict() == pytest.approx(
-        {"redundancy": 0, "unique1": 0, "unique2": 0, "synergy": 1 - binary_entropy(odd),
-         "mi": 1 - binary_entropy(odd)}, abs=TRUTH_ATOL)
+        {
+            "redundancy": 0,
+            "unique1": 0,
+            "unique2": 0,
+            "synergy": 1 - binary_entropy(odd),
+            "mi": 1 - binary_entropy(odd),
+        },
+        abs=TRUTH_ATOL,
+    )
 
 
 def test_noisy_mixture_has_every_atom_interior():

@@ -1,5 +1,6 @@
 """The training harness and the methods compared (controller/trainer.py, baselines.py,
 models.py) on a tiny synthetic task: view 0 gives the class away, view 1 is noise."""
+
 from __future__ import annotations
 
 import copy
@@ -55,7 +56,8 @@ def test_every_method_returns_a_complete_record(data, name):
         assert record.unimodal_epochs > 0 and record.joint_epochs > 0
         assert record.decisions[-1]["stage"] == "joint"
         assert [entry["stage"] for entry in record.epochs] == (
-            ["unimodal"] * record.unimodal_epochs + ["joint"] * record.joint_epochs)
+            ["unimodal"] * record.unimodal_epochs + ["joint"] * record.joint_epochs
+        )
     if name.startswith("controller"):  # probe at the end of epoch 1, then the budget of 2 epochs is spent
         pid = record.decisions[-1]["pid"]["0-1"]
         assert {"redundancy", "unique1", "unique2", "synergy", "mi"} <= set(pid)
@@ -107,8 +109,16 @@ def test_stage_two_loss_is_fused_plus_weighted_head_losses(data, head_weight):
     torch.manual_seed(0)
     net = mlp_net([4, 5], N_CLASSES, hidden=16, feature_dim=8)
     initial = copy.deepcopy(net)
-    record = train(FixedSchedule(2, 0), net, data.train, data.test, epochs=1, batch_size=1000,
-                   head_weight=head_weight, progress=False)
+    record = train(
+        FixedSchedule(2, 0),
+        net,
+        data.train,
+        data.test,
+        epochs=1,
+        batch_size=1000,
+        head_weight=head_weight,
+        progress=False,
+    )
     (views, labels), rows = data.train, torch.arange(200)
     with torch.no_grad():
         features = [encoder(view) for encoder, view in zip(initial.encoders, views)]
@@ -186,9 +196,11 @@ def test_runs_repeat_under_a_seed(data, name):
 
 
 def test_linear_probe_is_high_on_a_separable_view_and_chance_on_noise(data):
-    identity = MultimodalNet(nn.ModuleList([nn.Identity(), nn.Identity()]),
-                             nn.ModuleList([nn.Linear(4, N_CLASSES), nn.Linear(5, N_CLASSES)]),
-                             nn.Linear(9, N_CLASSES))
+    identity = MultimodalNet(
+        nn.ModuleList([nn.Identity(), nn.Identity()]),
+        nn.ModuleList([nn.Linear(4, N_CLASSES), nn.Linear(5, N_CLASSES)]),
+        nn.Linear(9, N_CLASSES),
+    )
     clear, noise = linear_probe_accuracy(identity, data.train, data.test)
     assert clear > 0.95
     assert abs(noise - 1 / N_CLASSES) < 0.12
@@ -201,8 +213,7 @@ def test_clear_errors(data):
     with pytest.raises(ValueError, match="train_split has 1 views, the net has 2 encoders"):
         train(FixedSchedule(2, 0), net, ([data.train[0][0]], data.train[1]), data.test, epochs=1)
     with pytest.raises(ValueError, match=r"test_split view 1 must be a float tensor \(N, d\) with N = 200"):
-        train(FixedSchedule(2, 0), net, data.train, ([data.test[0][0], data.test[0][1][:5]], data.test[1]),
-              epochs=1)
+        train(FixedSchedule(2, 0), net, data.train, ([data.test[0][0], data.test[0][1][:5]], data.test[1]), epochs=1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         train(FixedSchedule(2, 0), net, data.train, data.test, epochs=1, optimizer="lbfgs")
     with pytest.raises(ValueError, match="at least 2 encoders"):

@@ -9,6 +9,7 @@ Triton's interpreter, which must be switched on (``TRITON_INTERPRET=1``) before
 runs this file again in a fresh pytest process with it set (or run
 ``TRITON_INTERPRET=1 pytest tests/test_triton.py`` directly).  Skipped without Triton.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -43,8 +44,14 @@ def test_interpreted_in_subprocess():
     if IN_PROCESS:
         pytest.skip("this process runs the kernels itself")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
-                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:cacheprovider"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
 
 
@@ -73,8 +80,11 @@ def close(ours, ref, dtype):
 
 
 cases = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-shapes = pytest.mark.parametrize("shape,batch", [(s, b) for s, b in zip(SHAPES, (1, 3, 4))] + [((3, 4, 5), 2)],
-                                 ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"B{v}")
+shapes = pytest.mark.parametrize(
+    "shape,batch",
+    [(s, b) for s, b in zip(SHAPES, (1, 3, 4))] + [((3, 4, 5), 2)],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"B{v}",
+)
 
 
 @in_process
@@ -166,7 +176,7 @@ def test_solve_matches_reference(p):
 
 
 def test_auto_never_picks_triton_on_cpu():
-    """"triton" is named explicitly, never "auto"'s choice; on the CPU only under the interpreter."""
+    """ "triton" is named explicitly, never "auto"'s choice; on the CPU only under the interpreter."""
     cpu = torch.device("cpu")
     assert "triton" in backends.names() and backends.get("triton").missing is None
     assert "triton" not in backends.available("cpu")
@@ -183,9 +193,11 @@ def pid_joints():
     joints = [(name, CANONICAL[name]) for name in ("XOR", "AND", "RDNXOR", "SUM")]
     # The last: a plug-in joint that the iteration alone leaves at a gap of 7.6 bits
     # (tests/test_robustness.py): the fallbacks follow the Triton iteration too.
-    return joints + [("dirichlet_3x4x5", dirichlet_joint(rng, (3, 4, 5), 0.5)),
-                     ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5)),
-                     ("plugin_needs_fallback_2x2x2", np.array([0, 11, 52, 0, 0, 31, 1, 5.0]).reshape(2, 2, 2) / 100)]
+    return joints + [
+        ("dirichlet_3x4x5", dirichlet_joint(rng, (3, 4, 5), 0.5)),
+        ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5)),
+        ("plugin_needs_fallback_2x2x2", np.array([0, 11, 52, 0, 0, 31, 1, 5.0]).reshape(2, 2, 2) / 100),
+    ]
 
 
 @in_process
@@ -202,8 +214,9 @@ def test_pid_backend_triton(name, P):
 
 
 @in_process
-@pytest.mark.parametrize("shape,batch", [((2, 2, 2), 1), ((3, 4, 5), 3), ((3, 9, 300), 1)],
-                         ids=["2x2x2", "3x4x5", "3x9x300-tiles"])
+@pytest.mark.parametrize(
+    "shape,batch", [((2, 2, 2), 1), ((3, 4, 5), 3), ((3, 9, 300), 1)], ids=["2x2x2", "3x4x5", "3x9x300-tiles"]
+)
 def test_envelope_gradient(shape, batch):
     """The fused backward against ``fastpid.decomposition.envelope_gradient``, on joints of
     scale 3 with zero cells, an empty x1 row and an empty target value."""

@@ -1,4 +1,5 @@
 """`fastpid verify`: the table, the exit status, and failing loudly on a mismatch."""
+
 from __future__ import annotations
 
 from fastpid import cli, verify

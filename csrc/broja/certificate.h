@@ -172,8 +172,8 @@ FASTPID_HOST_DEVICE inline void conditional_entropies(Joint<T>& J, const T* p, T
 // With it, the entropies that turn f(Q) into the atoms (conditional_entropies)
 // in entropies_out[0..3].  Takes workspace_bytes<T>(n1, n2, ny, Elimination::kNone) bytes.
 template <typename T>
-FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2,
-                                           const T* w, void* workspace, T* q_out, T* value_out, T* entropies_out) {
+FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2, const T* w,
+                                           void* workspace, T* q_out, T* value_out, T* entropies_out) {
   Joint<T> J;
   attach(J, workspace, n1, n2, ny, Elimination::kNone);
   set_up_support(J, p);

@@ -33,10 +33,10 @@ constexpr double kRegularization = 1e-14;  // first diagonal shift of a matrix t
 constexpr int kMaxShiftRaises = 8;
 constexpr int kRefinementSteps = 2;
 constexpr int kPairsRefinementSteps = 6;  // TRY
-constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
+constexpr double kMaxViolation = 0.1;     // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
 constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d
-constexpr double kStallGap = 1e-6;  // nats: stalls count only below this gap
+constexpr double kStallGap = 1e-6;               // nats: stalls count only below this gap
 // Certificates are taken only at iterates whose complementarity Σ_k w_k h_k is
 // at most this many times max(tol, kStallGap) (see solve_joint).
 constexpr double kCertifyAbove = 100;
@@ -55,13 +55,16 @@ FASTPID_HOST_DEVICE inline float sqrt_(float x) { return ::sqrtf(x); }
 FASTPID_HOST_DEVICE inline double fabs_(double x) { return ::fabs(x); }
 FASTPID_HOST_DEVICE inline float fabs_(float x) { return ::fabsf(x); }
 
-template <typename T> struct Limits;
-template <> struct Limits<double> {
+template <typename T>
+struct Limits;
+template <>
+struct Limits<double> {
   FASTPID_HOST_DEVICE static double tiny() { return DBL_MIN; }
   FASTPID_HOST_DEVICE static double epsilon() { return DBL_EPSILON; }
   FASTPID_HOST_DEVICE static double inf() { return HUGE_VAL; }
 };
-template <> struct Limits<float> {
+template <>
+struct Limits<float> {
   FASTPID_HOST_DEVICE static float tiny() { return FLT_MIN; }
   FASTPID_HOST_DEVICE static float epsilon() { return FLT_EPSILON; }
   FASTPID_HOST_DEVICE static float inf() { return HUGE_VALF; }
@@ -73,22 +76,36 @@ template <> struct Limits<float> {
 // by lane, and loops that run until every joint is done test all_ / any_.
 // Branches on the structure (cells, pairs, free variables) stay branches: the
 // joints of one Lanes share it.
-template <typename T> using Mask = decltype(T(0) < T(0));
-template <typename T> constexpr bool kScalar = sizeof(Mask<T>) == sizeof(bool);  // one joint, not lanes
+template <typename T>
+using Mask = decltype(T(0) < T(0));
+template <typename T>
+constexpr bool kScalar = sizeof(Mask<T>) == sizeof(bool);  // one joint, not lanes
 FASTPID_HOST_DEVICE inline double where(bool c, double a, double b) { return c ? a : b; }
 FASTPID_HOST_DEVICE inline float where(bool c, float a, float b) { return c ? a : b; }
 FASTPID_HOST_DEVICE inline bool all_(bool c) { return c; }
 FASTPID_HOST_DEVICE inline bool any_(bool c) { return c; }
 
 // False for ±inf and NaN (x − x is NaN there); no <cmath> needed on the device.
-template <typename T> FASTPID_HOST_DEVICE inline Mask<T> finite(T x) { return x - x == T(0); }
+template <typename T>
+FASTPID_HOST_DEVICE inline Mask<T> finite(T x) {
+  return x - x == T(0);
+}
 
 // min and max that propagate NaN (like torch.minimum / torch.maximum).
-template <typename T> FASTPID_HOST_DEVICE inline T min_(T a, T b) { return where((a != a) | (a < b), a, b); }
-template <typename T> FASTPID_HOST_DEVICE inline T max_(T a, T b) { return where((a != a) | (a > b), a, b); }
+template <typename T>
+FASTPID_HOST_DEVICE inline T min_(T a, T b) {
+  return where((a != a) | (a < b), a, b);
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline T max_(T a, T b) {
+  return where((a != a) | (a > b), a, b);
+}
 
 // x log x with 0 log 0 = 0 (torch.xlogy(x, x)); NaN for x < 0 or NaN.
-template <typename T> FASTPID_HOST_DEVICE inline T xlogx(T x) { return where(x == T(0), T(0), x * log_(x)); }
+template <typename T>
+FASTPID_HOST_DEVICE inline T xlogx(T x) {
+  return where(x == T(0), T(0), x * log_(x));
+}
 
 // The register tiles of rank_update: kTileRows rows of S by two vectors of
 // FASTPID_VECTOR_BYTES bytes (a translation unit may define it before including
@@ -123,13 +140,16 @@ inline void store(double* x, vector_double v) { __builtin_memcpy(x, &v, sizeof v
 // FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector_double)
 // before including this header, as csrc/cpu/broja_cpu_avx2.cpp does with
 // SLEEF's, for the double versions below.
-template <typename T> FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
+template <typename T>
+FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
   for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
 }
-template <typename T> FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
+template <typename T>
+FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
   for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
 }
-template <typename T> FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
+template <typename T>
+FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
   T sum = T(0);
   for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
   return sum;

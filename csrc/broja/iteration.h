@@ -19,8 +19,8 @@
 #pragma once
 
 #include "certificate.h"
-#include "schur.h"
 #include "pairs.h"
+#include "schur.h"
 
 namespace fastpid {
 namespace broja {
@@ -101,8 +101,7 @@ FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* 
 // componentwise backward error max_i |e_i| / (|M| |x| + |r|)_i (LAPACK's berr, with
 // |M| bounded by Σ_k E_kᵀ |diag(q_k) + c_k s_k s_kᵀ| E_k).
 template <typename T>
-FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, const T* x1, const T* x2, T* e1,
-                                      T* e2) {
+FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, const T* x1, const T* x2, T* e1, T* e2) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   T* m1 = J.t1;  // |M| |x|
   T* m2 = J.t2;
@@ -193,7 +192,6 @@ FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
   return where(any_nan, nan, alpha);
 }
 
-
 // One predictor-corrector step, for the joints in `active`, from the current
 // iterate (g, s, q and r of primal_residuals); g and s are then those of the
 // new iterate.  False (per joint), with the iterate untouched, for joints not
@@ -233,8 +231,7 @@ FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
   sigma_floor = where(sigma_floor > T(1), T(1), sigma_floor);  // NaN stays NaN
   const T sigma_mu = max_(ratio * ratio * ratio, sigma_floor) * mu;
   // Corrector: centring plus the second-order term.
-  for (int k = 0; k < np; ++k)
-    J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
+  for (int k = 0; k < np; ++k) J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
   newton_direction(J, J.rc, J.dw, J.dh);
   T fraction = T(1) - mu;
   fraction = where(fraction < T(kFractionToBoundary), T(kFractionToBoundary),
@@ -276,9 +273,10 @@ FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
 
 // ---------------------------------------------------------------- the solve
 
-template <typename T> struct Result {
-  T iterations;        // index of the returned (best) iterate
-  Mask<T> converged;   // its gap ≤ tol
+template <typename T>
+struct Result {
+  T iterations;       // index of the returned (best) iterate
+  Mask<T> converged;  // its gap ≤ tol
 };
 
 // Solves one joint p (n1 × n2 × ny, contiguous) as solver.solve does and writes
@@ -287,9 +285,9 @@ template <typename T> struct Result {
 // `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination) bytes; it
 // needs no initialisation.
 template <typename T>
-FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter,
-                                                 int patience, Elimination elimination, void* workspace,
-                                                 T* lam1_out, T* lam2_out, T* w_out) {
+FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter, int patience,
+                                                 Elimination elimination, void* workspace, T* lam1_out, T* lam2_out,
+                                                 T* w_out) {
   Joint<T> J;
   attach(J, workspace, n1, n2, ny, elimination);
   set_up(J, p);
@@ -329,7 +327,7 @@ FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int
     else
       primal_residuals(J);
     if (all_(stopped) || iteration == max_iter) break;
-    const Mask<T> failed = (!stopped) & !step(J, !stopped);  // iterate (and g, s) untouched
+    const Mask<T> failed = (!stopped) & !step(J, !stopped);                 // iterate (and g, s) untouched
     if (any_(failed & !take)) take_certificate(failed & !take, iteration);  // it stops with its best iterate
     stopped = stopped | failed;
     if (all_(stopped)) break;

@@ -36,8 +36,7 @@ FASTPID_HOST_DEVICE inline double pairs_flops(int n1, int n2, int ny) {
 // kernels run at a higher rate (measured: bench/results/eliminations-*.md).
 constexpr double kPairsAdvantage = 3.1;
 FASTPID_HOST_DEVICE inline Elimination choose_elimination(int n1, int n2, int ny) {
-  return pairs_flops(n1, n2, ny) * kPairsAdvantage < side_flops(n1, n2, ny) ? Elimination::kPairs
-                                                                             : Elimination::kSide;
+  return pairs_flops(n1, n2, ny) * kPairsAdvantage < side_flops(n1, n2, ny) ? Elimination::kPairs : Elimination::kSide;
 }
 
 // ---------------------------------------------------------------- workspace
@@ -55,19 +54,20 @@ struct Side {
   int total;
 };
 
-template <typename T> struct Joint {
+template <typename T>
+struct Joint {
   int n1, n2, ny, np;  // np = n1 n2 pairs, pair k = k1 n2 + k2 of symbols (k1, k2), cell k ny + y
   T total_weight;      // Σ_k weight_k (at least the smallest normal number)
   // Problem data and masks.
-  T *p1, *p2, *py;                      // (n1, ny), (n2, ny), (ny)
-  unsigned char *on1, *on2, *free2;     // P1 > 0, P2 > 0, P2 > 0 and not pinned
-  unsigned char *cell, *pair;           // (np, ny), (np)
+  T *p1, *p2, *py;                   // (n1, ny), (n2, ny), (ny)
+  unsigned char *on1, *on2, *free2;  // P1 > 0, P2 > 0, P2 > 0 and not pinned
+  unsigned char *cell, *pair;        // (np, ny), (np)
   // The cells by pair (compressed rows), for joints with cells off the domain
   // (dense = false): pair valid_pairs[v] has the cells cells[pair_start[v] ..
   // pair_start[v + 1]) (their y, increasing), v < n_valid pairs with cells.
   int *valid_pairs, *pair_start, *cells;  // (np), (np + 1), (np ny)
   int n_valid, n_cells;
-  bool dense;                           // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
+  bool dense;  // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
   Side side1, side2;
   // Elimination: E is eliminated, K kept; pair(e, b) = e stride_e + b stride_k.
   const Side* E;
@@ -77,14 +77,14 @@ template <typename T> struct Joint {
   Elimination elimination;
   // Iterate and best iterate.
   T *lam1, *lam2, *w, *h;
-  T *weight;  // central-path weights Q0(x1, x2) (0 off the pairs)
+  T* weight;  // central-path weights Q0(x1, x2) (0 off the pairs)
   T *best_lam1, *best_lam2, *best_w;
   // Per iteration.
   T *g, *s, *q, *c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
-  T *z;                      // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
-  T *pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
+  T* z;                      // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
+  T* pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
                              // conditional_entropies)
-  T *qr;                     // rounded Q (np, ny)
+  T* qr;                     // rounded Q (np, ny)
   T *r1, *r2;                // marginals(w s) − (P1, P2)
   T *t1, *t2;                // scratch (n1, ny), (n2, ny)
   T *primal, *comp, *rc;     // (np)
@@ -94,27 +94,27 @@ template <typename T> struct Joint {
   T *lam1_0, *lam2_0;        // λ before a step, for backtracking
   // Newton matrix factors (E.total ≤ Emax = max(n1, n2) ny, K.total ≤ Kmax = min(n1, n2) ny).
   T *LE, *DE, *IE;  // per E block: Cholesky factor (ny × ny), Jacobi scales, 1 / pivots
-  T *G;             // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
+  T* G;             // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
   T *S, *DS, *IS;   // Schur complement: upper factor (ldK², row-major), Jacobi scales, 1 / pivots
-  T *diagK;         // (Kmax) diagonal of A_K: the Jacobi scaling of S
+  T* diagK;         // (Kmax) diagonal of A_K: the Jacobi scaling of S
   T *sK, *tE, *xK;  // scratch (ny), (Emax), (Kmax)
-  T *u;             // scratch (ny)
+  T* u;             // scratch (ny)
   // Pairs elimination: nn = n1 + n2 variables per target value y, variable v
   // being λ1(v, y) for v < n1 and λ2(v − n1, y) beyond.
   int nn, ldC;                   // ldC: leading dimension of the capacitance, padded(np) + kPadding
   int *yvars, *ycount;           // (ny, nn), (ny): the free variables of y
   int *yon1, *yon2, *yn1, *yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
-  T *F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere
+  T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere
   T *block, *blockD, *blockI;    // (nn, nn), (nn), (nn) scratch: D_y's factor, Jacobi scales, 1 / pivots
-  T *columns;                    // (nn, nn) scratch: L⁻¹ e_j of D_y's factor
-  int *position;                 // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
-  T *cross;                      // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
+  T* columns;                    // (nn, nn) scratch: L⁻¹ e_j of D_y's factor
+  int* position;                 // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
+  T* cross;                      // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
   T *cap, *capD, *capI;          // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
-  T *root;                       // (np) |c_k|^(1/2), capacitance order
-  int *order;                    // (np) the pairs with cells in capacitance order: c ≥ 0 first
+  T* root;                       // (np) |c_k|^(1/2), capacitance order
+  int* order;                    // (np) the pairs with cells in capacitance order: c ≥ 0 first
   int n_order, n_positive;
-  T *sy, *vk, *row;              // scratch (np), (np), (nn)
-  T *ty;                         // scratch (ny, nn): D⁻¹ r per target value
+  T *sy, *vk, *row;  // scratch (np), (np), (nn)
+  T* ty;             // scratch (ny, nn): D⁻¹ r per target value
 };
 
 template <typename U>
@@ -135,50 +135,106 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   const size_t e_max = (n1 > n2 ? n1 : n2) * size_t(ny);
   const size_t k_max = (n1 < n2 ? n1 : n2) * size_t(ny);
   const size_t k_pad = padded(int(k_max));
-  J.n1 = n1; J.n2 = n2; J.ny = ny; J.np = int(np); J.nn = n1 + n2;
+  J.n1 = n1;
+  J.n2 = n2;
+  J.ny = ny;
+  J.np = int(np);
+  J.nn = n1 + n2;
   J.elimination = elimination;
-  carve(J.p1, b, o, c1); carve(J.p2, b, o, c2); carve(J.py, b, o, ny);
-  carve(J.lam1, b, o, c1); carve(J.lam2, b, o, c2);
-  carve(J.w, b, o, np); carve(J.h, b, o, np); carve(J.weight, b, o, np);
-  carve(J.best_lam1, b, o, c1); carve(J.best_lam2, b, o, c2); carve(J.best_w, b, o, np);
-  carve(J.g, b, o, np); carve(J.pair_sum, b, o, np); carve(J.s, b, o, nc); carve(J.q, b, o, nc); carve(J.c, b, o, np);
-  carve(J.qr, b, o, nc); carve(J.r1, b, o, c1); carve(J.r2, b, o, c2);
-  carve(J.t1, b, o, c1); carve(J.t2, b, o, c2);
-  carve(J.primal, b, o, np); carve(J.comp, b, o, np); carve(J.rc, b, o, np);
-  carve(J.dw_a, b, o, np); carve(J.dh_a, b, o, np); carve(J.dw, b, o, np); carve(J.dh, b, o, np);
-  carve(J.d1, b, o, c1); carve(J.d2, b, o, c2); carve(J.rhs1, b, o, c1); carve(J.rhs2, b, o, c2);
-  carve(J.e1, b, o, c1); carve(J.e2, b, o, c2); carve(J.f1, b, o, c1); carve(J.f2, b, o, c2);
-  carve(J.lam1_0, b, o, c1); carve(J.lam2_0, b, o, c2);
+  carve(J.p1, b, o, c1);
+  carve(J.p2, b, o, c2);
+  carve(J.py, b, o, ny);
+  carve(J.lam1, b, o, c1);
+  carve(J.lam2, b, o, c2);
+  carve(J.w, b, o, np);
+  carve(J.h, b, o, np);
+  carve(J.weight, b, o, np);
+  carve(J.best_lam1, b, o, c1);
+  carve(J.best_lam2, b, o, c2);
+  carve(J.best_w, b, o, np);
+  carve(J.g, b, o, np);
+  carve(J.pair_sum, b, o, np);
+  carve(J.s, b, o, nc);
+  carve(J.q, b, o, nc);
+  carve(J.c, b, o, np);
+  carve(J.qr, b, o, nc);
+  carve(J.r1, b, o, c1);
+  carve(J.r2, b, o, c2);
+  carve(J.t1, b, o, c1);
+  carve(J.t2, b, o, c2);
+  carve(J.primal, b, o, np);
+  carve(J.comp, b, o, np);
+  carve(J.rc, b, o, np);
+  carve(J.dw_a, b, o, np);
+  carve(J.dh_a, b, o, np);
+  carve(J.dw, b, o, np);
+  carve(J.dh, b, o, np);
+  carve(J.d1, b, o, c1);
+  carve(J.d2, b, o, c2);
+  carve(J.rhs1, b, o, c1);
+  carve(J.rhs2, b, o, c2);
+  carve(J.e1, b, o, c1);
+  carve(J.e2, b, o, c2);
+  carve(J.f1, b, o, c1);
+  carve(J.f2, b, o, c2);
+  carve(J.lam1_0, b, o, c1);
+  carve(J.lam2_0, b, o, c2);
   if (elimination == Elimination::kSide) {
-    carve(J.LE, b, o, e_max * ny); carve(J.DE, b, o, e_max); carve(J.IE, b, o, e_max);
+    carve(J.LE, b, o, e_max * ny);
+    carve(J.DE, b, o, e_max);
+    carve(J.IE, b, o, e_max);
     carve(J.G, b, o, e_max * k_pad);
-    carve(J.S, b, o, k_pad * k_pad); carve(J.DS, b, o, k_max); carve(J.IS, b, o, k_max);
-    carve(J.diagK, b, o, k_max); carve(J.sK, b, o, ny);
-    carve(J.tE, b, o, e_max); carve(J.xK, b, o, k_max);
+    carve(J.S, b, o, k_pad * k_pad);
+    carve(J.DS, b, o, k_max);
+    carve(J.IS, b, o, k_max);
+    carve(J.diagK, b, o, k_max);
+    carve(J.sK, b, o, ny);
+    carve(J.tE, b, o, e_max);
+    carve(J.xK, b, o, k_max);
   }
   if (elimination == Elimination::kPairs) {
     const size_t nn = size_t(n1) + n2, ld = size_t(padded(int(np))) + kPadding;
     J.ldC = int(ld);
-    carve(J.yvars, b, o, ny * nn); carve(J.ycount, b, o, ny);
-    carve(J.yon1, b, o, c1); carve(J.yon2, b, o, c2); carve(J.yn1, b, o, ny); carve(J.yn2, b, o, ny);
+    carve(J.yvars, b, o, ny * nn);
+    carve(J.ycount, b, o, ny);
+    carve(J.yon1, b, o, c1);
+    carve(J.yon2, b, o, c2);
+    carve(J.yn1, b, o, ny);
+    carve(J.yn2, b, o, ny);
     carve(J.F, b, o, ny * nn * nn);
-    carve(J.block, b, o, nn * nn); carve(J.blockD, b, o, nn); carve(J.blockI, b, o, nn);
-    carve(J.columns, b, o, nn * nn); carve(J.position, b, o, nn);
+    carve(J.block, b, o, nn * nn);
+    carve(J.blockD, b, o, nn);
+    carve(J.blockI, b, o, nn);
+    carve(J.columns, b, o, nn * nn);
+    carve(J.position, b, o, nn);
     carve(J.cross, b, o, np * np);
-    carve(J.cap, b, o, ld * ld); carve(J.capD, b, o, np); carve(J.capI, b, o, np);
-    carve(J.root, b, o, np); carve(J.order, b, o, np);
-    carve(J.sy, b, o, np); carve(J.vk, b, o, np); carve(J.row, b, o, nn);
+    carve(J.cap, b, o, ld * ld);
+    carve(J.capD, b, o, np);
+    carve(J.capI, b, o, np);
+    carve(J.root, b, o, np);
+    carve(J.order, b, o, np);
+    carve(J.sy, b, o, np);
+    carve(J.vk, b, o, np);
+    carve(J.row, b, o, nn);
     carve(J.ty, b, o, ny * nn);
   }
   carve(J.u, b, o, ny);
-  carve(J.on1, b, o, c1); carve(J.on2, b, o, c2); carve(J.free2, b, o, c2);
-  carve(J.cell, b, o, nc); carve(J.pair, b, o, np);
-  carve(J.valid_pairs, b, o, np); carve(J.pair_start, b, o, np + 1); carve(J.cells, b, o, nc); carve(J.z, b, o, nc);
+  carve(J.on1, b, o, c1);
+  carve(J.on2, b, o, c2);
+  carve(J.free2, b, o, c2);
+  carve(J.cell, b, o, nc);
+  carve(J.pair, b, o, np);
+  carve(J.valid_pairs, b, o, np);
+  carve(J.pair_start, b, o, np + 1);
+  carve(J.cells, b, o, nc);
+  carve(J.z, b, o, nc);
   Side* sides[2] = {&J.side1, &J.side2};
   for (int t = 0; t < 2; ++t) {
     const size_t n = t == 0 ? n1 : n2;
-    carve(sides[t]->ys, b, o, n * ny); carve(sides[t]->pos, b, o, n * ny);
-    carve(sides[t]->count, b, o, n); carve(sides[t]->offset, b, o, n);
+    carve(sides[t]->ys, b, o, n * ny);
+    carve(sides[t]->pos, b, o, n * ny);
+    carve(sides[t]->count, b, o, n);
+    carve(sides[t]->offset, b, o, n);
   }
   return o + 64;  // room to align `base` itself
 }
@@ -186,8 +242,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
 // Lays J's arrays out in `workspace` (workspace_bytes<T>(n1, n2, ny, elimination) bytes)
 // from its first 64-byte boundary on.
 template <typename T>
-FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int n1, int n2, int ny,
-                                       Elimination elimination) {
+FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int n1, int n2, int ny, Elimination elimination) {
   char* base = static_cast<char*>(workspace);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
   layout(J, base, n1, n2, ny, elimination);
@@ -200,7 +255,6 @@ FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimin
   Joint<T> J;
   return layout(J, nullptr, n1, n2, ny, elimination) + 63;
 }
-
 
 // ---------------------------------------------------------------- set-up
 
@@ -235,10 +289,12 @@ struct PairCells {
   int k, start, count;
   const int* ys;
 };
-template <bool Dense, typename T> FASTPID_HOST_DEVICE inline int pairs_with_cells(const Joint<T>& J) {
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline int pairs_with_cells(const Joint<T>& J) {
   return Dense ? J.np : J.n_valid;
 }
-template <bool Dense, typename T> FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
   if (Dense) return {v, v * J.ny, J.ny, nullptr};
   const int start = J.pair_start[v];
   return {J.valid_pairs[v], start, J.pair_start[v + 1] - start, J.cells + start};
@@ -356,7 +412,10 @@ FASTPID_HOST_DEVICE inline int gauge_pin(const T* p2, const unsigned char*, int 
   T best = p2[0];
   for (int x2 = 1; x2 < n2; ++x2) {
     const T v = p2[x2 * stride];
-    if (best == best && (v > best || v != v)) { best = v; pin = x2; }
+    if (best == best && (v > best || v != v)) {
+      best = v;
+      pin = x2;
+    }
   }
   return pin;
 }
@@ -403,9 +462,15 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   // Keep the side with fewer free variables (λ2 on ties): the Schur complement
   // is the only dense factorisation.
   if (J.side2.total <= J.side1.total) {
-    J.E = &J.side1; J.K = &J.side2; J.stride_e = n2; J.stride_k = 1;
+    J.E = &J.side1;
+    J.K = &J.side2;
+    J.stride_e = n2;
+    J.stride_k = 1;
   } else {
-    J.E = &J.side2; J.K = &J.side1; J.stride_e = 1; J.stride_k = n2;
+    J.E = &J.side2;
+    J.K = &J.side1;
+    J.stride_e = 1;
+    J.stride_k = n2;
   }
   J.ldK = padded(J.K->total);
   if (J.elimination == Elimination::kPairs) list_target_values(J);

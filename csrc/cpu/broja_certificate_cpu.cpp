@@ -22,7 +22,6 @@ void certify_joints_baseline(const CertifyArgs& args, const int64_t* index, int6
   broja::baseline::certify_joints(args, index, begin, end);
 }
 
-
 }  // namespace cpu
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu(const at::Tensor& p,
@@ -58,9 +57,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
   const int64_t grain = std::max<int64_t>(1, 4096 / (n1 * n2 * ny));
   std::vector<int64_t> in_lanes, alone;
   cpu::split_for_lanes(args.p, batch, n1, n2, ny, certify_lanes != nullptr, in_lanes, alone);
-  cpu::parallel_over(in_lanes, cpu::kLanes, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
-    certify_lanes(args, index, begin, end);
-  });
+  cpu::parallel_over(in_lanes, cpu::kLanes, grain,
+                     [&](const int64_t* index, int64_t begin, int64_t end) { certify_lanes(args, index, begin, end); });
   cpu::parallel_over(alone, 1, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
     certify_joints(args, index, begin, end);
   });

@@ -62,8 +62,7 @@ static bool marginals_positive(const double* p, int64_t n1, int64_t n2, int64_t 
 void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int64_t ny, bool has_lanes,
                      std::vector<int64_t>& in_lanes, std::vector<int64_t>& alone) {
   const char* lanes = std::getenv("FASTPID_CPU_LANES");
-  const bool small =
-      has_lanes && (n1 + n2) * ny <= kLaneMaxDuals && (lanes == nullptr || std::strcmp(lanes, "0") != 0);
+  const bool small = has_lanes && (n1 + n2) * ny <= kLaneMaxDuals && (lanes == nullptr || std::strcmp(lanes, "0") != 0);
   std::vector<double> marginals((n1 + n2) * ny);
   for (int64_t i = 0; i < batch; ++i) {
     const bool positive =
@@ -74,8 +73,9 @@ void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int
 
 }  // namespace cpu
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(
-    const at::Tensor& p, double tol, int64_t max_iter, int64_t patience) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(const at::Tensor& p, double tol,
+                                                                                       int64_t max_iter,
+                                                                                       int64_t patience) {
   TORCH_CHECK(p.device().is_cpu(), "fastpid::broja_solve (CPU): expected p on the CPU, got ", p.device());
   check_broja_solve_args(p, max_iter, patience);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
@@ -87,9 +87,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   auto w = at::empty({batch, n1, n2}, p.options());
   auto iterations = at::empty({batch}, p.options().dtype(at::kLong));
   auto converged = at::empty({batch}, p.options().dtype(at::kBool));
-  const cpu::SolveArgs args{p.const_data_ptr<double>(), int(n1), int(n2), int(ny), tol, int(max_iter),
-                            int(patience), elimination, lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(),
-                            w.mutable_data_ptr<double>(), iterations.mutable_data_ptr<int64_t>(),
+  const cpu::SolveArgs args{p.const_data_ptr<double>(),
+                            int(n1),
+                            int(n2),
+                            int(ny),
+                            tol,
+                            int(max_iter),
+                            int(patience),
+                            elimination,
+                            lam1.mutable_data_ptr<double>(),
+                            lam2.mutable_data_ptr<double>(),
+                            w.mutable_data_ptr<double>(),
+                            iterations.mutable_data_ptr<int64_t>(),
                             converged.mutable_data_ptr<bool>()};
   auto solve_joints = cpu::solve_joints_baseline;
   decltype(solve_joints) solve_lanes = nullptr;  // the AVX2 copy's only (cpu::split_for_lanes)

@@ -13,8 +13,9 @@ namespace fastpid {
 // Solves a batch p (B, n1, n2, ny) of joints, float64, contiguous, on the CPU:
 // (lam1 (B, n1, ny), lam2 (B, n2, ny), w (B, n1, n2) float64,
 //  iterations (B,) int64, converged (B,) bool), as fastpid.solver.solve.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(
-    const at::Tensor& p, double tol, int64_t max_iter, int64_t patience);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cpu(const at::Tensor& p, double tol,
+                                                                                       int64_t max_iter,
+                                                                                       int64_t patience);
 
 namespace cpu {
 
@@ -41,9 +42,8 @@ void split_for_lanes(const double* p, int64_t batch, int64_t n1, int64_t n2, int
 template <typename F>
 void parallel_over(const std::vector<int64_t>& joints, int64_t group, int64_t grain, const F& f) {
   const int64_t count = int64_t(joints.size()), groups = (count + group - 1) / group;
-  at::parallel_for(0, groups, std::max<int64_t>(1, grain / group), [&](int64_t begin, int64_t end) {
-    f(joints.data(), begin * group, std::min(end * group, count));
-  });
+  at::parallel_for(0, groups, std::max<int64_t>(1, grain / group),
+                   [&](int64_t begin, int64_t end) { f(joints.data(), begin * group, std::min(end * group, count)); });
 }
 
 }  // namespace cpu

@@ -57,10 +57,22 @@ struct Lanes {
   Lanes() = default;
   Lanes(double x) : v(x - lane_doubles{}) {}  // every lane x (x − (+0) = x, also for −0)
   explicit Lanes(lane_doubles x) : v(x) {}
-  Lanes& operator+=(Lanes o) { v += o.v; return *this; }
-  Lanes& operator-=(Lanes o) { v -= o.v; return *this; }
-  Lanes& operator*=(Lanes o) { v *= o.v; return *this; }
-  Lanes& operator/=(Lanes o) { v /= o.v; return *this; }
+  Lanes& operator+=(Lanes o) {
+    v += o.v;
+    return *this;
+  }
+  Lanes& operator-=(Lanes o) {
+    v -= o.v;
+    return *this;
+  }
+  Lanes& operator*=(Lanes o) {
+    v *= o.v;
+    return *this;
+  }
+  Lanes& operator/=(Lanes o) {
+    v /= o.v;
+    return *this;
+  }
 };
 inline Lanes operator+(Lanes a, Lanes b) { return Lanes(a.v + b.v); }
 inline Lanes operator-(Lanes a, Lanes b) { return Lanes(a.v - b.v); }
@@ -81,19 +93,21 @@ inline Lanes where(LaneMask c, Lanes a, Lanes b) { return Lanes(c.v ? a.v : b.v)
 inline Lanes exp_(Lanes x) { return Lanes(FASTPID_VECTOR_EXP(x.v)); }
 inline Lanes log_(Lanes x) { return Lanes(FASTPID_VECTOR_LOG(x.v)); }
 #else
-template <double (*f)(double)> inline Lanes each_lane(Lanes x) {
+template <double (*f)(double)>
+inline Lanes each_lane(Lanes x) {
   for (int l = 0; l < kLanes; ++l) x.v[l] = f(x.v[l]);
   return x;
 }
-inline Lanes exp_(Lanes x) { return each_lane<::exp>(x); }
-inline Lanes log_(Lanes x) { return each_lane<::log>(x); }
+inline Lanes exp_(Lanes x) { return each_lane< ::exp>(x); }
+inline Lanes log_(Lanes x) { return each_lane< ::log>(x); }
 #endif
 inline Lanes sqrt_(Lanes x) { return Lanes(lane_doubles(_mm256_sqrt_pd(__m256d(x.v)))); }
 inline Lanes fabs_(Lanes x) {  // the sign bits cleared
   return Lanes(lane_doubles(lane_flags(x.v) & ~lane_flags(Lanes(-0.0).v)));
 }
 
-template <> struct Limits<Lanes> {
+template <>
+struct Limits<Lanes> {
   static Lanes tiny() { return Lanes(DBL_MIN); }
   static Lanes epsilon() { return Lanes(DBL_EPSILON); }
   static Lanes inf() { return Lanes(HUGE_VAL); }

@@ -24,7 +24,7 @@ struct SolveArgs {
   int n1, n2, ny;
   double tol;
   int max_iter, patience;
-  int elimination;  // broja::Elimination of the Newton systems (an int: that type is per instruction set)
+  int elimination;          // broja::Elimination of the Newton systems (an int: that type is per instruction set)
   double *lam1, *lam2, *w;  // (B, n1, ny), (B, n2, ny), (B, n1, n2)
   int64_t* iterations;
   bool* converged;
@@ -83,8 +83,8 @@ inline void solve_each(const cpu::SolveArgs& a, Elimination elimination, const i
     double* lam1 = a.lam1 + i * a.n1 * a.ny;
     double* lam2 = a.lam2 + i * a.n2 * a.ny;
     double* w = a.w + i * a.n1 * a.n2;
-    const Result<double> result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter,
-                                                      a.patience, elimination, workspace.data, lam1, lam2, w);
+    const Result<double> result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience,
+                                                      elimination, workspace.data, lam1, lam2, w);
     a.iterations[i] = int64_t(result.iterations);
     a.converged[i] = result.converged;
     if (unconverged != nullptr && !result.converged) unconverged->push_back(i);
@@ -111,9 +111,9 @@ inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int6
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t i = index ? index[j] : j;
-    a.gap[i] = certify_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.lam1 + i * a.n1 * a.ny,
-                                     a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2, workspace.data, a.q + i * cells,
-                                     a.value + i, a.entropies + i * 4);
+    a.gap[i] =
+        certify_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.lam1 + i * a.n1 * a.ny, a.lam2 + i * a.n2 * a.ny,
+                              a.w + i * a.n1 * a.n2, workspace.data, a.q + i * cells, a.value + i, a.entropies + i * 4);
   }
 }
 
@@ -179,8 +179,8 @@ inline void solve_lanes(const cpu::SolveArgs& a, const int64_t* index, int64_t b
     int64_t joint[kLanes];
     lane_group(index, g, end, joint);
     interleave(p, a.p, joint, cells);
-    const Result<Lanes> result = solve_joint<Lanes>(p, n1, n2, ny, Lanes(a.tol), a.max_iter, a.patience, Elimination::kSide,
-                                                    workspace.workspace.data, lam1, lam2, w);
+    const Result<Lanes> result = solve_joint<Lanes>(p, n1, n2, ny, Lanes(a.tol), a.max_iter, a.patience,
+                                                    Elimination::kSide, workspace.workspace.data, lam1, lam2, w);
     for (int l = 0; l < kLanes && g + l < end; ++l) {
       const int64_t i = joint[l];
       lane_of(a.lam1 + i * c1, lam1, l, c1);

@@ -1,7 +1,5 @@
 // The CUDA op: csrc/broja_backward.h run by one thread per joint, each with a
 // private scratch carved from one global-memory buffer (as csrc/cuda/broja_cuda.cu).
-#include "broja_backward_cuda.h"
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
@@ -13,6 +11,7 @@
 
 #include "../broja_backward.h"
 #include "../broja_checks.h"
+#include "broja_backward_cuda.h"
 
 namespace fastpid {
 namespace {
@@ -27,9 +26,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch) return;
   const int64_t cells = int64_t(n1) * n2 * ny;
-  broja::envelope_gradient<double>(p + i * cells, n1, n2, ny, lam1 + i * int64_t(n1) * ny,
-                                   lam2 + i * int64_t(n2) * ny, grad_atoms + i * 5,
-                                   scratch + i * int64_t(broja::envelope_scratch_size(n1, n2, ny)),
+  broja::envelope_gradient<double>(p + i * cells, n1, n2, ny, lam1 + i * int64_t(n1) * ny, lam2 + i * int64_t(n2) * ny,
+                                   grad_atoms + i * 5, scratch + i * int64_t(broja::envelope_scratch_size(n1, n2, ny)),
                                    grad + i * cells);
 }
 
@@ -37,8 +35,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 
 at::Tensor broja_backward_cuda(const at::Tensor& p, const at::Tensor& lam1, const at::Tensor& lam2,
                                const at::Tensor& grad_atoms) {
-  TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_backward (CUDA): expected p on a CUDA device, got ",
-              p.device());
+  TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_backward (CUDA): expected p on a CUDA device, got ", p.device());
   check_broja_backward_args(p, lam1, lam2, grad_atoms);
   const int64_t batch = p.size(0);
   const int n1 = int(p.size(1)), n2 = int(p.size(2)), ny = int(p.size(3));
@@ -47,12 +44,10 @@ at::Tensor broja_backward_cuda(const at::Tensor& p, const at::Tensor& lam1, cons
   if (batch == 0) return grad;
   auto scratch = at::empty({batch * int64_t(broja::envelope_scratch_size(n1, n2, ny))}, p.options());
   const int64_t blocks = (batch + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fastpid::broja_backward: batch too large, got ",
-              batch);
+  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), "fastpid::broja_backward: batch too large, got ", batch);
   broja_backward_kernel<<<unsigned(blocks), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(
-      p.const_data_ptr<double>(), batch, n1, n2, ny, lam1.const_data_ptr<double>(),
-      lam2.const_data_ptr<double>(), grad_atoms.const_data_ptr<double>(), scratch.mutable_data_ptr<double>(),
-      grad.mutable_data_ptr<double>());
+      p.const_data_ptr<double>(), batch, n1, n2, ny, lam1.const_data_ptr<double>(), lam2.const_data_ptr<double>(),
+      grad_atoms.const_data_ptr<double>(), scratch.mutable_data_ptr<double>(), grad.mutable_data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return grad;
 }

@@ -6,8 +6,6 @@
 // __host__ __device__), in a private workspace carved from one global-memory
 // buffer that torch allocates (so it comes from the caching allocator and is
 // ordered on the current stream).
-#include "broja_cuda.h"
-
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
@@ -20,6 +18,7 @@
 
 #include "../broja.h"
 #include "../broja_checks.h"
+#include "broja_cuda.h"
 
 namespace fastpid {
 namespace {
@@ -31,10 +30,10 @@ constexpr int kThreadsPerBlock = 64;
 constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    broja_solve_kernel(const double* __restrict__ p, int64_t batch, int n1, int n2, int ny, double tol,
-                       int max_iter, int patience, char* __restrict__ workspace, size_t workspace_stride,
-                       double* __restrict__ lam1, double* __restrict__ lam2, double* __restrict__ w,
-                       int64_t* __restrict__ iterations, bool* __restrict__ converged) {
+    broja_solve_kernel(const double* __restrict__ p, int64_t batch, int n1, int n2, int ny, double tol, int max_iter,
+                       int patience, char* __restrict__ workspace, size_t workspace_stride, double* __restrict__ lam1,
+                       double* __restrict__ lam2, double* __restrict__ w, int64_t* __restrict__ iterations,
+                       bool* __restrict__ converged) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch) return;
   const int64_t cells = int64_t(n1) * n2 * ny;
@@ -54,10 +53,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch) return;
   const int64_t cells = int64_t(n1) * n2 * ny;
-  gap[i] = broja::certify_joint<double>(p + i * cells, n1, n2, ny, lam1 + i * int64_t(n1) * ny,
-                                        lam2 + i * int64_t(n2) * ny, w + i * int64_t(n1) * n2,
-                                        workspace + size_t(i) * workspace_stride, q + i * cells, value + i,
-                                        entropies + i * 4);
+  gap[i] = broja::certify_joint<double>(
+      p + i * cells, n1, n2, ny, lam1 + i * int64_t(n1) * ny, lam2 + i * int64_t(n2) * ny, w + i * int64_t(n1) * n2,
+      workspace + size_t(i) * workspace_stride, q + i * cells, value + i, entropies + i * 4);
 }
 
 // One workspace per joint of p (B, n1, n2, ny), each a multiple of 64 bytes
@@ -66,8 +64,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
 std::pair<at::Tensor, size_t> joint_workspaces(const at::Tensor& p, const char* op) {
   const int64_t batch = p.size(0);
   const size_t stride =
-      (broja::workspace_bytes<double>(int(p.size(1)), int(p.size(2)), int(p.size(3)), kElimination) + 63) &
-                        ~size_t(63);
+      (broja::workspace_bytes<double>(int(p.size(1)), int(p.size(2)), int(p.size(3)), kElimination) + 63) & ~size_t(63);
   TORCH_CHECK(stride <= size_t(std::numeric_limits<int64_t>::max()) / size_t(batch), op,
               ": workspace too large for the CUDA backend, got ", p.sizes());
   return {at::empty({int64_t(stride) * batch}, p.options().dtype(at::kByte)), stride};
@@ -82,8 +79,9 @@ unsigned blocks_for(int64_t batch, const char* op) {
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cuda(
-    const at::Tensor& p, double tol, int64_t max_iter, int64_t patience) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cuda(const at::Tensor& p, double tol,
+                                                                                        int64_t max_iter,
+                                                                                        int64_t patience) {
   TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_solve (CUDA): expected p on a CUDA device, got ", p.device());
   check_broja_solve_args(p, max_iter, patience);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
@@ -114,8 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cud
                                                                                   const at::Tensor& lam1,
                                                                                   const at::Tensor& lam2,
                                                                                   const at::Tensor& w) {
-  TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_certificate (CUDA): expected p on a CUDA device, got ",
-              p.device());
+  TORCH_CHECK(p.device().is_cuda(), "fastpid::broja_certificate (CUDA): expected p on a CUDA device, got ", p.device());
   check_broja_certificate_args(p, lam1, lam2, w);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
 

@@ -13,8 +13,9 @@ namespace fastpid {
 // device, one thread per joint running csrc/broja.h (the code of the CPU op):
 // (lam1 (B, n1, ny), lam2 (B, n2, ny), w (B, n1, n2) float64,
 //  iterations (B,) int64, converged (B,) bool) on p's device, as fastpid.solver.solve.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cuda(
-    const at::Tensor& p, double tol, int64_t max_iter, int64_t patience);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_solve_cuda(const at::Tensor& p, double tol,
+                                                                                        int64_t max_iter,
+                                                                                        int64_t patience);
 
 // The certificate of solutions lam1, lam2, w of a batch p on a CUDA device, one
 // thread per joint running csrc/broja.h's certify_joint: the outputs of
