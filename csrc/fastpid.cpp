@@ -33,7 +33,11 @@
 //
 // is the workspace the CPU op takes for one n1 × n2 × ny joint and the
 // broja::Elimination it solves it with; ValueError where the joint is past
-// the solver's index range or the memory budget (csrc/broja_checks.h).
+// the solver's index range or the memory budget (csrc/broja_checks.h);
+//
+//   fastpid::broja_constants() -> float[]
+//
+// are the compiled solver's constants, for the test that keeps them equal to fastpid/solver.py's.
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
@@ -49,6 +53,26 @@
 
 namespace fastpid {
 namespace {
+
+// The solver's constants (csrc/broja/common.h, joint.h; csrc/cpu/per_joint.h; csrc/broja_checks.h), in the
+// order of fastpid.solver.COMPILED_CONSTANTS, which tests/test_cpu_backend.py checks them against.
+std::vector<double> broja_constants() {
+  namespace b = broja;
+  return {b::kFractionToBoundary,
+          b::kMaxFractionToBoundary,
+          b::kRegularization,
+          double(b::kMaxShiftRaises),
+          double(b::kRefinementSteps),
+          b::kMaxViolation,
+          double(b::kMaxBacktracks),
+          b::kStallGap,
+          b::kInfeasibilityCentring,
+          b::kCertifyAbove,
+          double(b::kPairsRefinementSteps),
+          b::kPairsAdvantage,
+          kDefaultMemoryGiB,
+          double(b::kSideRescueBytes)};
+}
 
 std::tuple<int64_t, int64_t> broja_workspace(int64_t n1, int64_t n2, int64_t ny) {
   constexpr const char* op = "fastpid::broja_workspace";
@@ -121,6 +145,7 @@ BrojaForward broja_forward_meta(const at::Tensor& p, bool /*normalize*/, double 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("broja_workspace(int n1, int n2, int ny) -> (int, int)", &broja_workspace);
+  m.def("broja_constants() -> float[]", &broja_constants);
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
   m.def("broja_certificate(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(

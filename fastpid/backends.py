@@ -216,9 +216,8 @@ def available(device: torch.device | str = "cpu") -> list[str]:
 # "cuda" runs one thread per joint, so its time grows with the cost of one joint
 # (bench/roofline.py), whatever the batch.  bench/gpu_model.py predicts it slower
 # than the batched dense path of "torch" once a joint has more than this many
-# dual variables (n1 + n2) ny: at 20×20×6 (240) it is ahead, at one 32×32×32
-# (2,048) it would take ~3 s per forward against ~12 ms.  A prediction: to be
-# replaced by the crossover that bench_gpu.py measures.
+# dual variables (n1 + n2) ny (docs/gpu.md, docs/performance.md).  A prediction:
+# to be replaced by the crossover that bench_gpu.py measures.
 CUDA_MAX_DUALS = 512
 
 

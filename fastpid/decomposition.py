@@ -23,7 +23,7 @@ The solve, its checks of the values of P and the certificate are one custom op,
 one graph: everything outside the op reads only shapes, dtypes and devices.
 Outside ``torch.compile``, ``fastpid.pid`` calls the op's function directly, and
 under eager autograd an ``autograd.Function`` with the same forward and backward
-(the op's dispatch would import torch._dynamo on the first call: ~1 s).
+(the op's dispatch would import torch._dynamo on the first call: docs/performance.md).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def _forward(
     int64; converged (...) bool."""
     outputs = backends.get(backend).forward(p, normalize, tol, max_iter)
     converged = outputs[-1]
-    if not bool(converged if converged.dim() == 0 else converged.all()):  # one joint: no reduction (~1 µs)
+    if not bool(converged if converged.dim() == 0 else converged.all()):  # one joint: no reduction
         outputs = _refine(p, outputs, tol, max_iter)
         converged, gap = outputs[-1], outputs[1]
         if not bool(converged.all()):
@@ -311,7 +311,7 @@ broja.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerBroja(torch.autograd.Function):
     """The op's forward and backward for eager autograd.  Calling the op itself there would
-    import torch._dynamo on the first call (~1 s, torch.library's dispatch); the op stays
+    import torch._dynamo on the first call (torch.library's dispatch; docs/performance.md); the op stays
     for torch.compile, which has it loaded anyway."""
 
     @staticmethod
@@ -365,7 +365,7 @@ def pid(
     check_layout(tensor)
     name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
     # The op where torch.compile traces; its autograd function where autograd alone needs it; else the
-    # forward itself (the op's dispatch costs ~30 µs a call).
+    # forward itself (the op's dispatch has a cost of its own: docs/performance.md).
     if torch.compiler.is_compiling():
         forward = broja
     elif tensor.requires_grad and torch.is_grad_enabled():

@@ -100,7 +100,7 @@ class Discretizer:
 
     def _fit(self, features) -> np.ndarray:
         """Fit as ``fit`` does; k-means' labels of the rows (N,)."""
-        # scikit-learn is loaded on use: it would add ~1 s to `import fastpid`.
+        # scikit-learn is loaded on use: it would slow `import fastpid` (docs/performance.md).
         from sklearn import config_context
         from sklearn.cluster import KMeans
         from sklearn.decomposition import PCA

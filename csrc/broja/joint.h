@@ -35,6 +35,9 @@ FASTPID_HOST_DEVICE inline double pairs_flops(int n1, int n2, int ny) {
 // kPairs where its flops are fewer by kPairsAdvantage: the side elimination's
 // kernels run at a higher rate (measured: bench/results/eliminations-*.md).
 constexpr double kPairsAdvantage = 3.1;
+// The largest side-elimination workspace with which a joint that the pair
+// elimination leaves unconverged is solved again (csrc/cpu/per_joint.h).
+constexpr size_t kSideRescueBytes = size_t(256) << 20;
 FASTPID_HOST_DEVICE inline Elimination choose_elimination(int n1, int n2, int ny) {
   return pairs_flops(n1, n2, ny) * kPairsAdvantage < side_flops(n1, n2, ny) ? Elimination::kPairs : Elimination::kSide;
 }

@@ -53,10 +53,6 @@ void certify_lanes_avx2(const CertifyArgs& args, const int64_t* index, int64_t b
 // their own cell loops fill vectors (measured: bench/README.md).
 constexpr int64_t kLaneMaxDuals = 128;
 
-// The largest side-elimination workspace a joint left unconverged by the pair
-// elimination is solved again with (solve_joints).
-constexpr size_t kSideRescueBytes = size_t(256) << 20;
-
 }  // namespace cpu
 
 namespace broja {
@@ -99,7 +95,7 @@ inline void solve_each(const cpu::SolveArgs& a, Elimination elimination, const i
 inline void solve_joints(const cpu::SolveArgs& a, const int64_t* index, int64_t begin, int64_t end) {
   const Elimination elimination = Elimination(a.elimination);
   const bool rescue = elimination == Elimination::kPairs &&
-                      workspace_bytes<double>(a.n1, a.n2, a.ny, Elimination::kSide) <= cpu::kSideRescueBytes;
+                      workspace_bytes<double>(a.n1, a.n2, a.ny, Elimination::kSide) <= kSideRescueBytes;
   std::vector<int64_t> unconverged;
   solve_each(a, elimination, index, begin, end, rescue ? &unconverged : nullptr);
   if (!unconverged.empty())
