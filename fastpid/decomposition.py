@@ -1,20 +1,9 @@
 r"""``fastpid.pid``: the BROJA partial information decomposition, certified and differentiable.
 
-With V(P) = min_{Q ∈ Δ_P} Σ Q log[Q / Q(x1, x2)] (``fastpid.solver``), in nats,
-
-    S  = −H(Y|X1,X2) − V          U1 = V + H(Y|X2)
-    U2 = V + H(Y|X1)              R  = H(Y) − H(Y|X1) − H(Y|X2) − V
-
-and every atom is reported in bits.  V is evaluated at an exactly feasible Q,
-so the atoms are exact up to ``gap`` = f(Q) − dual(λ), which bounds the error
-of every atom.
-
-Gradient (envelope theorem): ∂V/∂P(x1, x2, y) = λ1*(x1, y) + λ2*(x2, y), and
-∂[−H(Y|X)]/∂P(x, y) = log P(y|x); no iteration is differentiated.  The joint is
-always rescaled to sum 1 inside the graph, so gradients are tangent to the
-simplex.  At cells where P(x1, x2, y) = 0 the one-sided derivative of the
-entropies is infinite; there the gradient is taken within the face of the
-simplex that P lies on: the cell's own term is 0 before the rescaling.
+The atoms from V(P) (``fastpid.solver``) and the entropies of P, their
+certificate and their closed-form (envelope) gradient: docs/pid-math.md, "The
+atoms and their gradient".  At cells where P = 0 the gradient is taken within
+the face of the simplex that P lies on.
 
 The solve, its checks of the values of P and the certificate are one custom op,
 ``torch.ops.fastpid.broja`` (``torch.library``), with a fake implementation
@@ -143,7 +132,7 @@ def _log_conditionals(p: torch.Tensor):
 @functools.cache
 def _atoms_in_bits(device: torch.device) -> torch.Tensor:
     """The (5, 5) matrix taking [H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2), V] in nats to
-    [R, U1, U2, S, MI] in bits (the module docstring's formulas, / ln 2)."""
+    [R, U1, U2, S, MI] in bits (docs/pid-math.md, "The atoms and their gradient", / ln 2)."""
     #            R   U1  U2  S   MI
     weights = [
         [+1, 0, 0, 0, +1],  # H(Y)

@@ -15,47 +15,16 @@ for every pair k = (x1, x2).  Cells with P1(x1, y) = 0 or P2(x2, y) = 0 force
 Q = 0 and are removed from the sums (masks); a pair with no cell left carries
 no constraint.
 
-Iteration.  With multipliers w_k ≥ 0 for the pair constraints and slacks
-h_k = -g_k(λ) > 0, the perturbed KKT conditions are
-
-    Σ_k w_k ∇g_k(λ) = (P1, P2),        w_k h_k = μ c_k,
-
-with weights c_k = Q0(x1, x2), the pair masses at the start (a weighted central
-path: on skewed joints the masses span hundreds of orders of magnitude).
-
-Q(x1, x2, y) = w_k softmax_y(λ1 + λ2) is the primal point: the first condition
-says that its marginals are P1 and P2, and w_k = Q(x1, x2).  A Newton step on
-these equations, eliminating Δw, solves
-
-    [Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k / h_k) s_k s_kᵀ] Δλ = −r_d − Σ_k s_k r'_k / h_k
-    Δh_k = −r_p,k − s_kᵀ Δλ_k,        Δw_k = (r'_k + w_k s_kᵀ Δλ_k) / h_k
-
-with s_k = softmax_y(λ1 + λ2), r_d = marginals(Q) − (P1, P2), r_p = g + h,
-r_c = σμc − w∘h and r' = r_c + w∘r_p.  The matrix lives on (λ1, λ2), has ny×ny
-blocks and is positive definite once the gauge λ1 + c(y), λ2 − c(y) is fixed
-(one λ2 per target value is pinned).  Steps follow Mehrotra's
-predictor–corrector rule (an affine step sets σ = (μ_aff / μ)³, but σμ is kept
-at least INFEASIBILITY_CENTRING ‖r_d‖∞, see below) and stop short
-of the boundary w, h > 0 by a fraction (1 %, shrinking as μ → 0).  The slacks
-are variables of their own, so λ may be slightly infeasible during the
-iteration; a step is halved while it would take λ further out than it is or
-than MAX_VIOLATION (this stops divergence on degenerate joints).
-
-Infeasibility and centring.  r_d is not linear in (λ, w): Q = w·softmax(λ1 + λ2)
-is a product, so a full step leaves a second-order residual Δw·Δs behind, and
-r_d need not shrink with (1 − α) as in a linear program.  Where Mehrotra's σ
-drives μ down much faster than r_d (joints whose optimum has a small pair mass,
-e.g. a unique information at 0), pair masses w_k collapse far below their
-optimum while the marginals are still off, the iterate leaves the neighbourhood
-of the central path and step lengths vanish (the jam: best gap ~1e-3 bits after
-3 iterations).  The floor σμ ≥ INFEASIBILITY_CENTRING · max |r_d| keeps μ from
-outrunning the infeasibility (the neighbourhood ‖r‖ ≲ μ of infeasible IPMs, in
-absolute form since r_d = 0 at the start); it is inactive near the optimum,
-where r_d vanishes quadratically.
-
-Start: the analytic point Q0 = P1 P2 / P(y), with λ1 = log P1 − log P(y) − 1,
-λ2 = log P2 (so λ1 + λ2 = log Q0 − 1, strictly feasible) and w = Q0(x1, x2);
-the primal residual is zero there.
+The iteration (docs/pid-math.md, "The interior-point iteration": the KKT
+system, the Newton step, "Infeasibility and centring", the start) is a
+primal-dual interior-point method with pair multipliers w_k and slacks
+h_k = −g_k(λ), Mehrotra predictor-corrector steps on a weighted central path,
+and Δw, Δh eliminated onto a Newton system on (λ1, λ2) with one λ2 per target
+value pinned (the gauge); ``factorize`` solves it by either elimination
+(docs/pid-math.md, "Solving the Newton system").  What is particular to this
+code: the slacks are variables of their own, so λ may be slightly infeasible
+during the iteration, and a step is halved while it would take λ further out
+than it is or than MAX_VIOLATION.
 
 Certificate.  Q is rounded onto Δ_P exactly (Altschuler, Weed & Rigollet 2017,
 per target value: scale rows and columns down, then add the rank-one deficit),
@@ -620,7 +589,7 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
         w_a, h_a = w + alpha_a[:, None, None] * dw_a, h + alpha_a[:, None, None] * dh_a
         mu_a = (w_a * h_a * support.pair).flatten(1).sum(1) / total_weight
         sigma = (mu_a / mu.clamp_min(torch.finfo(p.dtype).tiny)).clamp(0, 1) ** 3
-        # ... but no smaller than the marginal residual allows (see the module docstring).
+        # ... but no smaller than the marginal residual allows (docs/pid-math.md, "Infeasibility and centring").
         infeasibility = torch.maximum(residual[0].abs().flatten(1).amax(1), residual[1].abs().flatten(1).amax(1))
         floor = INFEASIBILITY_CENTRING * infeasibility / mu.clamp_min(torch.finfo(p.dtype).tiny)
         sigma = torch.maximum(sigma, floor.clamp(max=1))
