@@ -222,7 +222,7 @@ FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
   const T mu_floor = where(mu < Limits<T>::tiny(), Limits<T>::tiny(), mu);
   T ratio = mu_a / mu_floor;
   ratio = where(ratio < T(0), T(0), where(ratio > T(1), T(1), ratio));
-  // σ ≥ kInfeasibilityCentring max |r_d| / μ (solver.py: μ falls no faster than
+  // σ ≥ kInfeasibilityCentring max |r_d| / μ (docs/pid-math.md, "Infeasibility and centring": μ falls no faster than
   // the marginal residual), at most 1.
   T infeasibility = T(0);
   for (int i = 0; i < n1 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
