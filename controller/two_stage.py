@@ -135,7 +135,13 @@ class TwoStageController(Schedule):
       made; the probe that would make one more hands over instead.
     * Synergy: the mean over pairs of S.  At a new maximum (the peak) the encoders'
       state_dicts are deep-copied (one spare copy of the encoders); when S < ``synergy_drop`` × peak (peak > 0) the
-      controller hands over.  It also hands over once ``max_unimodal_epochs``
+      controller hands over (``rule="paper"``).  With ``rule="noise"`` every probe's
+      atoms also get a bootstrap standard error and bias (``noise_resamples``
+      resamples of the probe's symbols, solved in one batched call), and the drop
+      must also exceed its noise: peak − S > ``noise_z`` × √(se_peak² + se_S²), the
+      standard error of the mean synergy being √(Σ_pairs se²) / pairs.  Synergy
+      values of a few hundredths of a bit change by about their own noise from
+      probe to probe; the paper's rule then hands over on noise.  It also hands over once ``max_unimodal_epochs``
       epochs have been trained (checked at every epoch's end).
     * Hand-over: stage "joint" with every modality active, the encoders loaded
       back with the weights of the synergy peak ("ideal initial state") when they
@@ -178,6 +184,9 @@ class TwoStageController(Schedule):
         warm_start: bool = True,
         backend: str = "auto",
         tol: float = 1e-6,
+        rule: Literal["paper", "noise"] = "paper",
+        noise_resamples: int = 50,
+        noise_z: float = 2.0,
     ):
         """
         Args:
@@ -197,6 +206,10 @@ class TwoStageController(Schedule):
             tol: duality gap (bits) each probe's PID is solved to; decisions compare
                 ratios of atoms, so 1e-6 bits (two fewer iterations than pid's 1e-8)
                 is ample; the gap is logged with every decision.
+            rule: "paper" (hand over on a synergy drop below ``synergy_drop`` × peak)
+                or "noise" (that drop, and more than ``noise_z`` standard errors).
+            noise_resamples: bootstrap resamples per probe for ``rule="noise"`` (≥ 2).
+            noise_z: how many standard errors a drop must exceed under ``rule="noise"``.
         """
         if not (isinstance(n_modalities, int) and n_modalities >= 2):
             raise ValueError(f"n_modalities must be an int ≥ 2, got {n_modalities!r}")
@@ -212,6 +225,13 @@ class TwoStageController(Schedule):
             raise ValueError(f"max_unimodal_epochs must be a positive int or None, got {max_unimodal_epochs!r}")
         if criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        if rule not in ("paper", "noise"):
+            raise ValueError(f"rule must be 'paper' or 'noise', got {rule!r}")
+        if not (isinstance(noise_resamples, int) and noise_resamples >= 2):
+            raise ValueError(f"noise_resamples must be an int ≥ 2, got {noise_resamples!r}")
+        if not noise_z > 0:
+            raise ValueError(f"noise_z must be positive, got {noise_z!r}")
+        self.rule, self.noise_resamples, self.noise_z, self.seed = rule, noise_resamples, noise_z, seed
         self.n_modalities = n_modalities
         self.probe_every = probe_every
         self.ratio_threshold = ratio_threshold
@@ -234,6 +254,7 @@ class TwoStageController(Schedule):
         )
         self._switches = 0
         self._peak_synergy: float | None = None
+        self._peak_synergy_se = 0.0
         self._peak_epoch: int | None = None
         self._peak_weights: list[dict] | None = None
 
@@ -288,8 +309,33 @@ class TwoStageController(Schedule):
             }
             for k, pair in enumerate(self.pairs)
         }
+        if self.rule == "noise":
+            self._add_noise(values, symbols, labels, n_labels)
         self.monitor_seconds += time.perf_counter() - started
         return values
+
+    def _add_noise(self, values: PairValues, symbols, labels, n_labels: int) -> None:
+        """Bootstrap standard errors and biases of every pair's atoms (``<atom>_se``, ``<atom>_bias``)."""
+        if _is_distributed():
+            raise NotImplementedError("rule='noise' needs the whole probe set in one process")
+        first, second = zip(*self.pairs)
+        summary = fastpid.bootstrap(
+            torch.stack([symbols[i] for i in first]),
+            torch.stack([symbols[j] for j in second]),
+            labels.expand(len(self.pairs), -1),
+            self.n_clusters,
+            self.n_clusters,
+            n_labels,
+            n_resamples=self.noise_resamples,
+            seed=self.seed + len(self.history),
+            backend=self.backend,
+            tol=self.tol,
+            progress=False,
+        )
+        for k, pair in enumerate(self.pairs):
+            for q, name in enumerate((*ATOMS, "mi")):
+                values[pair][f"{name}_se"] = float(summary.se[k, q])
+                values[pair][f"{name}_bias"] = float(summary.bias[k, q])
 
     def step(self, epoch: int, values: PairValues, encoders: Sequence[torch.nn.Module] | None = None) -> Decision:
         """Take the decision of a probe at the end of ``epoch`` from per-pair PID
@@ -303,8 +349,9 @@ class TwoStageController(Schedule):
         self._check_values(values)
         self._check_encoders(encoders)
         synergy = sum(values[pair]["synergy"] for pair in self.pairs) / len(self.pairs)
+        synergy_se = sum(values[pair].get("synergy_se", 0.0) ** 2 for pair in self.pairs) ** 0.5 / len(self.pairs)
         if self._peak_synergy is None or synergy > self._peak_synergy:
-            self._peak_synergy, self._peak_epoch = synergy, epoch
+            self._peak_synergy, self._peak_epoch, self._peak_synergy_se = synergy, epoch, synergy_se
             self._peak_weights = None if encoders is None else [_copy_state(e) for e in encoders]
         trend = f"mean synergy {synergy:.4g} bits (peak {self._peak_synergy:.4g} at epoch {self._peak_epoch})"
         uncertain = [
@@ -315,7 +362,18 @@ class TwoStageController(Schedule):
         if uncertain:
             trend += f"; unconverged PID of {', '.join(uncertain)}"
         if self._peak_synergy > 0 and synergy < self.synergy_drop * self._peak_synergy:
-            return self._hand_over(epoch, f"{trend} fell below {self.synergy_drop:g} × peak", values, encoders)
+            noise = self.noise_z * (self._peak_synergy_se**2 + synergy_se**2) ** 0.5
+            if self.rule == "paper":
+                return self._hand_over(epoch, f"{trend} fell below {self.synergy_drop:g} × peak", values, encoders)
+            if self._peak_synergy - synergy > noise:
+                return self._hand_over(
+                    epoch,
+                    f"{trend} fell below {self.synergy_drop:g} × peak, by more than {self.noise_z:g} "
+                    f"standard errors ({noise:.3g} bits)",
+                    values,
+                    encoders,
+                )
+            trend += f"; its drop is within {self.noise_z:g} standard errors ({noise:.3g} bits): noise"
         if self._budget_spent(epoch):
             return self._hand_over(epoch, f"{trend}; {self._budget_reason()}", values, encoders)
         active, balance = self._balance(values)
@@ -359,6 +417,7 @@ class TwoStageController(Schedule):
             "n_modalities": self.n_modalities,
             "switches": self._switches,
             "peak_synergy": self._peak_synergy,
+            "peak_synergy_se": self._peak_synergy_se,
             "peak_epoch": self._peak_epoch,
             "peak_weights": self._peak_weights,
             "monitor_seconds": self.monitor_seconds,
@@ -375,6 +434,7 @@ class TwoStageController(Schedule):
             )
         self._switches = state["switches"]
         self._peak_synergy, self._peak_epoch = state["peak_synergy"], state["peak_epoch"]
+        self._peak_synergy_se = state.get("peak_synergy_se", 0.0)
         self._peak_weights = state["peak_weights"]
         self.monitor_seconds, self.discretize_seconds = state["monitor_seconds"], state["discretize_seconds"]
         for discretizer, fitted in zip(self._discretizers, state["discretizers"]):

@@ -233,6 +233,9 @@ def test_resume_counts_the_switches_made_before():
         ({"max_switches": -1}, "max_switches must be an int ≥ 0"),
         ({"max_unimodal_epochs": 0}, "max_unimodal_epochs must be a positive int or None"),
         ({"criterion": "accuracy"}, "criterion must be one of"),
+        ({"rule": "bayes"}, "rule must be 'paper' or 'noise'"),
+        ({"noise_resamples": 1}, "noise_resamples must be an int ≥ 2"),
+        ({"noise_z": 0}, "noise_z must be positive"),
         ({"n_clusters": 0}, "n_clusters must be a positive int"),  # the discretiser's own check, at once
     ],
 )
@@ -332,3 +335,31 @@ def test_bad_probe_sets_are_refused():
     with pytest.raises(ValueError, match="labels must be a 1-D integer tensor"):
         controller.measure([torch.zeros(10, 4)] * 2, labels.float())
     assert controller.monitor_seconds == 0
+
+
+def noisy(values: dict, synergy_se: float) -> dict:
+    return {pair: {**atoms, "synergy_se": synergy_se} for pair, atoms in values.items()}
+
+
+def test_the_noise_aware_rule_hands_over_only_on_a_drop_larger_than_its_noise():
+    """A scripted trajectory: the peak at 0.05 bits, then a 30 % drop.  With standard
+    errors of 0.01 bits the drop (0.015) is within 2 √2 × 0.01: no hand-over under
+    rule="noise" (the paper's rule hands over); with 0.002 bits it is not noise."""
+    trajectory = [two(1, 1, 0.03), two(1, 1, 0.05), two(1, 1, 0.035)]
+    paper = run(TwoStageController(), [noisy(v, 0.01) for v in trajectory])
+    assert paper[-1].stage == "joint"
+    within = run(TwoStageController(rule="noise"), [noisy(v, 0.01) for v in trajectory])
+    assert [d.stage for d in within] == ["unimodal"] * 3 and "within 2 standard errors" in within[-1].reason
+    beyond = run(TwoStageController(rule="noise"), [noisy(v, 0.002) for v in trajectory])
+    assert beyond[-1].stage == "joint" and "by more than 2 standard errors" in beyond[-1].reason
+
+
+def test_the_noise_aware_rule_measures_standard_errors_and_biases():
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (1280,), generator=generator)
+    features = noisy_views([labels, labels // 2], generator)
+    controller = TwoStageController(rule="noise", noise_resamples=20)
+    atoms = controller.measure(features, labels)[(0, 1)]
+    for name in ("redundancy", "unique1", "unique2", "synergy", "mi"):
+        assert atoms[f"{name}_se"] > 0 and abs(atoms[f"{name}_bias"]) < 1
+    assert atoms["synergy_se"] < 0.1  # bits, on 1,280 probe samples
