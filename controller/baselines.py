@@ -6,7 +6,10 @@ r"""The methods compared, on one harness (``trainer.train``) and one record (``R
 * "controller": ``TwoStageController`` (criterion "uniqueness", the paper's method),
   stage 2 on the same loss as "fixed".
 * "controller-mi": the same with criterion "mi" (the paper's ablation).
-* "ogm-ge": joint training on CE(z, y) with OGM-GE gradient modulation.
+* "ogm-ge": joint training on CE(z, y) with OGM-GE gradient modulation, with
+  SGD as its authors train it (``optimizer`` overrides).
+* "mmpareto": joint training on CE(z, y) + Σ_m CE(z_m, y) with MMPareto's
+  gradient integration (Wei & Hu, ICML 2024), SGD as its authors train it.
 
 ``run_method(name, data, seed, **config)`` builds the net (``mlp_net``) under
 ``seed`` and runs one method.
@@ -15,10 +18,15 @@ r"""The methods compared, on one harness (``trainer.train``) and one record (``R
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .models import MultimodalNet, mlp_net
 from .trainer import RunRecord, train
 from .two_stage import Decision, Schedule, TwoStageController
+
+# The learning rate of the methods their authors train with SGD (OGM-GE, MMPareto): their own
+# 1e-3 and 2e-3 leave these MLPs underfitted after 40 epochs (docs/controller.md, "Baselines").
+SGD_LR = 0.01
 
 
 class FixedSchedule(Schedule):
@@ -153,7 +161,9 @@ def ogm_ge(
     noise: bool = True,
     **config,
 ) -> RunRecord:
-    """Joint training on CE(z, y) with OGM-GE."""
+    """Joint training on CE(z, y) with OGM-GE, with SGD (momentum 0.9, weight decay 1e-4) as its
+    authors train it (Adam would normalise the modulated gradients away), at lr ``SGD_LR``."""
+    config = {"optimizer": "sgd", "lr": SGD_LR, **config}
     return train(
         FixedSchedule(net.n_modalities, 0),
         net,
@@ -165,7 +175,73 @@ def ogm_ge(
     )
 
 
-METHODS = {"joint": joint, "fixed": fixed, "controller": controller, "controller-mi": controller_mi, "ogm-ge": ogm_ge}
+def min_norm_weight(a: torch.Tensor, b: torch.Tensor) -> float:
+    """w in [0.001, 0.999] minimising ‖w a + (1 − w) b‖² (the two-gradient case of the
+    min-norm problem, clipped inside the interval as multi-objective solvers do)."""
+    ab, aa, bb = float(a @ b), float(a @ a), float(b @ b)
+    if ab >= aa:
+        return 0.999
+    if ab >= bb:
+        return 0.001
+    return (bb - ab) / (aa + bb - 2 * ab)
+
+
+class MMPareto:
+    r"""MMPareto's gradient integration (Wei & Hu, "MMPareto: Boosting Multimodal
+    Learning with Innocent Unimodal Assistance", ICML 2024), as a ``joint_backward``
+    of the loss CE(z, y) + Σ_m CE(z_m, y).
+
+    For encoder m, with g the gradient of the multimodal loss CE(z, y) and u that of
+    its own unimodal loss CE(z_m, y) (the only other loss that reaches it): if
+    cos(g, u) > 0 the two are combined with equal weights, else with the weights of
+    the min-norm point of their convex hull (the Pareto direction, which no
+    objective opposes); the combination 2 (w g + (1 − w) u), per parameter tensor,
+    is scaled up to the norm of the plain sum g + u where it is shorter, then by
+    ``gamma`` (1.5 in the authors' code).  Fusion and unimodal heads take their
+    plain gradients.  The authors train with SGD (momentum 0.9, weight decay 1e-4,
+    lr 0.002, batch 64); ``mmpareto`` uses that SGD at lr ``SGD_LR``.
+    """
+
+    def __init__(self, gamma: float = 1.5):
+        self.gamma = gamma
+
+    def __call__(self, net, fused, unimodal, labels) -> torch.Tensor:
+        multimodal = F.cross_entropy(fused, labels)
+        loss = multimodal + sum(F.cross_entropy(z, labels) for z in unimodal)
+        groups = [list(encoder.parameters()) for encoder in net.encoders]
+        shared = torch.autograd.grad(multimodal, [p for group in groups for p in group], retain_graph=True)
+        loss.backward()
+        start = 0
+        for group in groups:
+            g = shared[start : start + len(group)]
+            start += len(group)
+            u = [p.grad - gp for p, gp in zip(group, g)]
+            flat_g, flat_u = torch.cat([x.flatten() for x in g]), torch.cat([x.flatten() for x in u])
+            conflict = F.cosine_similarity(flat_g, flat_u, dim=0) <= 0
+            w = min_norm_weight(flat_g, flat_u) if conflict else 0.5
+            for p, gp, up in zip(group, g, u):
+                combined = 2 * (w * gp + (1 - w) * up)
+                scale = (p.grad.norm() / combined.norm().clamp_min(torch.finfo(combined.dtype).tiny)).clamp_min(1)
+                p.grad = self.gamma * scale * combined
+        return loss
+
+
+def mmpareto(net, train_split, test_split, *, gamma: float = 1.5, **config) -> RunRecord:
+    """Joint training from the start with MMPareto's gradient integration (``MMPareto``)."""
+    config = {"optimizer": "sgd", "lr": SGD_LR, **config}
+    return train(
+        FixedSchedule(net.n_modalities, 0), net, train_split, test_split, joint_backward=MMPareto(gamma), **config
+    )
+
+
+METHODS = {
+    "joint": joint,
+    "fixed": fixed,
+    "controller": controller,
+    "controller-mi": controller_mi,
+    "ogm-ge": ogm_ge,
+    "mmpareto": mmpareto,
+}
 
 
 def run_method(

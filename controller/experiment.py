@@ -111,6 +111,7 @@ def summarize(records: Sequence[tuple[str, RunRecord]]) -> list[dict]:
             {
                 "dataset": dataset,
                 "method": method,
+                "optimizer": group[0].optimizer,
                 "seeds": len(group),
                 "fused_accuracy": _mean_std([r.fused_accuracy for r in group]),
                 "probe_accuracy": [
@@ -131,14 +132,14 @@ def format_table(rows: Sequence[dict]) -> str:
         return f"{100 * pair[0]:.1f} ± {100 * pair[1]:.1f}"
 
     lines = [
-        "| data | method | fused acc. | probe acc. m0 | probe acc. m1 | stage-1 epochs | wall s "
+        "| data | method | optimiser | fused acc. | probe acc. m0 | probe acc. m1 | stage-1 epochs | wall s "
         "| PID monitor / stage 1 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         share = "–" if row["monitor_share"] is None else f"{100 * row['monitor_share'][0]:.1f} %"
         lines.append(
-            f"| {row['dataset']} | {row['method']} | {pct(row['fused_accuracy'])} | "
+            f"| {row['dataset']} | {row['method']} | {row['optimizer']} | {pct(row['fused_accuracy'])} | "
             f"{' | '.join(pct(p) for p in row['probe_accuracy'][:2])} | "
             f"{row['unimodal_epochs'][0]:.1f} | {row['wall_seconds'][0]:.2f} | {share} |"
         )

@@ -38,12 +38,15 @@ from .models import MultimodalNet
 from .two_stage import Decision
 
 Split = tuple[Sequence[torch.Tensor], torch.Tensor]  # (one (N, d_m) float tensor per view, (N,) int labels)
-# A fresh optimiser per stage; "sgd" as in the OGM-GE authors' code (momentum 0.9).
+# A fresh optimiser per stage; "sgd" as in the OGM-GE and MMPareto authors' code
+# (momentum 0.9, weight decay 1e-4).
 OPTIMIZERS = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4),
 }
 GradientHook = Callable[[MultimodalNet, list[torch.Tensor], torch.Tensor, int], None]
+# (net, fused logits, unimodal logits, labels) -> the loss, its gradients left in the parameters
+JointBackward = Callable[[MultimodalNet, torch.Tensor, list[torch.Tensor], torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -74,6 +77,7 @@ class RunRecord:
     joint_epochs: int
     epochs: list[dict] = field(default_factory=list)
     decisions: list[dict] = field(default_factory=list)
+    optimizer: str = ""  # the optimiser and learning rate, e.g. "adam, lr 0.003"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,6 +162,7 @@ def train(
     head_weight: float = 0.6,
     optimizer: str = "adam",
     gradient_hook: GradientHook | None = None,
+    joint_backward: JointBackward | None = None,
     method: str = "",
     progress: bool = True,
     device: str | torch.device = "cpu",
@@ -170,7 +175,8 @@ def train(
     torch's global generator and the shuffling, so a run is repeatable given the
     net's initial weights.
     ``gradient_hook(net, features, labels, epoch)`` runs between backward and the
-    optimiser step of every joint batch.
+    optimiser step of every joint batch; ``joint_backward(net, fused, unimodal,
+    labels)`` replaces a joint batch's loss and backward (returning the loss).
     """
     if not (isinstance(epochs, int) and epochs >= 1):
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
@@ -210,7 +216,10 @@ def train(
         for index in torch.randperm(n_train, generator=shuffler).to(device).split(batch_size):
             views, labels = [v[index] for v in train_views], train_labels[index]
             step.zero_grad(set_to_none=True)
-            if stage == "joint":
+            if stage == "joint" and joint_backward is not None:
+                fused, unimodal, _ = net(views)
+                loss = joint_backward(net, fused, unimodal, labels)
+            elif stage == "joint":
                 fused, unimodal, features = net(views)
                 loss = joint_loss(fused, unimodal, labels, head_weight)
                 loss.backward()
@@ -252,6 +261,7 @@ def train(
         joint_epochs=epochs - unimodal_epochs,
         epochs=log,
         decisions=[_decision_dict(d) for d in schedule.history],
+        optimizer=f"{optimizer}, lr {lr:g}",
     )
 
 

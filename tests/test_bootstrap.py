@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from statistics import NormalDist
 
@@ -52,7 +51,7 @@ def test_chunks_and_progress_bar_change_nothing(monkeypatch, capsys):
     x1, x2, y = NOISY_MIXTURE.sample(30, seed=1, batch_shape=(3, 2))
     whole = fastpid.bootstrap(x1, x2, y, n_resamples=9, seed=2, progress=False)
     assert capsys.readouterr().err == ""
-    module = importlib.import_module("fastpid.bootstrap")  # fastpid.bootstrap is the function
+    module = fastpid.resampling
     monkeypatch.setattr(module, "CHUNK_ELEMENTS", 200)  # 1 resample per chunk
     chunked = fastpid.bootstrap(x1, x2, y, n_resamples=9, seed=torch.Generator().manual_seed(2), progress=True)
     assert "bootstrap" in capsys.readouterr().err

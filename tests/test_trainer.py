@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastpid.controller.baselines import METHODS, OGMGE, FixedSchedule, run_method
+from fastpid.controller.baselines import METHODS, OGMGE, FixedSchedule, MMPareto, min_norm_weight, run_method
 from fastpid.controller.data import MultiView, TrainTest
 from fastpid.controller.models import MultimodalNet, mlp_net
 from fastpid.controller.trainer import linear_probe_accuracy, train
@@ -50,7 +50,8 @@ def test_every_method_returns_a_complete_record(data, name):
     assert record.unimodal_epochs + record.joint_epochs == 4 == len(record.epochs)
     assert all(math.isfinite(entry["loss"]) for entry in record.epochs)
     assert record.wall_seconds >= record.unimodal_seconds >= record.monitor_seconds >= 0
-    if name in ("joint", "ogm-ge"):
+    assert record.optimizer.startswith("sgd" if name in ("ogm-ge", "mmpareto") else "adam")
+    if name in ("joint", "ogm-ge", "mmpareto"):
         assert record.unimodal_epochs == 0 and record.decisions == [] and record.monitor_share is None
     else:
         assert record.unimodal_epochs > 0 and record.joint_epochs > 0
@@ -184,7 +185,47 @@ def test_ogm_ge_scales_the_dominant_encoder_and_adds_noise_of_the_gradient_scale
     assert all(torch.equal(net.get_parameter(name).grad, grad) for name, grad in grads.items())
 
 
-@pytest.mark.parametrize("name", ["controller", "ogm-ge"])
+def test_min_norm_weight_is_the_pareto_point_of_two_gradients():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([-0.5, 1.0])  # conflicting: a·b < 0
+    w = min_norm_weight(a, b)
+    d = w * a + (1 - w) * b
+    assert abs(float(d @ (a - b))) < 1e-6  # the min-norm point of the segment: d ⟂ (a − b)
+    assert float(d @ a) > 0 and float(d @ b) > 0  # no objective opposes it
+    assert min_norm_weight(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0])) == 0.999
+
+
+def test_mmpareto_gives_each_encoder_a_direction_no_objective_opposes():
+    """On a batch where an encoder's multimodal and unimodal gradients conflict, the
+    integrated gradient has a positive inner product with both; heads keep their own."""
+    torch.manual_seed(3)
+    net = mlp_net([4, 3], 3, hidden=8, feature_dim=4)
+    views, labels = [torch.randn(32, 4), torch.randn(32, 3)], torch.randint(3, (32,))
+    fused, unimodal, _ = net(views)
+    multimodal = nn.functional.cross_entropy(fused, labels)
+    own = [nn.functional.cross_entropy(z, labels) for z in unimodal]
+    grads = []
+    for loss in (multimodal, *own):
+        grads.append(
+            [
+                torch.autograd.grad(loss, list(e.parameters()), retain_graph=True, allow_unused=True)
+                for e in net.encoders
+            ]
+        )
+    head = torch.autograd.grad(own[0], list(net.heads[0].parameters()), retain_graph=True)
+    net.zero_grad()
+    MMPareto()(net, fused, unimodal, labels)
+    for m, encoder in enumerate(net.encoders):
+        g = torch.cat([x.flatten() for x in grads[0][m]])
+        u = torch.cat([x.flatten() for x in grads[1 + m][m]])
+        d = torch.cat([p.grad.flatten() for p in encoder.parameters()])
+        if float(g @ u) <= 0:
+            assert float(d @ g) > 0 and float(d @ u) > 0
+        else:  # equal weights: the sum, rescaled by gamma
+            torch.testing.assert_close(d, 1.5 * (g + u))
+    torch.testing.assert_close(net.heads[0].weight.grad, head[0])
+
+
+@pytest.mark.parametrize("name", ["controller", "ogm-ge", "mmpareto"])
 def test_runs_repeat_under_a_seed(data, name):
     def outcome(seed):
         record = run_method(name, data, seed=seed, **config(name)).to_dict()
