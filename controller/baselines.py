@@ -6,6 +6,8 @@ r"""The methods compared, on one harness (``trainer.train``) and one record (``R
 * "controller": ``TwoStageController`` (criterion "uniqueness", the paper's method),
   stage 2 on the same loss as "fixed".
 * "controller-mi": the same with criterion "mi" (the paper's ablation).
+* "controller-noise": the controller with ``rule="noise"``: its hand-over waits for
+  a synergy drop larger than its bootstrap noise.
 * "ogm-ge": joint training on CE(z, y) with OGM-GE gradient modulation, with
   SGD as its authors train it (``optimizer`` overrides).
 * "mmpareto": joint training on CE(z, y) + Σ_m CE(z_m, y) with MMPareto's
@@ -125,6 +127,7 @@ def controller(
     max_unimodal_epochs: int | None = None,
     n_components: int = 5,
     n_clusters: int = 20,
+    rule: str = "paper",
     **config,
 ) -> RunRecord:
     """``TwoStageController`` decides stage 1; stage 1 lasts at most ``max_unimodal_epochs``
@@ -142,8 +145,14 @@ def controller(
         n_components=n_components,
         n_clusters=n_clusters,
         seed=config.get("seed", 0),
+        rule=rule,
     )
     return train(schedule, net, train_split, test_split, **config)
+
+
+def controller_noise(net, train_split, test_split, **config) -> RunRecord:
+    """The controller whose hand-over waits for a synergy drop beyond its bootstrap noise."""
+    return controller(net, train_split, test_split, rule="noise", **config)
 
 
 def controller_mi(net, train_split, test_split, **config) -> RunRecord:
@@ -239,6 +248,7 @@ METHODS = {
     "fixed": fixed,
     "controller": controller,
     "controller-mi": controller_mi,
+    "controller-noise": controller_noise,
     "ogm-ge": ogm_ge,
     "mmpareto": mmpareto,
 }

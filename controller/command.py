@@ -13,7 +13,7 @@ def register(commands) -> None:
     """Add ``demo`` to the ``fastpid`` command's subparsers."""
     demo = commands.add_parser("demo", help="the main job: verify (short), PID of UCI views, controller vs baselines")
     demo.add_argument("--out", default="results", help="folder for results.json and the plot (default results)")
-    demo.add_argument("--seeds", type=int, default=3, help="training seeds per method and data set (default 3)")
+    demo.add_argument("--seeds", type=int, default=5, help="training seeds per method and data set (default 5)")
     demo.add_argument("--epochs", type=int, default=None, help="training epochs (default: per data set)")
     demo.add_argument("--random", type=int, default=200, help="random joints in the verification (default 200)")
     demo.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -21,9 +21,13 @@ def register(commands) -> None:
 
 
 def run(args) -> int:
-    """Part 1 (verification against dit), then parts 2 and 3."""
+    """Part 1 (verification against dit), then parts 2 and 3, on one thread: the demo's
+    MLPs and probes are too small for a second one to pay (docs/controller.md)."""
+    import torch
+
     from fastpid.verify import run as verify
 
+    torch.set_num_threads(1)
     from .experiment import run_demo
 
     print("== 1. fastpid against dit (BROJA, cone solver) ==")

@@ -197,10 +197,97 @@ def plot_schedules(records: Sequence[tuple[str, RunRecord]], path: Path) -> None
     plt.close(figure)
 
 
+def schedule_of(record: RunRecord) -> tuple:
+    """What a controller decided: the active set at each probe and the hand-over epoch."""
+    probes = tuple(tuple(d["active"]) for d in record.decisions if d["pid"] is not None)
+    return probes, record.unimodal_epochs
+
+
+def decision_stability(
+    datasets: Sequence[str], methods: Sequence[str], probe_seeds: Sequence[int], seed: int = 0, **overrides
+) -> list[dict]:
+    """How often each controller's decisions (pause sets, hand-over epoch) change when only
+    the probe subsample changes: one training seed, ``probe_seeds`` probe draws."""
+    rows = []
+    for name in datasets:
+        data = DATASETS[name](0)
+        for method in methods:
+            schedules = [
+                schedule_of(
+                    run_method(method, data, seed, progress=False, probe_seed=p, **{**TRAINING[name], **overrides})
+                )
+                for p in probe_seeds
+            ]
+            rows.append(
+                {
+                    "dataset": name,
+                    "method": method,
+                    "probe_draws": len(schedules),
+                    "distinct_schedules": len(set(schedules)),
+                    "handover_changed": sum(s[1] != schedules[0][1] for s in schedules[1:]),
+                    "pauses_changed": sum(s[0] != schedules[0][0] for s in schedules[1:]),
+                    "handover_epochs": [s[1] for s in schedules],
+                }
+            )
+    return rows
+
+
+def format_stability(rows: Sequence[dict]) -> str:
+    lines = [
+        "| data | method | probe draws | distinct schedules | hand-over epoch changed | pause sets changed "
+        "| hand-over epochs |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        others = row["probe_draws"] - 1
+        lines.append(
+            f"| {row['dataset']} | {row['method']} | {row['probe_draws']} | {row['distinct_schedules']} | "
+            f"{row['handover_changed']} of {others} | {row['pauses_changed']} of {others} | "
+            f"{', '.join(map(str, row['handover_epochs']))} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(records: Sequence[tuple[str, RunRecord]], path: Path) -> None:
+    """Learning curves per data set: fused test accuracy and each modality's probe accuracy
+    per epoch, one line per method (mean over seeds, band ± one standard deviation); the
+    controller's stage 1 (mean over seeds) shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(dataset for dataset, _ in records))
+    panels = ("fused test accuracy", "probe accuracy m0", "probe accuracy m1")
+    figure, axes = plt.subplots(len(datasets), 3, figsize=(15, 3.6 * len(datasets)), squeeze=False)
+    for row, dataset in zip(axes, datasets):
+        runs: dict[str, list[RunRecord]] = {}
+        for name, record in records:
+            if name == dataset:
+                runs.setdefault(record.method, []).append(record)
+        stage1 = [r.unimodal_epochs for r in runs.get("controller", [])]
+        for k, (axis, title) in enumerate(zip(row, panels)):
+            for method, group in runs.items():
+                values = torch.tensor(
+                    [[e["fused_accuracy"] if k == 0 else e["probe_accuracy"][k - 1] for e in r.epochs] for r in group]
+                )
+                mean, std = 100 * values.mean(0), 100 * values.std(0, unbiased=False)
+                epochs = range(1, values.shape[1] + 1)
+                axis.plot(epochs, mean, label=method)
+                axis.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+            if stage1:
+                axis.axvspan(0, statistics.fmean(stage1), color="0.9", zorder=0, label="controller stage 1")
+            axis.set(title=f"{dataset}: {title}", xlabel="epoch", ylabel="%")
+        row[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def run_demo(
     out: str | Path = "results",
     *,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
     n_resamples: int = 1000,
     datasets: Sequence[str] = tuple(DATASETS),
     methods: Sequence[str] = tuple(METHODS),
@@ -234,7 +321,14 @@ def run_demo(
             f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms, then scikit-learn's "
             f"PCA and k-means: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch"
         )
+    stability = []
+    controllers = [m for m in ("controller", "controller-noise") if m in methods]
+    if controllers:
+        print("\nDecisions against the probe subsample (training seed 0, five probe draws):")
+        stability = decision_stability(datasets, controllers, range(5), **overrides)
+        print(format_stability(stability))
     plot_schedules(records, out / "pid_over_epochs.png")
+    plot_curves(records, out / "training_curves.png")
     results = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": platform.platform(),
@@ -246,8 +340,12 @@ def run_demo(
         "view_pid": views,
         "training": {name: {**TRAINING[name], **overrides} for name in datasets},
         "summary": rows,
+        "decision_stability": stability,
         "runs": [{"dataset": name, **r.to_dict()} for name, r in records],
     }
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    print(f"\nwrote {out / 'results.json'} and {out / 'pid_over_epochs.png'} ({results['wall_seconds']:.0f} s)")
+    print(
+        f"\nwrote {out / 'results.json'}, {out / 'pid_over_epochs.png'} and {out / 'training_curves.png'} "
+        f"({results['wall_seconds']:.0f} s)"
+    )
     return results

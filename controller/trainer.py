@@ -61,7 +61,8 @@ class RunRecord:
     decision), ``discretize_seconds`` the part of them spent fitting the
     discretisers (scikit-learn's PCA and k-means), and ``monitor_share`` =
     monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch
-    (stage, active set, mean training loss); ``decisions``: the schedule's history,
+    (stage, active set, mean training loss, fused test accuracy and each
+    modality's ridge-probe test accuracy: the learning curves); ``decisions``: the schedule's history,
     PID values (bits) keyed by modality pair "i-j"."""
 
     method: str
@@ -134,6 +135,38 @@ def fused_accuracy(net: MultimodalNet, views: Sequence[torch.Tensor], labels: to
     return float((net(views)[0].argmax(1) == labels).float().mean())
 
 
+def curves(net: MultimodalNet, train: Split, test: Split) -> dict:
+    """One epoch's point of the learning curves: fused test accuracy, each modality's
+    ridge-probe test accuracy, and the seconds they took."""
+    started = time.perf_counter()
+    fused = fused_accuracy(net, *test)
+    probes = ridge_probe_accuracy(net, train, test)
+    return {"fused_accuracy": fused, "probe_accuracy": probes, "seconds": time.perf_counter() - started}
+
+
+@torch.no_grad()
+def ridge_probe_accuracy(net: MultimodalNet, train: Split, test: Split, ridge: float = 1e-3) -> list[float]:
+    """Per modality: test accuracy of a least-squares linear probe (ridge regression of the
+    one-hot labels on the frozen encoder's standardised train features, in closed form):
+    cheap enough to take at every epoch, where ``linear_probe_accuracy`` is the final word."""
+    net.eval()
+    (train_views, train_labels), (test_views, test_labels) = train, test
+    n_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    targets = F.one_hot(train_labels, n_classes).to(torch.float64)
+    accuracies = []
+    for encoder, train_view, test_view in zip(net.encoders, train_views, test_views):
+        features, test_features = encoder(train_view).double(), encoder(test_view).double()
+        mean, std = features.mean(0), features.std(0).clamp_min(1e-12)
+        design = torch.cat([(features - mean) / std, torch.ones(len(features), 1, dtype=torch.float64)], 1)
+        gram = design.T @ design + ridge * len(design) * torch.eye(design.shape[1], dtype=torch.float64)
+        weights = torch.linalg.solve(gram, design.T @ targets)
+        test_design = torch.cat(
+            [(test_features - mean) / std, torch.ones(len(test_features), 1, dtype=torch.float64)], 1
+        )
+        accuracies.append(float(((test_design @ weights).argmax(1) == test_labels).double().mean()))
+    return accuracies
+
+
 @torch.no_grad()
 def linear_probe_accuracy(net: MultimodalNet, train: Split, test: Split) -> list[float]:
     """Per modality: test accuracy of a logistic regression (on standardised features)
@@ -159,6 +192,7 @@ def train(
     batch_size: int = 256,
     seed: int = 0,
     probe_size: int = 1280,
+    probe_seed: int | None = None,
     head_weight: float = 0.6,
     optimizer: str = "adam",
     gradient_hook: GradientHook | None = None,
@@ -171,7 +205,8 @@ def train(
 
     Before each epoch the schedule's ``stage`` and ``active`` say what trains; after
     it, the schedule gets the features of a fixed probe set (``probe_size`` random
-    train samples, or all of them if fewer) when a probe is ``due``.  ``seed`` seeds
+    train samples, or all of them if fewer, drawn under ``probe_seed``, default
+    ``seed``) when a probe is ``due``.  ``seed`` seeds
     torch's global generator and the shuffling, so a run is repeatable given the
     net's initial weights.
     ``gradient_hook(net, features, labels, epoch)`` runs between backward and the
@@ -193,12 +228,14 @@ def train(
     train_views, train_labels = _on(device, *_check_split("train_split", train_split, net.n_modalities))
     test_views, test_labels = _on(device, *_check_split("test_split", test_split, net.n_modalities))
     n_train = len(train_labels)
-    probe_index = torch.randperm(n_train, generator=shuffler)[:probe_size].to(device)
+    probe_draw = shuffler if probe_seed is None else torch.Generator().manual_seed(probe_seed)
+    probe_index = torch.randperm(n_train, generator=probe_draw)[:probe_size].to(device)
     probe_views, probe_labels = [v[probe_index] for v in train_views], train_labels[probe_index]
     branches = net.branches()
 
     stage, step = None, None
-    unimodal_seconds, monitor_seconds, log = 0.0, 0.0, []
+    # The learning curves' evaluation is the harness's, not training: kept out of the stage times.
+    unimodal_seconds, monitor_seconds, curve_seconds, log = 0.0, 0.0, 0.0, []
     bar = tqdm(range(epochs), desc=method or "train", disable=not progress, leave=False)
     for epoch in bar:
         if schedule.stage != stage:
@@ -206,7 +243,7 @@ def train(
                 raise RuntimeError(f"the schedule went back to {schedule.stage!r} after joint training (epoch {epoch})")
             stage = schedule.stage
             if stage == "joint":
-                unimodal_seconds = time.perf_counter() - started if epoch else 0.0
+                unimodal_seconds = time.perf_counter() - started - curve_seconds if epoch else 0.0
             step = OPTIMIZERS[optimizer](net.parameters(), lr)
         active = tuple(schedule.active)
         if not any(active):
@@ -230,7 +267,16 @@ def train(
                 loss.backward()
             step.step()
             total, batches = total + loss.item(), batches + 1
-        log.append({"epoch": epoch, "stage": stage, "active": list(active), "loss": total / batches})
+        log.append(
+            {
+                "epoch": epoch,
+                "stage": stage,
+                "active": list(active),
+                "loss": total / batches,
+                **curves(net, (train_views, train_labels), (test_views, test_labels)),
+            }
+        )
+        curve_seconds += log[-1].pop("seconds")
         if stage == "unimodal":
             probe_started, probe_features = time.perf_counter(), None
             if schedule.due(epoch):
@@ -242,7 +288,7 @@ def train(
                 monitor_seconds += time.perf_counter() - probe_started
         bar.set_postfix(stage=stage, loss=log[-1]["loss"])
     if stage == "unimodal":
-        unimodal_seconds = time.perf_counter() - started
+        unimodal_seconds = time.perf_counter() - started - curve_seconds
 
     fused = fused_accuracy(net, test_views, test_labels)
     probes = linear_probe_accuracy(net, (train_views, train_labels), (test_views, test_labels))
