@@ -83,6 +83,32 @@ def _compiled_forward(p: torch.Tensor, normalize: bool, tol: float, max_iter: in
     return tuple(outputs)
 
 
+def _on_host(p: torch.Tensor, outputs):
+    """``outputs`` of a computation on p's host copy, back on p's device."""
+    if p.device.type == "cpu":
+        return outputs
+    if isinstance(outputs, torch.Tensor):
+        return outputs.to(p.device)
+    return (
+        type(outputs)(*(o.to(p.device) for o in outputs))
+        if isinstance(outputs, solver.Solution)
+        else tuple(o.to(p.device) for o in outputs)
+    )
+
+
+def _host_solve(p, tol, max_iter, patience):
+    """The CPU op on a host copy of joints stored on any device."""
+    return _on_host(p, _compiled(p.cpu(), tol, max_iter, patience))
+
+
+def _host_forward(p, normalize, tol, max_iter):
+    return _on_host(p, _compiled_forward(p.cpu(), normalize, tol, max_iter))
+
+
+def _host_gradient(p, lam1, lam2, grad_atoms):
+    return _on_host(p, _compiled_gradient(p.cpu(), lam1.cpu(), lam2.cpu(), grad_atoms.cpu()))
+
+
 def torch_certificate(
     p: torch.Tensor, solution: solver.Solution
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -151,12 +177,21 @@ MISSING = {
 
 
 def _built_in() -> dict[str, Backend]:
-    """ "cpu", "cuda" and "torch", in the order "auto" prefers them."""
+    """ "cpu", "cuda" and "torch", in the order "auto" prefers them.
+
+    Safe default: no GPU kernel has been measured on a GPU yet (docs/gpu.md), so "auto"
+    on CUDA joints takes the CPU op on a host copy (the results come back to the
+    joints' device); "cuda" runs only when named."""
     cpu = (
         unavailable("cpu", MISSING["cpu"])
         if _OPS is None
         else Backend(
-            "cpu", _compiled, _compiled_forward, _compiled_gradient, lambda device: device.type == "cpu", "CPU joints"
+            "cpu",
+            _host_solve,
+            _host_forward,
+            _host_gradient,
+            lambda device: True,
+            "joints on any device (those not on the CPU through a host copy)",
         )
     )
     cuda = (
@@ -167,6 +202,7 @@ def _built_in() -> dict[str, Backend]:
             _compiled_gradient,
             lambda device: device.type == "cuda",
             "CUDA joints",
+            auto=False,
         )
         if has_cuda_kernel()
         else unavailable("cuda", MISSING["cuda"])
@@ -213,22 +249,12 @@ def available(device: torch.device | str = "cpu") -> list[str]:
     ]
 
 
-# "cuda" runs one thread per joint, so its time grows with the cost of one joint
-# (bench/roofline.py), whatever the batch.  bench/gpu_model.py predicts it slower
-# than the batched dense path of "torch" once a joint has more than this many
-# dual variables (n1 + n2) ny (docs/gpu.md, docs/performance.md).  A prediction:
-# to be replaced by the crossover that bench_gpu.py measures.
-CUDA_MAX_DUALS = 512
-
-
 def resolve(name: str, device: torch.device, shape: tuple[int, ...] | None = None) -> str:
-    """Check a backend name against the device; ``"auto"`` picks the fastest for
-    the device and, given the joints' ``shape`` (..., n1, n2, ny), their size."""
+    """Check a backend name against the device; ``"auto"`` picks the first of
+    ``available(device)`` (``shape``, the joints' (..., n1, n2, ny), is for rules by
+    joint size, which wait for measured GPU crossovers: docs/gpu.md)."""
     if name == "auto":
-        candidates = available(device)
-        if shape is not None and candidates[0] == "cuda" and (shape[-3] + shape[-2]) * shape[-1] > CUDA_MAX_DUALS:
-            return candidates[1]
-        return candidates[0]
+        return available(device)[0]
     backend = get(name)
     if backend.missing is not None:
         raise ValueError(backend.missing)
