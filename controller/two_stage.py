@@ -291,11 +291,8 @@ class TwoStageController(Schedule):
         ]
         self.discretize_seconds += time.perf_counter() - fitting
         n_labels = fastpid.all_reduce_label_count(labels)
-        first, second = zip(*self.pairs)
         counts = fastpid.joint_from_samples(
-            torch.stack([symbols[i] for i in first]),
-            torch.stack([symbols[j] for j in second]),
-            labels.expand(len(self.pairs), -1),
+            *self._pair_samples(symbols, labels),
             self.n_clusters,
             self.n_clusters,
             n_labels,
@@ -314,15 +311,21 @@ class TwoStageController(Schedule):
         self.monitor_seconds += time.perf_counter() - started
         return values
 
+    def _pair_samples(self, symbols, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x1, x2, y) of every pair of modalities, stacked: one sample set per pair."""
+        first, second = zip(*self.pairs)
+        return (
+            torch.stack([symbols[i] for i in first]),
+            torch.stack([symbols[j] for j in second]),
+            labels.expand(len(self.pairs), -1),
+        )
+
     def _add_noise(self, values: PairValues, symbols, labels, n_labels: int) -> None:
         """Bootstrap standard errors and biases of every pair's atoms (``<atom>_se``, ``<atom>_bias``)."""
         if _is_distributed():
             raise NotImplementedError("rule='noise' needs the whole probe set in one process")
-        first, second = zip(*self.pairs)
         summary = fastpid.bootstrap(
-            torch.stack([symbols[i] for i in first]),
-            torch.stack([symbols[j] for j in second]),
-            labels.expand(len(self.pairs), -1),
+            *self._pair_samples(symbols, labels),
             self.n_clusters,
             self.n_clusters,
             n_labels,
