@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The one prepared GPU run (docs/gpu.md): build for the device, run the tests that
+# need a GPU and the GPU benchmarks; everything it measures goes under $OUT.
+#
+#   run(command="bash bench/gpu_run.sh", timeout_s=560)      # the device tool
+#
+# The device image has torch, Triton, pytest, pytest-benchmark, scikit-learn and
+# matplotlib; it lacks the references dit, ecos and cvxpy, so the tests and
+# benchmarks that call them are left out here (they run in CI on the CPU).
+# Budget: ~9 minutes on an H100 (build ~2, tests ~3, benchmarks ~4).
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 FASTPID_CUDA=1 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} MAX_JOBS=${MAX_JOBS:-16}
+{ nvidia-smi; python3 -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())"
+  git log -1 --format='commit %H %cd'; } > "$OUT/device.txt" 2>&1
+if ! timeout 200 python3 -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"
+  exit 1
+fi
+cuobjdump --list-elf fastpid/_C*.so > "$OUT/cubins.txt" 2>&1
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_build.py tests/test_forward.py \
+  tests/test_backward.py tests/test_triton.py tests/test_layout.py tests/test_eliminations.py \
+  -k "not cvxpy" > "$OUT/tests.log" 2>&1
+echo "tests: $(tail -1 "$OUT/tests.log")"
+timeout 240 python3 -m pytest -q -p no:cacheprovider bench/bench_gpu.py -k "not cvxpy" \
+  --benchmark-json="$OUT/gpu.json" > "$OUT/bench.log" 2>&1
+echo "benchmarks: $(tail -1 "$OUT/bench.log")"
