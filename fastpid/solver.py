@@ -67,6 +67,9 @@ CERTIFY_ABOVE = 100  # certificates only at iterates with Σ w h ≤ this × max
 PATIENCE = 5  # iterations without halving the best gap before a joint stops
 DEFAULT_MEMORY_GIB = 8  # memory_budget_bytes without FASTPID_MEMORY_GIB (csrc/broja_checks.h: kDefaultMemoryGiB)
 CELL_COPIES = 16  # (B, n1, n2, ny) tensors live at once in solve (working_set_bytes)
+# Peak resident memory over the tensors' own bytes, from the allocator keeping freed blocks between chunks
+# (measured with bench/torch_memory.py: docs/performance.md).
+ALLOCATOR_SLACK = 1.5
 SIDE_RESCUE_BYTES = 256 * 2**20  # joints the pair elimination leaves unconverged: solved again by "side" up to this
 
 
@@ -469,7 +472,7 @@ def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int
         system = 6 * ny * nn * nn + 3 * ny * pairs * nn + 8 * pairs * pairs
     else:
         system = 3 * pairs * ny * ny + 9 * (nn * ny) ** 2
-    return itemsize * (CELL_COPIES * cells + system)
+    return int(ALLOCATOR_SLACK * itemsize * (CELL_COPIES * cells + system))
 
 
 def solve(
@@ -508,7 +511,7 @@ def solve(
     chunk = max(1, int(budget // per_joint))
     parts = [
         _solve_batch(p[start : start + chunk], tol, max_iter, patience, passes, elimination)
-        for start in range(0, batch, chunk)
+        for start in range(0, max(batch, 1), chunk)
     ]
     solution = (
         parts[0]
