@@ -84,16 +84,15 @@ def _compiled_forward(p: torch.Tensor, normalize: bool, tol: float, max_iter: in
 
 
 def _on_host(p: torch.Tensor, outputs):
-    """``outputs`` of a computation on p's host copy, back on p's device."""
+    """``outputs`` (a tensor, a tuple of them or a ``Solution``) of a computation on p's host
+    copy, back on p's device."""
     if p.device.type == "cpu":
         return outputs
     if isinstance(outputs, torch.Tensor):
         return outputs.to(p.device)
-    return (
-        type(outputs)(*(o.to(p.device) for o in outputs))
-        if isinstance(outputs, solver.Solution)
-        else tuple(o.to(p.device) for o in outputs)
-    )
+    if isinstance(outputs, solver.Solution):
+        return solver.Solution(*(getattr(outputs, name).to(p.device) for name in solver.SOLUTION_FIELDS))
+    return tuple(output.to(p.device) for output in outputs)
 
 
 def _host_solve(p, tol, max_iter, patience):
