@@ -224,3 +224,14 @@ def test_backward_matches_reference_and_cpu_op():
         torch.ops.fastpid.broja_backward(*(t.cuda() for t in args[:3]), args[3])
     with pytest.raises(RuntimeError, match="lam1 on cuda"):
         torch.ops.fastpid.broja_backward(args[0].cuda(), args[1], *(t.cuda() for t in args[2:]))
+
+
+def test_the_host_copy_returns_results_on_the_joints_device():
+    """The "cpu" backend on joints of another device brings every output back there
+    (checked with the meta device, which needs no GPU)."""
+    joints = torch.empty(1, device="meta")
+    solution = solver.Solution(*(torch.zeros(2) for _ in solver.SOLUTION_FIELDS))
+    moved = backends._on_host(joints, solution)
+    assert all(getattr(moved, name).device.type == "meta" for name in solver.SOLUTION_FIELDS)
+    assert all(t.device.type == "meta" for t in backends._on_host(joints, (torch.zeros(1), torch.ones(2))))
+    assert backends._on_host(joints, torch.zeros(3)).device.type == "meta"
