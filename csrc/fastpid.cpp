@@ -69,6 +69,7 @@ std::vector<double> broja_constants() {
           b::kInfeasibilityCentring,
           b::kCertifyAbove,
           double(b::kPairsRefinementSteps),
+          b::kPairsBlockShift,
           b::kPairsAdvantage,
           kDefaultMemoryGiB,
           double(b::kSideRescueBytes)};

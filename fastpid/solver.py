@@ -58,6 +58,7 @@ REGULARIZATION = 1e-14  # first diagonal shift of a Jacobi-scaled matrix that is
 MAX_SHIFT_RAISES = 8
 REFINEMENT_STEPS = 2
 PAIRS_REFINEMENT_STEPS = 6  # the pair elimination's solves lose more to rounding (docs/pid-math.md)
+PAIRS_BLOCK_SHIFT = 1e-4  # δ: the pair elimination factorises D + δ diag(D), refinement solves with M
 PAIRS_ADVANTAGE = 3.1  # "pairs" where its flops are fewer by this factor (choose_elimination)
 MAX_VIOLATION = 0.1  # nats: how far a step may take λ out of the feasible set
 MAX_BACKTRACKS = 30
@@ -238,7 +239,8 @@ class PairsFactor:
         free = self.per_target(support.free.to(s.dtype))  # (B, ny, n1 + n2)
         blocks = blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1 - free)
         scale, scaled = _jacobi(blocks)
-        inverse = torch.cholesky_inverse(_cholesky_with_shift(scaled))
+        eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
+        inverse = torch.cholesky_inverse(_cholesky_with_shift(scaled + PAIRS_BLOCK_SHIFT * eye))
         self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
         # G[k][l] = Σ_y s_k(y) s_l(y) (R_k[x1(l)] + R_k[n1 + x2(l)]), R_k the sum of D_y⁻¹'s rows
         # x1(k) and n1 + x2(k): contractions over y batched over x1(l), then over x2(l).
@@ -443,6 +445,7 @@ COMPILED_CONSTANTS = (
     "INFEASIBILITY_CENTRING",
     "CERTIFY_ABOVE",
     "PAIRS_REFINEMENT_STEPS",
+    "PAIRS_BLOCK_SHIFT",
     "PAIRS_ADVANTAGE",
     "DEFAULT_MEMORY_GIB",
     "SIDE_RESCUE_BYTES",

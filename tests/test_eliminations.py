@@ -191,7 +191,8 @@ def test_a_batch_over_the_budget_is_solved_in_chunks(monkeypatch):
     chunks = []
     original = solver._solve_batch
     monkeypatch.setattr(solver, "_solve_batch", lambda p, *a: chunks.append(len(p)) or original(p, *a))
-    monkeypatch.setenv("FASTPID_MEMORY_GIB", str(3.5 * solver.working_set_bytes(5, 4, 6, "side") / 2**30))
+    per_joint = solver.working_set_bytes(5, 4, 6, solver.default_elimination(5, 4, 6))
+    monkeypatch.setenv("FASTPID_MEMORY_GIB", str(3.5 * per_joint / 2**30))
     chunked = solver.solve(joints)
     assert chunks == [3, 3, 3, 1]
     # The same iterations; values within rounding (batched kernels may block differently by batch size).
@@ -220,3 +221,18 @@ def test_default_tolerance_on_a_many_class_joint_in_bits():
     """fastpid.pid's default: gap ≤ 1e-8 bits on a 20×20×101 joint (pair elimination)."""
     result = fastpid.pid(torch.tensor(dirichlet_joint(np.random.default_rng(4), (20, 20, 101), 0.7)), backend="cpu")
     assert bool(result.converged) and float(result.gap) <= 1e-8
+
+
+@pytest.mark.parametrize("noise", [1e-2, 1e-4])
+def test_nearly_deterministic_many_class_joints_converge_in_the_pair_elimination(noise):
+    """y = (x1 + x2) mod 100 with a little uniform noise: pairs' masses fall towards 0 and
+    D_y towards singularity; the shifted blocks and refinement against M still converge,
+    with no side elimination to fall back on (the reference's batch solve has none)."""
+    n = 20
+    exact = torch.zeros(n, n, 100, dtype=torch.float64)
+    x1, x2 = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    exact[x1, x2, (x1 + x2) % 100] = 1.0 / n**2
+    p = ((1 - noise) * exact + noise / exact.numel())[None]
+    solution = solver._solve_batch(p, SOLVE_TOL, 100, solver.PATIENCE, solver.TORCH_PASSES, "pairs")
+    _, _, gap = solver.certificate(solution.lam1, solution.lam2, solution.w, solver.Support.of(p))
+    assert solution.converged.all() and gap.item() <= SOLVE_TOL

@@ -19,7 +19,9 @@ namespace broja {
 inline namespace FASTPID_ISA {
 
 // D_y on the free variables of y (J.yvars), factorised (Jacobi-scaled Cholesky
-// with `shift`), and its inverse written to F_y, zero off the free variables.
+// with `shift` plus kPairsBlockShift: the capacitance formula is that of
+// D + δ diag(D) + Σ c u uᵀ, and iterative refinement with M itself recovers M's
+// solution), and its inverse written to F_y, zero off the free variables.
 template <typename T>
 FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y];
@@ -45,7 +47,7 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
       A[j * nn + i] = q;  // lower triangle: λ2 after λ1 in the list
     }
   }
-  if (!cholesky_jacobi(A, nn, m, J.blockD, J.blockI, shift)) return false;
+  if (!cholesky_jacobi(A, nn, m, J.blockD, J.blockI, shift + T(kPairsBlockShift))) return false;
   // F = D L⁻ᵀ L⁻¹ D from the columns L⁻¹ e_j.
   for (int j = 0; j < m; ++j) {  // L⁻¹ e_j vanishes above j: the substitution starts there
     T* x = J.columns + j * size_t(nn);
