@@ -35,7 +35,7 @@ constexpr int kRefinementSteps = 2;
 constexpr int kPairsRefinementSteps = 6;  // the pair elimination's solves lose more to rounding
 // δ: the pair elimination factorises D + δ diag(D) (docs/pid-math.md, "Pair elimination").
 constexpr double kPairsBlockShift = 1e-4;
-constexpr double kMaxViolation = 0.1;     // nats: how far a step may take λ out of the feasible set
+constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
 constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d
 constexpr double kStallGap = 1e-6;               // nats: stalls count only below this gap
