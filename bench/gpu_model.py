@@ -8,7 +8,7 @@ n1 × n2 × ny (N = B n1 n2 ny cells, m = (n1 + n2) ny dual variables per joint)
 * fused passes ("triton"): the bytes and flops of ``fastpid.kernels.costs``
   times the calls per iteration (pair softmax 2: the step and one trial of the
   line search; certificate 1; weighted marginals 3; Newton matrix 1);
-* dense linear algebra (every backend but "cuda"): ``solver.solve_spd`` on the
+* dense linear algebra (every backend but "cuda"): ``solver.DenseFactor`` on the
   B m × m matrices: Jacobi scaling (read + write), Cholesky (m³/3 flops, read +
   write), and for each of the 2 directions 3 triangular solve pairs (reading
   the factor twice) and 2 refinement products: 20 B m² words moved, B (m³/3 +

@@ -208,11 +208,6 @@ class DenseFactor:
         return x * self.scale
 
 
-def solve_spd(matrix, rhs):
-    """Solve a batch of SPD systems (``DenseFactor``)."""
-    return DenseFactor(matrix).solve(rhs)
-
-
 class PairsFactor:
     r"""The Newton matrix M = D + Σ_k c_k u_k u_kᵀ solved through its structure
     (docs/pid-math.md, "Pair elimination"; csrc/broja/pairs.h): D is

@@ -14,7 +14,7 @@ its inputs once and writes its outputs once:
     backward             ~25 (decomposition.envelope_gradient)                   3 sums + _envelope_gradient_kernel
                                                                         + the projection (envelope_gradient)
 
-The Cholesky solve (``solver.solve_spd``), the step lengths and the
+The Cholesky solve (``solver.DenseFactor``), the step lengths and the
 bookkeeping stay in torch.  Every kernel takes float32 or float64 (it computes
 in its inputs' dtype), masks its loads to the true sizes (no power-of-two
 requirement) and reads the support as P1 > 0 and P2 > 0, as

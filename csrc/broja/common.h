@@ -217,7 +217,7 @@ FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
 
 // In-place Jacobi-scaled Cholesky of the m × m lower triangle of A (leading
 // dimension ld): D = diag(A)^(-1/2) (diagonal clamped at the smallest normal
-// number, as solver.solve_spd), then D A D + shift I = L Lᵀ with L in A and
+// number, as solver._jacobi), then D A D + shift I = L Lᵀ with L in A and
 // its reciprocal pivots in inv.  False if a pivot is not positive (or NaN).
 template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(T* A, int ld, int m, T* D, T* inv, T shift) {

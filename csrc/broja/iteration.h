@@ -43,7 +43,7 @@ FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T
   side_solve(J, r1, r2, x1, x2);
 }
 
-// solver.solve_spd's factorisation: no shift, then 1e-14, raised ×100 while
+// solver._cholesky_with_shift's factorisation: no shift, then 1e-14, raised ×100 while
 // the factorisation fails, at most kMaxShiftRaises attempts in all.  (Lanes:
 // each joint keeps the shift that worked for it; a factorisation repeated with
 // the same shift gives the same factor.)

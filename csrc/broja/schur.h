@@ -10,7 +10,7 @@ namespace broja {
 inline namespace FASTPID_ISA {
 
 // Factorises the Newton matrix M at the current iterate (needs s, q = w s and
-// c) with the diagonal shift σ of solver.solve_spd: D M D + σ I with
+// c) with the diagonal shift σ of solver._cholesky_with_shift: D M D + σ I with
 // D = diag(M)^(-1/2), by eliminating the E side.  False (per joint) if a
 // factorisation breaks down.
 template <typename T>
