@@ -236,6 +236,7 @@ def train(
     stage, step = None, None
     # The learning curves' evaluation is the harness's, not training: kept out of the stage times.
     unimodal_seconds, monitor_seconds, curve_seconds, log = 0.0, 0.0, 0.0, []
+    last_features, trained = [None] * net.n_modalities, [False] * net.n_modalities
     bar = tqdm(range(epochs), desc=method or "train", disable=not progress, leave=False)
     for epoch in bar:
         if schedule.stage != stage:
@@ -278,11 +279,16 @@ def train(
         )
         curve_seconds += log[-1].pop("seconds")
         if stage == "unimodal":
+            trained = [was or now for was, now in zip(trained, active)]
             probe_started, probe_features = time.perf_counter(), None
             if schedule.due(epoch):
                 net.eval()
-                with torch.no_grad():
-                    probe_features = net.encode(probe_views)
+                with torch.no_grad():  # an encoder paused since the last probe has the same features
+                    probe_features = [
+                        encoder(view) if again or last is None else last
+                        for encoder, view, again, last in zip(net.encoders, probe_views, trained, last_features)
+                    ]
+                last_features, trained = probe_features, [False] * net.n_modalities
             schedule.epoch_end(epoch, probe_features, probe_labels, branches)
             if probe_features is not None:
                 monitor_seconds += time.perf_counter() - probe_started

@@ -136,9 +136,10 @@ class TwoStageController(Schedule):
     * Synergy: the mean over pairs of S.  At a new maximum (the peak) the encoders'
       state_dicts are deep-copied (one spare copy of the encoders); when S < ``synergy_drop`` × peak (peak > 0) the
       controller hands over (``rule="paper"``).  With ``rule="noise"`` every probe's
-      atoms also get a bootstrap standard error and bias (``noise_resamples``
-      resamples of the probe's symbols, solved in one batched call), and the drop
-      must also exceed its noise: peak − S > ``noise_z`` × √(se_peak² + se_S²), the
+      atoms also get a standard error (delta method) and a bias (bootstrap with
+      the linear term as control variate, ``noise_resamples`` resamples), from
+      ``fastpid.plugin_noise`` in one batched call with the probe's own solve,
+      and the drop must also exceed its noise: peak − S > ``noise_z`` × √(se_peak² + se_S²), the
       standard error of the mean synergy being √(Σ_pairs se²) / pairs.  Synergy
       values of a few hundredths of a bit change by about their own noise from
       probe to probe; the paper's rule then hands over on noise.  It also hands over once ``max_unimodal_epochs``
@@ -185,7 +186,7 @@ class TwoStageController(Schedule):
         backend: str = "auto",
         tol: float = 1e-6,
         rule: Literal["paper", "noise"] = "paper",
-        noise_resamples: int = 50,
+        noise_resamples: int = 2,
         noise_z: float = 2.0,
     ):
         """
@@ -208,7 +209,8 @@ class TwoStageController(Schedule):
                 is ample; the gap is logged with every decision.
             rule: "paper" (hand over on a synergy drop below ``synergy_drop`` × peak)
                 or "noise" (that drop, and more than ``noise_z`` standard errors).
-            noise_resamples: bootstrap resamples per probe for ``rule="noise"`` (≥ 2).
+            noise_resamples: resamples per probe behind the bias under ``rule="noise"``
+                (≥ 2; the standard error needs none: ``fastpid.plugin_noise``).
             noise_z: how many standard errors a drop must exceed under ``rule="noise"``.
         """
         if not (isinstance(n_modalities, int) and n_modalities >= 2):
@@ -291,14 +293,22 @@ class TwoStageController(Schedule):
         ]
         self.discretize_seconds += time.perf_counter() - fitting
         n_labels = fastpid.all_reduce_label_count(labels)
-        counts = fastpid.joint_from_samples(
-            *self._pair_samples(symbols, labels),
-            self.n_clusters,
-            self.n_clusters,
-            n_labels,
-            normalize=False,
-        )
-        result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
+        sizes = (self.n_clusters, self.n_clusters, n_labels)
+        if self.rule == "noise":
+            if _is_distributed():
+                raise NotImplementedError("rule='noise' needs the whole probe set in one process")
+            noise = fastpid.plugin_noise(
+                *self._pair_samples(symbols, labels),
+                *sizes,
+                n_resamples=self.noise_resamples,
+                seed=self.seed + len(self.history),
+                backend=self.backend,
+                tol=self.tol,
+            )
+            result = noise.result
+        else:
+            counts = fastpid.joint_from_samples(*self._pair_samples(symbols, labels), *sizes, normalize=False)
+            result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
         values = {
             pair: {
                 **{name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")},
@@ -307,7 +317,10 @@ class TwoStageController(Schedule):
             for k, pair in enumerate(self.pairs)
         }
         if self.rule == "noise":
-            self._add_noise(values, symbols, labels, n_labels)
+            for k, pair in enumerate(self.pairs):
+                for q, name in enumerate((*ATOMS, "mi")):
+                    values[pair][f"{name}_se"] = float(noise.se[k, q])
+                    values[pair][f"{name}_bias"] = float(noise.bias[k, q])
         self.monitor_seconds += time.perf_counter() - started
         return values
 
@@ -319,26 +332,6 @@ class TwoStageController(Schedule):
             torch.stack([symbols[j] for j in second]),
             labels.expand(len(self.pairs), -1),
         )
-
-    def _add_noise(self, values: PairValues, symbols, labels, n_labels: int) -> None:
-        """Bootstrap standard errors and biases of every pair's atoms (``<atom>_se``, ``<atom>_bias``)."""
-        if _is_distributed():
-            raise NotImplementedError("rule='noise' needs the whole probe set in one process")
-        summary = fastpid.bootstrap(
-            *self._pair_samples(symbols, labels),
-            self.n_clusters,
-            self.n_clusters,
-            n_labels,
-            n_resamples=self.noise_resamples,
-            seed=self.seed + len(self.history),
-            backend=self.backend,
-            tol=self.tol,
-            progress=False,
-        )
-        for k, pair in enumerate(self.pairs):
-            for q, name in enumerate((*ATOMS, "mi")):
-                values[pair][f"{name}_se"] = float(summary.se[k, q])
-                values[pair][f"{name}_bias"] = float(summary.bias[k, q])
 
     def step(self, epoch: int, values: PairValues, encoders: Sequence[torch.nn.Module] | None = None) -> Decision:
         """Take the decision of a probe at the end of ``epoch`` from per-pair PID
@@ -524,4 +517,9 @@ class TwoStageController(Schedule):
             if not (isinstance(block, torch.Tensor) and block.dim() == 2 and len(block) == len(labels)):
                 shape = tuple(block.shape) if isinstance(block, torch.Tensor) else type(block).__name__
                 raise ValueError(f"features[{i}] must be a tensor (N, d) with N = {len(labels)} labels, got {shape}")
+            if block.device != labels.device:
+                raise ValueError(
+                    f"features[{i}] is on {block.device} but labels are on {labels.device}; "
+                    "pass the probe's features and labels on one device"
+                )
         return [block.detach() for block in features], labels

@@ -37,7 +37,13 @@
 //
 //   fastpid::broja_constants() -> float[]
 //
-// are the compiled solver's constants, for the test that keeps them equal to fastpid/solver.py's.
+// are the compiled solver's constants, for the test that keeps them equal to fastpid/solver.py's;
+//
+//   fastpid::kmeans_seed(Tensor points, Tensor uniforms) -> Tensor
+//   fastpid::kmeans_lloyd(Tensor points, Tensor centroids, float tolerance, int max_iter) -> (Tensor, Tensor, Tensor)
+//
+// are fastpid.Discretizer's k-means++ seeding and Lloyd iterations on CPU tensors (csrc/cpu/kmeans_cpu.cpp;
+// other devices run fastpid/discretize.py's torch reference).
 //   Meta  below (shapes only, for torch.compile / FakeTensor tracing)
 #include <torch/extension.h>
 
@@ -46,6 +52,7 @@
 #include "cpu/broja_backward_cpu.h"
 #include "cpu/broja_certificate_cpu.h"
 #include "cpu/broja_cpu.h"
+#include "cpu/kmeans_cpu.h"
 #ifdef WITH_CUDA
 #include "cuda/broja_backward_cuda.h"
 #include "cuda/broja_cuda.h"
@@ -152,6 +159,8 @@ TORCH_LIBRARY(fastpid, m) {
   m.def(
       "broja_forward(Tensor p, bool normalize, float sum_tolerance, float tol, int max_iter, int patience) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("kmeans_seed(Tensor points, Tensor uniforms) -> Tensor");
+  m.def("kmeans_lloyd(Tensor points, Tensor centroids, float tolerance, int max_iter) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
@@ -159,6 +168,8 @@ TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
   m.impl("broja_backward", &broja_backward_cpu);
   m.impl("broja_certificate", &broja_certificate_cpu);
   m.impl("broja_forward", &broja_forward);
+  m.impl("kmeans_seed", &kmeans_seed_cpu);
+  m.impl("kmeans_lloyd", &kmeans_lloyd_cpu);
 }
 
 #ifdef WITH_CUDA

@@ -7,7 +7,7 @@ from .information import co_information, mutual_information
 from .joints import all_reduce_joint, all_reduce_label_count, joint_from_probs, joint_from_samples
 from .loss import PIDLoss
 from .pairs import pid_pairs
-from .resampling import BootstrapResult, PermutationResult, bootstrap, permutation_test
+from .resampling import BootstrapResult, PermutationResult, PlugInNoise, bootstrap, permutation_test, plugin_noise
 
 __all__ = [
     "pid",
@@ -24,6 +24,8 @@ __all__ = [
     "bootstrap",
     "BootstrapResult",
     "permutation_test",
+    "plugin_noise",
+    "PlugInNoise",
     "PermutationResult",
     "pid_pairs",
     "Discretizer",

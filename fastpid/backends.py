@@ -49,6 +49,11 @@ _OPS = _load_ops()
 _HAS_CUDA_KERNEL = _OPS is not None and torch._C._dispatch_has_kernel_for_dispatch_key("fastpid::broja_solve", "CUDA")
 
 
+def compiled_ops():
+    """The ``torch.ops.fastpid`` namespace where the C++ extension is built, else None."""
+    return _OPS
+
+
 def has_cuda_kernel() -> bool:
     """Whether the built extension has the CUDA implementation of the op (FASTPID_CUDA builds)."""
     return _HAS_CUDA_KERNEL

@@ -30,6 +30,8 @@ import warnings
 import numpy as np
 import torch
 
+from .backends import compiled_ops
+
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -47,8 +49,9 @@ KMEANS_MAX_ITER = 300  # Lloyd iterations at most (scikit-learn's default)
 KMEANS_TOL = 1e-4  # stop once the centroids move by less than this × the mean variance of the columns
 
 
-def _pca(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (d,) and the top ``k`` principal axes (k, d) of ``rows`` (N, d), signs fixed."""
+def _pca(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean (d,), the top ``k`` principal axes (k, d) of ``rows`` (N, d), signs fixed, and the
+    rows projected on them (N, k)."""
     mean = rows.mean(0)
     centred = rows - mean
     if centred.shape[0] >= centred.shape[1]:
@@ -59,70 +62,103 @@ def _pca(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
         components = (centred.T @ vectors / values.clamp_min(torch.finfo(rows.dtype).tiny).sqrt()).T
     largest = components.gather(1, components.abs().argmax(1, keepdim=True))
-    return mean, components * torch.where(largest < 0, -1.0, 1.0).to(components.dtype)
+    components = components * torch.where(largest < 0, -1.0, 1.0).to(components.dtype)
+    return mean, components, centred @ components.T
 
 
-def _kmeans_plus_plus(points: torch.Tensor, clusters: int, restarts: int, generator) -> torch.Tensor:
-    """Greedy k-means++ seeds (restarts, clusters, k) for ``points`` (N, k), all restarts at once:
-    each new seed is the best, by the potential it leaves, of 2 + ⌊ln K⌋ points drawn with
-    probability ∝ the squared distance to the nearest seed (scikit-learn's rule)."""
+def _seeding_uniforms(restarts: int, clusters: int, generator: torch.Generator) -> torch.Tensor:
+    """The uniform draws (restarts, clusters, trials) in [0, 1) that k-means++ seeding turns into
+    seeds, trials = 2 + ⌊ln K⌋ candidates per seed (scikit-learn's rule), drawn on the CPU so that a
+    seed gives the same draws on every device."""
+    return torch.rand(restarts, clusters, 2 + int(math.log(clusters)), generator=generator, dtype=torch.float64)
+
+
+def _kmeans_plus_plus(points: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Greedy k-means++ seeds (restarts, clusters, k) for ``points`` (N, k) from ``uniforms``
+    (restarts, clusters, trials), all restarts at once: seed 0 is point ⌊u·N⌋; each next seed is,
+    of ``trials`` candidates drawn with probability ∝ the squared distance to the nearest seed
+    (inverse CDF), the one that leaves the smallest potential.  The torch reference of
+    ``fastpid::kmeans_seed`` (csrc/cpu/kmeans_cpu.h)."""
     n = points.shape[0]
-    trials = 2 + int(math.log(clusters))
-    first = torch.randint(n, (restarts,), generator=generator).to(points.device)
+    restarts, clusters, trials = uniforms.shape
+    uniforms = uniforms.to(points.device)
+    rows = torch.arange(restarts, device=points.device)
+    first = (uniforms[:, 0, 0] * n).long().clamp_max(n - 1)
     centroids = [points[first]]
     nearest = (points[None] - centroids[0][:, None]).pow(2).sum(-1)  # (restarts, N)
-    for _ in range(1, clusters):
-        weights = nearest.clamp_min(0)
-        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))
-        candidates = torch.multinomial(weights.cpu(), trials, replacement=True, generator=generator).to(points.device)
+    for j in range(1, clusters):
+        cumulative = nearest.cumsum(1)
+        total = cumulative[:, -1:]
+        uniform = ~(total > 0)  # every point on a seed: draw uniformly
+        cumulative = torch.where(uniform, torch.arange(1, n + 1, device=points.device, dtype=points.dtype), cumulative)
+        total = torch.where(uniform, float(n), total)
+        candidates = torch.searchsorted(cumulative, uniforms[:, j] * total, right=True).clamp_max(n - 1)
         distances = (points[None, None] - points[candidates][:, :, None]).pow(2).sum(-1)  # (restarts, trials, N)
         potentials = torch.minimum(nearest[:, None], distances)
         best = potentials.sum(-1).argmin(1)
-        chosen = candidates.gather(1, best[:, None])[:, 0]
-        centroids.append(points[chosen])
-        nearest = potentials[torch.arange(restarts, device=points.device), best]
+        centroids.append(points[candidates[rows, best]])
+        nearest = potentials[rows, best]
     return torch.stack(centroids, 1)
 
 
-def _lloyd(points: torch.Tensor, centroids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lloyd's iterations from ``centroids`` (R, K, k) for every restart at once; the final
-    centroids, the labels (R, N) and the inertia (R,).  An empty cluster keeps its centroid.
-    Stops when no label changes or the centroids move by less than KMEANS_TOL × the mean
-    variance of the columns (scikit-learn's rules)."""
+def _lloyd(
+    points: torch.Tensor, centroids: torch.Tensor, tolerance: float, max_iter: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lloyd's iterations from ``centroids`` (R, K, k), every restart on its own; the final
+    centroids, the labels (R, N) of the nearest final centroid and the inertia (R,).  A restart
+    stops when its labels repeat or its centroids move by at most ``tolerance`` (scikit-learn's
+    rules); an empty cluster keeps its centroid.  The torch reference of ``fastpid::kmeans_lloyd``."""
     restarts, clusters, dim = centroids.shape
-    tolerance = KMEANS_TOL * points.var(0).mean()
-    squares = points.pow(2).sum(-1)
+    batch = points[None].expand(restarts, -1, -1)
     offsets = (torch.arange(restarts, device=points.device) * clusters)[:, None]
     flat_points = points.repeat(restarts, 1)
-    labels = None
-    for _ in range(KMEANS_MAX_ITER):
-        # ‖x − c‖² = ‖x‖² − 2 x·c + ‖c‖², one batched product for every restart
-        distances = (
-            torch.baddbmm(
-                centroids.pow(2).sum(-1)[:, None],
-                points[None].expand(restarts, -1, -1),
-                centroids.transpose(1, 2),
-                alpha=-2,
-            )
-            + squares[:, None]
-        )
-        new_labels = distances.argmin(-1)
-        if labels is not None and torch.equal(new_labels, labels):
+
+    def nearest(centroids):
+        # argmin_k ‖x − c_k‖² = argmin_k (‖c_k‖² − 2 x·c_k): ‖x‖² does not change the order
+        return torch.baddbmm(centroids.pow(2).sum(-1)[:, None], batch, centroids.mT, alpha=-2).min(-1)
+
+    labels = torch.full((restarts, points.shape[0]), -1, device=points.device)
+    running = torch.ones(restarts, dtype=torch.bool, device=points.device)
+    for _ in range(max_iter):
+        new_labels = nearest(centroids)[1]
+        running &= (new_labels != labels).any(1)  # repeated labels: their centroids are the labels' means
+        if not running.any():
             break
         labels = new_labels
         index = (labels + offsets).flatten()
-        sums = torch.zeros(restarts * clusters, dim, dtype=points.dtype, device=points.device).index_add_(
-            0, index, flat_points
-        )
-        counts = torch.bincount(index, minlength=restarts * clusters).to(points.dtype)[:, None]
-        moved = torch.where(counts > 0, sums / counts.clamp_min(1), centroids.reshape(-1, dim)).view_as(centroids)
-        shift = (moved - centroids).pow(2).sum((1, 2)).max()
+        sums = points.new_zeros(restarts * clusters, dim).index_add_(0, index, flat_points)
+        counts = torch.bincount(index, minlength=restarts * clusters)[:, None]
+        moved = torch.where(counts > 0, sums / counts, centroids.reshape(-1, dim)).view_as(centroids)
+        moved = torch.where(running[:, None, None], moved, centroids)
+        running &= (moved - centroids).pow(2).sum((1, 2)) > tolerance
         centroids = moved
-        if shift <= tolerance:
+        if not running.any():
             break
-    distances = torch.cdist(points[None].expand(restarts, -1, -1), centroids).pow(2)
-    inertia, labels = distances.min(-1)
-    return centroids, labels, inertia.sum(-1)
+    scores, labels = nearest(centroids)
+    return centroids, labels, (scores + points.pow(2).sum(-1)).clamp_min(0).sum(-1)
+
+
+def _kmeans(
+    points: torch.Tensor, clusters: int, seeds: torch.Tensor | None, n_init: int, random_state
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means of ``points`` (N, k), float64: Lloyd's iterations from ``seeds`` (K, k), or from
+    k-means++ seeds of ``n_init`` restarts drawn under ``random_state`` when ``seeds`` is None;
+    the centroids (K, k) and labels (N,) of the restart of least inertia.  CPU points go through
+    the compiled ops where the extension is built (one call each instead of tens of small torch
+    ops per iteration), other devices through the torch reference."""
+    ops = compiled_ops() if points.device.type == "cpu" else None
+    points = points.contiguous()
+    if seeds is None:
+        generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+        uniforms = _seeding_uniforms(n_init, clusters, generator)
+        seeds = _kmeans_plus_plus(points, uniforms) if ops is None else ops.kmeans_seed(points, uniforms)
+    else:
+        seeds = seeds[None]
+    tolerance = KMEANS_TOL * float((points - points.mean(0)).pow(2).mean())  # × the mean variance of the columns
+    lloyd = _lloyd if ops is None else ops.kmeans_lloyd
+    centroids, labels, inertia = lloyd(points, seeds, tolerance, KMEANS_MAX_ITER)
+    best = int(inertia.argmin())
+    return centroids[best], labels[best]
 
 
 class Discretizer:
@@ -193,13 +229,15 @@ class Discretizer:
         self._fit(features)
         return self
 
-    def _fit(self, features) -> np.ndarray:
-        """Fit as ``fit`` does; k-means' labels of the rows (N,)."""
+    def _fit(self, features) -> torch.Tensor:
+        """Fit as ``fit`` does; k-means' labels of the rows (N,) on the features' device."""
         prepared = self._prepare(features).detach()
-        rows = prepared.cpu().to(torch.float64).numpy() if self.backend == "sklearn" or self.warm_start else None
         last = self._last
-        if last is not None and rows is not None and np.array_equal(last["rows"], rows):
-            return last["labels"]
+        if last is not None and last["rows"].shape == prepared.shape:
+            if last["rows"].device != prepared.device:  # resumed from a state_dict: move once
+                last["rows"], last["labels"] = last["rows"].to(prepared.device), last["labels"].to(prepared.device)
+            if torch.equal(last["rows"], prepared.to(last["rows"].dtype)):
+                return last["labels"]
         samples, dim = prepared.shape
         if self.normalize and dim == 1:
             warnings.warn(
@@ -219,28 +257,24 @@ class Discretizer:
                 "of the features; choose n_components ≤ min(N, d)"
             )
         if self.backend == "sklearn":
-            mean, components, centroids, labels = self._fit_sklearn(rows)
+            mean, components, centroids, labels = self._fit_sklearn(prepared.cpu().to(torch.float64).numpy())
+            labels = torch.from_numpy(labels.astype(np.int64)).to(prepared.device)
         else:
             mean, components, centroids, labels = self._fit_torch(prepared.to(torch.float64))
         self._fitted = {"mean": mean, "components": components, "centroids": centroids}
-        self._last = {"rows": rows, "labels": labels} if self.warm_start else None
+        # A copy on the features' device: the next fit compares with it there, without a host copy.
+        self._last = {"rows": prepared.clone(), "labels": labels} if self.warm_start else None
         self._on_device.clear()
         return labels
 
-    def _fit_torch(self, rows: torch.Tensor) -> tuple[np.ndarray, ...]:
-        """PCA and k-means in torch, float64, on the rows' device."""
-        mean, components = _pca(rows, self.n_components)
-        projected = (rows - mean) @ components.T
+    def _fit_torch(self, rows: torch.Tensor) -> tuple:
+        """PCA and k-means in torch, float64, on the rows' device: mean, components and
+        centroids as numpy arrays, labels a tensor on the rows' device."""
+        mean, components, projected = _pca(rows, self.n_components)
         previous = self._previous_centroids(mean.cpu().numpy(), components.cpu().numpy())
-        if previous is None:
-            generator = torch.Generator(device="cpu")
-            generator.manual_seed(0 if self.random_state is None else int(self.random_state))
-            seeds = _kmeans_plus_plus(projected, self.n_clusters, self.n_init, generator)
-        else:
-            seeds = torch.as_tensor(previous, dtype=rows.dtype, device=rows.device)[None]
-        centroids, labels, inertia = _lloyd(projected, seeds)
-        best = int(inertia.argmin())
-        return (mean.cpu().numpy(), components.cpu().numpy(), centroids[best].cpu().numpy(), labels[best].cpu().numpy())
+        seeds = None if previous is None else torch.as_tensor(previous, dtype=rows.dtype, device=rows.device)
+        centroids, labels = _kmeans(projected, self.n_clusters, seeds, self.n_init, self.random_state)
+        return mean.cpu().numpy(), components.cpu().numpy(), centroids.cpu().numpy(), labels
 
     def _fit_sklearn(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """scikit-learn's PCA and KMeans on a CPU float64 copy."""
@@ -265,10 +299,10 @@ class Discretizer:
 
     def state_dict(self) -> dict:
         """The fitted mean, components and centroids as CPU float64 tensors (empty
-        before ``fit``), with ``warm_start`` the last fit's rows and labels too;
-        ``torch.load(weights_only=True)`` reads it."""
-        arrays = {**(self._fitted or {}), **(self._last or {})}
-        return {name: torch.from_numpy(array.copy()) for name, array in arrays.items()}
+        before ``fit``), with ``warm_start`` the last fit's rows and labels too (CPU
+        copies); ``torch.load(weights_only=True)`` reads it."""
+        state = {name: torch.from_numpy(array.copy()) for name, array in (self._fitted or {}).items()}
+        return state | {name: tensor.cpu().clone() for name, tensor in (self._last or {}).items()}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore a fit saved by ``state_dict()`` (an empty state: unfitted)."""
@@ -283,9 +317,11 @@ class Discretizer:
                 f"the state's centroids have shape {tuple(state['centroids'].shape)}, this "
                 f"Discretizer expects ({self.n_clusters}, {self.n_components})"
             )
-        arrays = {name: torch.as_tensor(value).numpy() for name, value in state.items()}
-        self._fitted = {name: arrays[name].astype(np.float64) for name in fit} if state else None
-        self._last = {name: arrays[name] for name in last} if self.warm_start and last <= set(state) else None
+        self._fitted = (
+            {name: torch.as_tensor(state[name]).numpy().astype(np.float64) for name in fit} if state else None
+        )
+        warm = self.warm_start and last <= set(state)
+        self._last = {name: torch.as_tensor(state[name]).clone() for name in last} if warm else None
         self._on_device.clear()
 
     def _previous_centroids(self, mean: np.ndarray, components: np.ndarray) -> np.ndarray | None:
@@ -304,8 +340,7 @@ class Discretizer:
         """Fit on ``features`` and return their symbols: k-means' own assignment
         (in float64), so ``fit(features).transform(features)`` without the second
         pass; the two can differ only at ties within the features' rounding."""
-        device = features.device if isinstance(features, torch.Tensor) else torch.device("cpu")
-        return torch.from_numpy(self._fit(features).astype(np.int64)).to(device)
+        return self._fit(features)
 
     def soft_assign(self, features, temperature: float = 1.0) -> torch.Tensor:
         r"""Soft symbols softmax_k(−‖z − c_k‖² / T): rows of shape (N, n_clusters) summing to 1.

@@ -195,3 +195,45 @@ def test_result_prints_and_goes_to_a_dataframe():
     synergy = frame.set_index("quantity").loc["synergy"]
     assert synergy["basic_low"] == pytest.approx(float(result.basic[0][QUANTITIES.index("synergy")]))
     assert batched.to_dataframe().shape[0] == 15
+
+
+def sampled_joint_sets(sets: int, samples: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """``sets`` independent sample sets (x1, x2, y) of a dense 8×8×4 joint (Dirichlet(1)
+    cells, every atom interior), each (sets, samples)."""
+    generator = torch.Generator().manual_seed(seed)
+    joint = torch.distributions.Dirichlet(torch.ones(256, dtype=torch.float64)).sample()  # global RNG, seeded below
+    cells = torch.multinomial(joint.expand(sets, -1), samples, replacement=True, generator=generator)
+    return cells // 32, cells // 4 % 8, cells % 4
+
+
+@pytest.mark.parametrize("source", ["noisy_mixture", "dense_8x8x4"])
+def test_plugin_noise_agrees_with_the_bootstrap_and_the_sampling_spread(source):
+    """``plugin_noise`` on 40 independent sample sets: its delta-method standard error is
+    within 10 % of the bootstrap's (400 resamples; its own noise is ~4 %) on average and 30 %
+    on every set, and as close to the estimates' spread across the sets as the bootstrap's
+    (both are ~10-20 % off it at 5 samples per cell, measured over 100 sets); its
+    control-variate bias (4 resamples) agrees with the bootstrap's bias (400 resamples)
+    within their noise, and is more precise than plain resampling's with as many resamples
+    (1.4× for the sparsest atoms at 5 samples per cell, 2.5× and more elsewhere)."""
+    torch.manual_seed(0)
+    sets = 40
+    if source == "noisy_mixture":
+        x1, x2, y = NOISY_MIXTURE.sample(2000, seed=3, batch_shape=(sets,))
+        sizes = NOISY_MIXTURE.sizes
+    else:
+        (x1, x2, y), sizes = sampled_joint_sets(sets, 1280, seed=3), (8, 8, 4)
+    noise = fastpid.plugin_noise(x1, x2, y, *sizes, n_resamples=4, seed=1)
+    boot = fastpid.bootstrap(x1, x2, y, *sizes, n_resamples=400, seed=2, progress=False)
+    torch.testing.assert_close(noise.estimate, boot.estimate, rtol=0, atol=1e-7)
+    ratio = noise.se / boot.se
+    assert ((ratio.mean(0) - 1).abs() < 0.1).all() and ((ratio - 1).abs() < 0.3).all()
+    assert ((noise.se.mean(0) - boot.se.mean(0)).abs() < 0.1 * noise.estimate.std(0)).all()
+    difference = noise.bias - boot.bias
+    assert (difference.mean(0).abs() <= 3 * difference.std(0) / math.sqrt(sets)).all()
+    assert (difference.std(0) < boot.se.mean(0) / math.sqrt(4)).all()
+    assert noise.result.converged.all() and noise.result.gap.shape == (sets,)
+
+
+def test_plugin_noise_refuses_too_few_resamples():
+    with pytest.raises(ValueError, match="n_resamples must be an int ≥ 2"):
+        fastpid.plugin_noise([0, 1], [0, 1], [0, 1], n_resamples=1)

@@ -334,6 +334,9 @@ def test_bad_probe_sets_are_refused():
         controller.measure([torch.zeros(10, 4), torch.zeros(9, 4)], labels)
     with pytest.raises(ValueError, match="labels must be a 1-D integer tensor"):
         controller.measure([torch.zeros(10, 4)] * 2, labels.float())
+    # another device, without needing one: the check reads devices, never values
+    with pytest.raises(ValueError, match="features\\[1\\] is on meta but labels are on cpu; pass .* on one device"):
+        controller.measure([torch.zeros(10, 4), torch.zeros(10, 4, device="meta")], labels)
     assert controller.monitor_seconds == 0
 
 

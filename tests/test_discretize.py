@@ -15,6 +15,7 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 
 import fastpid
+from fastpid import discretize
 
 CENTERS = np.random.default_rng(0).normal(scale=5.0, size=(4, 8))
 
@@ -325,3 +326,88 @@ def test_one_column_features_warn_under_normalisation():
         warnings.simplefilter("error")
         symbols = fastpid.Discretizer(n_components=1, n_clusters=4, normalize=False).fit_transform(scalar)
     assert len(torch.unique(symbols)) == 4
+
+
+# The compiled k-means (fastpid::kmeans_seed, fastpid::kmeans_lloyd) against the torch reference.
+needs_extension = pytest.mark.skipif(fastpid.backends.compiled_ops() is None, reason="needs fastpid's C++ extension")
+
+
+def kmeans_point_sets() -> list[torch.Tensor]:
+    """Blobs, anisotropic Gaussians, then duplicated points and a point set with fewer distinct
+    points than clusters (exact ties and empty clusters), float64 (N, k)."""
+    rng = np.random.default_rng(7)
+    blobs_, _ = make_blobs(700, n_features=5, centers=9, cluster_std=1.0, random_state=2)
+    anisotropic = rng.normal(size=(500, 3)) * np.array([5.0, 1.0, 0.1])
+    duplicated = np.repeat(rng.normal(size=(60, 2)), 5, axis=0)
+    few_distinct = np.repeat(rng.normal(size=(6, 4)), 20, axis=0)
+    return [torch.tensor(points) for points in (blobs_, anisotropic, duplicated, few_distinct)]
+
+
+@needs_extension
+@pytest.mark.parametrize("restarts, clusters", [(1, 1), (1, 12), (3, 20)])
+def test_compiled_kmeans_is_the_torch_reference(restarts, clusters):
+    """Same seeds exactly; Lloyd from them: same centroids and inertia to rounding, at every
+    iteration cap, and the same labels where no two centroids tie (the two compute distances in
+    different orders, so at a tie each may pick either nearest centroid)."""
+    ops = fastpid.backends.compiled_ops()
+    for k, points in enumerate(kmeans_point_sets()):
+        uniforms = discretize._seeding_uniforms(restarts, clusters, torch.Generator().manual_seed(k))
+        seeds = discretize._kmeans_plus_plus(points, uniforms)
+        assert torch.equal(ops.kmeans_seed(points, uniforms), seeds)
+        tolerance = 1e-4 * float(points.var(0).mean())
+        for max_iter in (1, 3, 300):
+            reference = discretize._lloyd(points, seeds, tolerance, max_iter)
+            compiled = ops.kmeans_lloyd(points, seeds, tolerance, max_iter)
+            distances = torch.cdist(points[None], compiled[0]).pow(2)
+            nearest = distances.gather(2, compiled[1][..., None])[..., 0]
+            torch.testing.assert_close(nearest, distances.min(2).values, rtol=0, atol=1e-12)
+            if k < 2:
+                assert torch.equal(compiled[1], reference[1])
+            torch.testing.assert_close(compiled[0], reference[0], rtol=0, atol=1e-12)
+            torch.testing.assert_close(compiled[2], reference[2], rtol=1e-12, atol=1e-12)
+
+
+@needs_extension
+def test_compiled_kmeans_restarts_do_not_wait_for_each_other():
+    """A restart's result does not depend on the other restarts of the call."""
+    ops = fastpid.backends.compiled_ops()
+    points = kmeans_point_sets()[0]
+    seeds = discretize._kmeans_plus_plus(points, discretize._seeding_uniforms(4, 9, torch.Generator().manual_seed(1)))
+    together = ops.kmeans_lloyd(points, seeds, 0.0, 300)
+    for r in range(4):
+        alone = ops.kmeans_lloyd(points, seeds[r : r + 1], 0.0, 300)
+        assert torch.equal(alone[1][0], together[1][r]) and torch.equal(alone[0][0], together[0][r])
+
+
+@needs_extension
+def test_the_fit_is_the_same_through_the_compiled_ops_or_torch(monkeypatch):
+    """A Discretizer on CPU features (compiled k-means) gives the symbols and centroids of the
+    torch reference (what other devices run), cold and warm-started."""
+    features = [torch.tensor(f) for f in probe_features()]
+    fits = {}
+    for path in ("compiled", "torch"):
+        if path == "torch":
+            monkeypatch.setattr(discretize, "compiled_ops", lambda: None)
+        warm = fastpid.Discretizer(5, 20, n_init=3, warm_start=True)
+        fits[path] = [(warm.fit_transform(f), warm.fit_transform(f * 1.01 + 0.01), warm.state_dict()) for f in features]
+    for (symbols, refit, state), (ref_symbols, ref_refit, ref_state) in zip(fits["compiled"], fits["torch"]):
+        assert torch.equal(symbols, ref_symbols) and torch.equal(refit, ref_refit)
+        torch.testing.assert_close(state["centroids"], ref_state["centroids"], rtol=0, atol=1e-12)
+
+
+@needs_extension
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda ops: ops.kmeans_seed(torch.zeros(5, 2), torch.zeros(1, 2, 2, dtype=torch.float64)), "float64"),
+        (lambda ops: ops.kmeans_seed(torch.zeros(5, 2, dtype=torch.float64), torch.zeros(2, 2)), r"\(R, K, T\)"),
+        (
+            lambda ops: ops.kmeans_lloyd(torch.zeros(5, 2, dtype=torch.float64), torch.zeros(1, 3, 4).double(), 0.0, 9),
+            r"\(R, K, 2\)",
+        ),
+    ],
+    ids=["points_dtype", "uniforms_rank", "centroids_width"],
+)
+def test_compiled_kmeans_rejects_bad_arguments(call, match):
+    with pytest.raises(RuntimeError, match=match):
+        call(fastpid.backends.compiled_ops())
