@@ -318,8 +318,8 @@ def run_demo(
         print(
             f"PID monitoring: {100 * statistics.fmean(shares):.1f} % of stage-1 wall time on average "
             f"(at most {100 * max(shares):.1f} %) over {len(monitored)} controller runs; {per_probe:.1f} ms "
-            f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms, then PCA and k-means "
-            f"in torch: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch"
+            f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms and PCA in torch, k-means "
+            f"in fastpid's CPU ops: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch"
         )
     stability = []
     controllers = [m for m in ("controller", "controller-noise") if m in methods]

@@ -15,8 +15,11 @@ scikit-learn on a CPU float64 copy (``backend="sklearn"``, the reference the
 torch fit is tested against).  PCA: the eigenvectors of the covariance (or of
 the Gram matrix when there are fewer rows than columns), signs fixed so that
 each component's largest entry is positive, as scikit-learn fixes them.
-k-means: k-means++ seeds, then Lloyd's iterations, all restarts in one batched
-tensor op, the restart of least inertia kept.  The projection and the
+k-means: k-means++ seeds, then Lloyd's iterations, the restart of least inertia
+kept; on CPU tensors through fastpid's compiled ops (``fastpid::kmeans_seed``,
+``fastpid::kmeans_lloyd``, csrc/cpu/kmeans_cpu.cpp), elsewhere through the torch
+reference below (all restarts in one batched tensor op), which the ops are
+tested against.  The projection and the
 assignment run in torch on the features' device, so ``soft_assign`` is
 differentiable with respect to them.
 """

@@ -105,6 +105,35 @@ def test_stage_one_trains_only_the_active_modalities(data):
     assert not changed(fusion, net.fusion.state_dict()), "stage 1 must leave the fusion head alone"
 
 
+class ProbingScripted(Scripted):
+    """``Scripted`` with a probe due after every epoch; keeps the features it is given."""
+
+    def due(self, epoch):
+        return self.stage == "unimodal"
+
+    def epoch_end(self, epoch, features, labels, encoders):
+        self.features = getattr(self, "features", []) + [features]
+        return super().epoch_end(epoch, features, labels, encoders)
+
+
+def test_a_probe_reencodes_only_the_encoders_that_trained_since_the_last_one(data):
+    """Modality 1 pauses for epochs 1-2: its probe features after them are those of the probe
+    after epoch 0, by identity (not recomputed), and equal to what its unchanged encoder gives;
+    modality 0, trained throughout, is encoded at every probe."""
+    torch.manual_seed(0)
+    net = mlp_net([4, 5], N_CLASSES, hidden=16, feature_dim=8)
+    plan = [("unimodal", (True, True)), ("unimodal", (True, False)), ("unimodal", (True, False))]
+    schedule = ProbingScripted(plan + [("unimodal", (True, True))])
+    train(schedule, net, data.train, data.test, epochs=3, batch_size=64, progress=False)
+    first, second, third = schedule.features
+    assert second[1] is first[1] and third[1] is first[1]
+    assert second[0] is not first[0] and third[0] is not second[0]
+    with torch.no_grad():
+        net.eval()
+        probe = torch.randperm(200, generator=torch.Generator().manual_seed(0))[:1280]
+        assert torch.equal(net.encoders[1](data.train.views[1][probe]), third[1])
+
+
 @pytest.mark.parametrize("head_weight", [0.0, 0.6])
 def test_stage_two_loss_is_fused_plus_weighted_head_losses(data, head_weight):
     torch.manual_seed(0)
