@@ -170,6 +170,12 @@ def _check_progress(progress) -> None:
         raise ValueError(f"progress must be None (automatic), True or False, got {progress!r}")
 
 
+def _resample(x1, x2, y, size: int, generator) -> list[torch.Tensor]:
+    """``size`` resamples of the samples (x1, x2, y) (each (..., N)), N drawn with replacement: (size, ..., N) each."""
+    index = torch.randint(x1.shape[-1], (size, *x1.shape), generator=generator, device=x1.device)
+    return [torch.gather(x.expand(size, *x.shape), -1, index) for x in (x1, x2, y)]
+
+
 def bootstrap(
     x1: torch.Tensor,
     x2: torch.Tensor,
@@ -213,12 +219,8 @@ def bootstrap(
         raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
     _check_progress(progress)
 
-    def resample(x1, x2, y, size, generator):
-        index = torch.randint(x1.shape[-1], (size, *x1.shape), generator=generator, device=x1.device)
-        return [torch.gather(x.expand(size, *x.shape), -1, index) for x in (x1, x2, y)]
-
     estimate, replicates, unconverged, max_gap = _surrogates(
-        "fastpid.bootstrap", resample, x1, x2, y, (n1, n2, ny), n_resamples, seed, backend, tol, strict, progress
+        "fastpid.bootstrap", _resample, x1, x2, y, (n1, n2, ny), n_resamples, seed, backend, tol, strict, progress
     )
     alpha = 1 - confidence
     low, high = torch.quantile(
@@ -280,18 +282,15 @@ def plugin_noise(
     whose expectation is the bootstrap's bias (the linear term averages to zero
     under resampling) and whose spread is second order in 1/N, so a few
     resamples give what plain resampling needs hundreds for.  Both are checked
-    against ``bootstrap`` in tests/test_bootstrap.py; docs/pid-math.md derives
-    them.  All 1 + B joints are solved in one batched call.  Arguments as
+    against ``bootstrap`` in tests/test_bootstrap.py; docs/data.md states
+    them with the measured agreement.  All 1 + B joints are solved in one batched call.  Arguments as
     ``bootstrap``'s.
     """
     _check_count("n_resamples", n_resamples)
     x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
     plugin = joint_from_samples(x1, x2, y, n1, n2, ny)
-    index = torch.randint(
-        x1.shape[-1], (n_resamples, *x1.shape), generator=as_generator(seed, x1.device), device=x1.device
-    )
     resampled = joint_from_samples(
-        *(torch.gather(x.expand(n_resamples, *x.shape), -1, index) for x in (x1, x2, y)), *plugin.shape[-3:]
+        *_resample(x1, x2, y, n_resamples, as_generator(seed, x1.device)), *plugin.shape[-3:]
     )
     joint = plugin.clone().requires_grad_()
     result = pid(torch.cat([joint[None], resampled]), backend=backend, tol=tol)
