@@ -30,7 +30,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .decomposition import ATOM_FIELDS, DEFAULT_TOL, ConvergenceWarning, PIDResult, pid, report_unconverged
+from .decomposition import (
+    ATOM_FIELDS,
+    DEFAULT_TOL,
+    ConvergenceWarning,
+    PIDResult,
+    pid,
+    pid_with_jacobian,
+    report_unconverged,
+)
 from .joints import as_symbols, joint_from_samples
 
 QUANTITIES = ATOM_FIELDS  # the order of every stacked statistic
@@ -283,8 +291,9 @@ def plugin_noise(
     under resampling) and whose spread is second order in 1/N, so a few
     resamples give what plain resampling needs hundreds for.  Both are checked
     against ``bootstrap`` in tests/test_bootstrap.py; docs/data.md states
-    them with the measured agreement.  All 1 + B joints are solved in one batched call.  Arguments as
-    ``bootstrap``'s.
+    them with the measured agreement.  The gradients of all five atoms come from one
+    call of the fused backward (``fastpid.decomposition.pid_with_jacobian``); the B
+    resampled joints are solved in one batched call.  Arguments as ``bootstrap``'s.
     """
     _check_count("n_resamples", n_resamples)
     x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
@@ -292,25 +301,14 @@ def plugin_noise(
     resampled = joint_from_samples(
         *_resample(x1, x2, y, n_resamples, as_generator(seed, x1.device)), *plugin.shape[-3:]
     )
-    joint = plugin.clone().requires_grad_()
-    result = pid(torch.cat([joint[None], resampled]), backend=backend, tol=tol)
-    values = quantities(result)
-    gradient = torch.stack(
-        [torch.autograd.grad(values[0, ..., q].sum(), joint, retain_graph=True)[0] for q in range(len(QUANTITIES))], -1
-    ).flatten(-4, -2)  # (*batch, cells, 5)
+    result, jacobian = pid_with_jacobian(plugin, backend=backend, tol=tol)
+    estimate, gradient = quantities(result), jacobian.flatten(-4, -2)  # gradient (*batch, cells, 5)
     weights = plugin.flatten(-3)[..., None]
     mean = (weights * gradient).sum(-2)
     se = ((weights * gradient.square()).sum(-2) - mean.square()).clamp_min(0).div(x1.shape[-1]).sqrt()
     linear = ((resampled - plugin).flatten(-3)[..., None] * gradient).sum(-2)
-    values = values.detach()
-    bias = (values[1:] - values[0] - linear).mean(0)
-    plugin_result = PIDResult(
-        **{
-            name: getattr(result, name)[0].detach() if isinstance(getattr(result, name), torch.Tensor) else None
-            for name in PIDResult.__dataclass_fields__
-        }
-    )
-    return PlugInNoise(values[0], se, bias, plugin_result, n_resamples)
+    bias = (quantities(pid(resampled, backend=backend, tol=tol)) - estimate - linear).mean(0)
+    return PlugInNoise(estimate, se, bias, result, n_resamples)
 
 
 def _surrogates(
