@@ -9,8 +9,12 @@ One thread (bench/conftest.py).  Cases, all on the shapes of the main job
    against the same resamples solved one ``fastpid.pid`` call each (a sample of
    ``LOOP_SAMPLE`` of them): time per resample, ratio in ``extra_info``.
 2. One controller probe (``TwoStageController.measure``: two discretiser fits on
-   1,280 × 32 features and one 20 × 20 × 10 solve) and its parts, the numbers
-   behind the monitoring share the demo prints.
+   1,280 × 32 features and one 20 × 20 × 10 solve; with ``rule="noise"`` also
+   ``fastpid.plugin_noise``) and its parts, the numbers behind the monitoring
+   share the demo prints.
+3. The discretiser's PCA products in float64 (covariance 32 × 1,280 × 32,
+   projection 1,280 × 32 × 5) through torch's BLAS and through numpy's, the
+   measurement behind ``fastpid.discretize._matmul``.
 """
 
 from __future__ import annotations
@@ -70,10 +74,22 @@ def test_bootstrap_one_call_per_resample(benchmark, samples):
     benchmark.extra_info.update(per_resample_s=benchmark.stats.stats.median / LOOP_SAMPLE)
 
 
+def _alternating_probes(controller, features):
+    """Probes on the features and on a slightly moved copy in turn, as a training run's
+    probes drift: the warm-started discretisers refit every time (a probe on the same
+    features as the last would keep the last fit)."""
+    views, labels = features
+    generator = torch.Generator().manual_seed(2)
+    moved = [view + 0.05 * torch.randn(view.shape, generator=generator) for view in views]
+    probes = [views, moved]
+    turn = iter(range(10**9))
+    return lambda: controller.measure(probes[next(turn) % 2], labels)
+
+
 @pytest.mark.benchmark(group="probe")
-def test_probe(benchmark, features):
-    controller = TwoStageController(2)
-    values = benchmark(controller.measure, *features)
+@pytest.mark.parametrize("rule", ["paper", "noise"])
+def test_probe(benchmark, features, rule):
+    values = benchmark(_alternating_probes(TwoStageController(2, rule=rule), features))
     benchmark.extra_info.update(gap_bits=values[(0, 1)]["gap"])
 
 
@@ -89,3 +105,14 @@ def test_probe_solve(benchmark, features):
     joint = fastpid.joint_from_samples(*symbols, labels, SYMBOLS, SYMBOLS, LABELS)
     result = benchmark(fastpid.pid, joint, tol=1e-6)
     benchmark.extra_info.update(iterations=int(result.iterations), gap_bits=float(result.gap))
+
+
+@pytest.mark.benchmark(group="pca-products")
+@pytest.mark.parametrize("library", ["torch", "numpy"])
+@pytest.mark.parametrize("product", ["covariance", "projection"])
+def test_pca_product(benchmark, features, library, product):
+    rows = features[0][0].to(torch.float64)
+    left, right = (rows.T, rows) if product == "covariance" else (rows, rows[:5].T)
+    if library == "numpy":
+        left, right = left.numpy(), right.numpy()
+    benchmark(lambda: left @ right)
