@@ -1,37 +1,59 @@
-r"""Predicted GPU times of the cases of bench_gpu.py, written down before any GPU run.
+r"""Predicted GPU times and memory of the cases of bench_gpu.py, written down before any GPU run.
 
     .venv/bin/python bench/gpu_model.py [--out bench/results/gpu-prediction-YYYY-MM-DD.md]
 
-Per interior-point iteration of ``fastpid.solver.solve`` on a batch of B joints
-n1 × n2 × ny (N = B n1 n2 ny cells, m = (n1 + n2) ny dual variables per joint):
+Per interior-point iteration on a batch of B joints n1 × n2 × ny (N = B n1 n2 ny
+cells, m = (n1 + n2) ny dual variables per joint):
 
 * fused passes ("triton"): the bytes and flops of ``fastpid.kernels.costs``
   times the calls per iteration (pair softmax 2: the step and one trial of the
   line search; certificate 1; weighted marginals 3; Newton matrix 1);
-* dense linear algebra (every backend but "cuda"): ``solver.DenseFactor`` on the
-  B m × m matrices: Jacobi scaling (read + write), Cholesky (m³/3 flops, read +
-  write), and for each of the 2 directions 3 triangular solve pairs (reading
-  the factor twice) and 2 refinement products: 20 B m² words moved, B (m³/3 +
-  20 m²) flops;
+* the Newton system of ``fastpid.solver`` ("torch", and "triton" around its
+  passes), by the elimination ``solver.choose_elimination`` picks, factorised
+  once per iteration and solved for 2 directions, each 1 + its refinement steps
+  (``REFINEMENT_STEPS`` or ``PAIRS_REFINEMENT_STEPS``): side, the dense m × m
+  matrix of ``DenseFactor`` (Cholesky m³/3 flops, read + write; each solve reads
+  the factor twice and makes one product with the matrix); pairs,
+  ``solver.pairs_flops`` per factorisation, its per-y blocks and capacitance
+  matrix read twice per solve;
 * kernel launches: counted, not assumed: the aten ops one iteration dispatches
   (views excluded) on a small CPU batch, with the torch passes or with one
-  launch per Triton pass;
-* "cuda" (one thread per joint running csrc/broja.h): B × the CPU cost model of
-  bench/roofline.py; its workspace traffic is uncoalesced (each thread walks its
-  own arrays), counted as 4× the cache bytes (a 32-byte sector per 8-byte word).
+  launch per Triton pass; a batch larger than the memory budget runs in
+  chunks, one after the other, each with all its launches;
+* "cuda" (csrc/cuda/broja_cuda.cu: one thread per joint running csrc/broja.h
+  with the side elimination, 64-thread blocks): the flops of bench/roofline.py
+  (those of the CPU's loops) executed by the generic scalar templates (the
+  device build has neither the register tiling nor the vector types).  Traffic:
+  every flop of the linear algebra is one step of a scalar loop reading (and,
+  in the rank updates, writing) its operands from the thread's own workspace in
+  global memory: 3 words per multiply-add in the factorisation, 2 in the
+  solves, 2 per elementwise pass over the cells.  The workspaces of a warp's 32
+  joints lie ``workspace_bytes`` apart, so every 8-byte word costs a 32-byte
+  sector.  They are served by L2 where the resident threads' workspaces fit in
+  it, else by HBM.  Compute: FP64 without tensor cores (scalar FMAs), at the
+  fraction of the GPU's FP64 issue rate that B threads can use: the lanes their
+  warps fill, the SMs their blocks reach, and the warps per SM against the
+  ``LATENCY_WARPS`` a scheduler needs to hide FP64 latency, with residency
+  capped by the kernel's registers per thread.
+
+Memory per batch: "torch" holds ``solver.working_set_bytes`` per joint and
+solves in chunks within the budget (``FASTPID_MEMORY_GIB``, set here to what
+the card leaves); "cuda" allocates ``workspace_bytes`` per joint for the whole
+batch at once (``fastpid::broja_workspace`` with FASTPID_ELIMINATION=side).  A
+batch that needs more than the card holds is marked "does not fit".
 
 Predicted time per iteration = max(bytes / bandwidth, flops / FP64 rate) +
-launches × launch latency (each launch is a dependent step of one stream); for
-"cuda", the FP64 rate is scaled by the fraction of the GPU's FP64 lanes that B
-threads occupy.  The H100 figures below are the nominal ones of an SXM5 part
-(the bench measures the copy bandwidth: substitute it).  Predicted forward time
-= ITERATIONS × per iteration.
+launches × launch latency (each launch is a dependent step of one stream).  The
+H100 figures below are the nominal ones of an SXM5 part (the bench measures the
+copy bandwidth: substitute it).  Predicted forward time = ITERATIONS × per
+iteration.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 from pathlib import Path
 
@@ -44,18 +66,27 @@ import roofline  # noqa: E402
 from fastpid import solver  # noqa: E402
 
 BANDWIDTH = 3.35e12  # B/s, HBM3 (H100 SXM5, nominal)
-FP64_RATE = 67e12  # flop/s, FP64 tensor cores (cuSOLVER's Cholesky runs on DGEMM); 34e12 without
-FP64_LANES = 132 * 64  # SMs × FP64 units per SM: threads that can each retire an FP64 op per cycle
+L2_BANDWIDTH = 5.5e12  # B/s, L2 (H100 SXM5; measured figures in the literature are 5-7 TB/s)
+L2_BYTES = 50 * 2**20
+CARD_BYTES = 80e9
+FP64_TENSOR_RATE = 67e12  # flop/s, DMMA (cuSOLVER's Cholesky through DGEMM)
+FP64_VECTOR_RATE = 33.5e12  # flop/s, FP64 FMA units: 132 SMs × 64 lanes × 2 flops × 1.98 GHz
+SMS = 132
+LATENCY_WARPS = 16  # warps per SM that keep its 4 schedulers issuing dependent FP64 FMAs (4 each)
+REGISTERS_PER_SM = 65536
+KERNEL_REGISTERS = 96  # per thread, the solve kernel built for sm_90 (ptxas -v, docs/gpu.md)
+THREADS_PER_BLOCK = 64
+SECTOR_WORDS = 4  # a 32-byte sector per uncoalesced 8-byte word
 LAUNCH_S = 5e-6  # s, one dependent kernel launch
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)
 PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_matrix": 1}
-UNCOALESCED = 4
+TORCH_BUDGET = 64 * 2**30  # FASTPID_MEMORY_GIB=64 on an 80 GB card: the rest for the inputs and the allocator
 CASES = [
     (batch, shape)
     for batch in (1, 1024, 65536)
     for shape in ((2, 2, 2), (5, 5, 5), (20, 20, 6), (32, 32, 32))
     if batch * 8 * shape[0] * shape[1] * shape[2] <= 2**31
-] + [(1, (64, 64, 64)), (1, (128, 128, 128))]
+] + [(1, (64, 64, 64)), (1, (128, 128, 128)), (1, (20, 20, 1000))]
 VIEWS = (
     "view",
     "reshape",
@@ -127,51 +158,128 @@ def fused_pass_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     return {key: sum(PASS_CALLS[name] * per_call[name][key] for name in PASS_CALLS) for key in ("bytes", "flops")}
 
 
+def newton_system_cost(n1: int, n2: int, ny: int) -> tuple[str, float, float]:
+    """The "torch" path's elimination and its flops and bytes per joint and iteration:
+    one factorisation, 2 directions × (1 + refinement steps) solves."""
+    elimination = solver.choose_elimination(n1, n2, ny)
+    if elimination == "pairs":
+        solves = 2 * (1 + solver.PAIRS_REFINEMENT_STEPS)
+        nn, pairs = n1 + n2, n1 * n2
+        factor_words = ny * nn * nn + pairs * pairs
+        flops = solver.pairs_flops(n1, n2, ny) + solves * 2 * factor_words
+        words = 2 * factor_words + solves * 2 * factor_words
+    else:
+        solves = 2 * (1 + solver.REFINEMENT_STEPS)
+        m = (n1 + n2) * ny
+        flops = m**3 / 3 + solves * 4 * m**2
+        words = 2 * m**2 + solves * 3 * m**2
+    return elimination, flops, 8.0 * words
+
+
+def thread_per_joint_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
+    """Bytes, flops, FP64 rate and memory of the "cuda" kernel on a batch (module docstring)."""
+    parts = roofline.flops_per_iteration(n1, n2, ny)
+    factorisation = sum(parts[name] for name in ("assembly", "E blocks", "cross", "Schur update", "Schur Cholesky"))
+    words = 3 * factorisation / 2 + 2 * parts["solves"] / 2 + 2 * parts["elementwise"]
+    workspace = _side_workspace(n1, n2, ny)
+    warps = -(-batch // 32)
+    blocks = -(-batch // THREADS_PER_BLOCK)
+    resident_warps = min(64, REGISTERS_PER_SM // (KERNEL_REGISTERS * 32))
+    warps_per_sm = min(resident_warps, -(-warps // min(blocks, SMS)))  # on each SM the blocks reach
+    rate = (
+        FP64_VECTOR_RATE
+        * batch
+        / (warps * 32)  # lanes the warps fill
+        * min(blocks, SMS)
+        / SMS  # SMs the blocks reach
+        * min(1.0, warps_per_sm / LATENCY_WARPS)  # latency hidden
+    )
+    resident_threads = min(batch, SMS * resident_warps * 32)
+    in_l2 = resident_threads * workspace <= L2_BYTES
+    return {
+        "flops": batch * parts["total"],
+        "bytes": SECTOR_WORDS * 8.0 * batch * words,
+        "rate": rate,
+        "bandwidth": L2_BANDWIDTH if in_l2 else BANDWIDTH,
+        "memory": batch * (workspace + 8.0 * (2 * n1 * n2 * ny + (n1 + n2) * ny + n1 * n2)),
+    }
+
+
+def _side_workspace(n1: int, n2: int, ny: int) -> int:
+    """Bytes of one joint's workspace in the CUDA build (side elimination), from the op."""
+    previous = os.environ.get("FASTPID_ELIMINATION")
+    os.environ["FASTPID_ELIMINATION"] = "side"
+    try:
+        return int(torch.ops.fastpid.broja_workspace(n1, n2, ny)[0])
+    finally:
+        if previous is None:
+            del os.environ["FASTPID_ELIMINATION"]
+        else:
+            os.environ["FASTPID_ELIMINATION"] = previous
+
+
 def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float]) -> dict:
     n1, n2, ny = shape
-    m = (n1 + n2) * ny
     passes = fused_pass_cost(batch, n1, n2, ny)
-    dense_bytes, dense_flops = 8 * 20 * batch * m**2, batch * (m**3 / 3 + 20 * m**2)
+    elimination, system_flops, system_bytes = newton_system_cost(n1, n2, ny)
+    dense_flops, dense_bytes = batch * system_flops, batch * system_bytes
+    torch_memory = batch * solver.working_set_bytes(n1, n2, ny, elimination)
+    chunks = -(-torch_memory // TORCH_BUDGET)
     fused_s = (
-        max((passes["bytes"] + dense_bytes) / BANDWIDTH, (passes["flops"] + dense_flops) / FP64_RATE)
-        + launches["triton"] * LAUNCH_S
+        max((passes["bytes"] + dense_bytes) / BANDWIDTH, (passes["flops"] + dense_flops) / FP64_TENSOR_RATE)
+        + chunks * launches["triton"] * LAUNCH_S
     )
-    thread_flops = batch * roofline.flops_per_iteration(n1, n2, ny)["total"]
-    thread_bytes = UNCOALESCED * batch * roofline.cache_bytes_per_iteration(n1, n2, ny)
-    occupancy = min(batch, FP64_LANES) / FP64_LANES
-    cuda_s = max(thread_bytes / BANDWIDTH, thread_flops / (FP64_RATE / 2 * occupancy)) + LAUNCH_S
+    cuda = thread_per_joint_cost(batch, n1, n2, ny)
+    cuda_s = max(cuda["bytes"] / cuda["bandwidth"], cuda["flops"] / cuda["rate"]) + LAUNCH_S
     return {
         "batch": batch,
         "shape": shape,
-        "m": m,
+        "m": (n1 + n2) * ny,
+        "elimination": elimination,
         "pass_bytes": passes["bytes"],
         "pass_flops": passes["flops"],
         "dense_bytes": dense_bytes,
         "dense_flops": dense_flops,
+        "torch_memory": torch_memory,
+        "chunks": chunks,
         "triton_s": fused_s,
-        "cuda_flops": thread_flops,
-        "cuda_bytes": thread_bytes,
+        "cuda_flops": cuda["flops"],
+        "cuda_bytes": cuda["bytes"],
+        "cuda_rate": cuda["rate"],
+        "cuda_memory": cuda["memory"],
+        "cuda_fits": cuda["memory"] <= CARD_BYTES,
         "cuda_s": cuda_s,
-        "pass_share": passes["bytes"] / BANDWIDTH / fused_s,
     }
 
 
 def table(launches: dict[str, float]) -> str:
     lines = [
-        "| joints | shape | m | fused passes: MB, Mflop / iter | dense: MB, Gflop / iter | triton: predicted / iter "
-        "| triton: forward / joint | cuda: MB, Gflop / iter | cuda: predicted / iter | cuda: forward / joint |",
-        "| ---: | --- | ---: | --- | --- | ---: | ---: | --- | ---: | ---: |",
+        "| joints | shape | m | elimination | fused passes: MB, Mflop / iter | system: MB, Gflop / iter "
+        "| torch memory (chunks) | triton: per iter | triton: forward / joint "
+        "| cuda: MB, Gflop / iter | cuda: FP64 rate | cuda memory | cuda: per iter | cuda: forward / joint |",
+        "| ---: | --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
     ]
     for batch, shape in CASES:
         row = predict(batch, shape, launches)
+        fits = "" if row["cuda_fits"] else ", does not fit"
+        cuda = ("–", "–") if not row["cuda_fits"] else (_time(row["cuda_s"]), _time(ITERATIONS * row["cuda_s"] / batch))
         lines.append(
-            f"| {batch:,} | {'×'.join(map(str, shape))} | {row['m']:,} | {row['pass_bytes'] / 1e6:.3g}, "
-            f"{row['pass_flops'] / 1e6:.3g} | {row['dense_bytes'] / 1e6:.3g}, {row['dense_flops'] / 1e9:.3g} | "
+            f"| {batch:,} | {'×'.join(map(str, shape))} | {row['m']:,} | {row['elimination']} | "
+            f"{row['pass_bytes'] / 1e6:.3g}, {row['pass_flops'] / 1e6:.3g} | "
+            f"{row['dense_bytes'] / 1e6:.3g}, {row['dense_flops'] / 1e9:.3g} | "
+            f"{_bytes(row['torch_memory'])} ({row['chunks']:,}) | "
             f"{_time(row['triton_s'])} | {_time(ITERATIONS * row['triton_s'] / batch)} | "
-            f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {_time(row['cuda_s'])} | "
-            f"{_time(ITERATIONS * row['cuda_s'] / batch)} |"
+            f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {row['cuda_rate'] / 1e12:.3g} TFLOP/s | "
+            f"{_bytes(row['cuda_memory'])}{fits} | {cuda[0]} | {cuda[1]} |"
         )
     return "\n".join(lines)
+
+
+def _bytes(count: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count:.0f} B"
 
 
 def _time(seconds: float) -> str:
@@ -188,12 +296,16 @@ def main() -> None:
     launches = {"torch": launches_per_iteration(fused=False), "triton": launches_per_iteration(fused=True)}
     text = "\n".join(
         [
-            f"# Predicted GPU times (bench/gpu_model.py, {dt.date.today()}), before any GPU run",
+            f"# Predicted GPU times and memory (bench/gpu_model.py, {dt.date.today()}), before any GPU run",
             "",
-            f"H100 SXM5 nominal: {BANDWIDTH / 1e12:.2f} TB/s, {FP64_RATE / 1e12:.0f} TFLOP/s FP64, "
-            f"{LAUNCH_S * 1e6:.0f} µs per launch; {ITERATIONS} iterations per forward.",
+            f"H100 SXM5 nominal: HBM {BANDWIDTH / 1e12:.2f} TB/s, L2 {L2_BANDWIDTH / 1e12:.1f} TB/s "
+            f"({L2_BYTES / 2**20:.0f} MiB), FP64 {FP64_TENSOR_RATE / 1e12:.0f} TFLOP/s with tensor cores and "
+            f"{FP64_VECTOR_RATE / 1e12:.1f} without, {CARD_BYTES / 1e9:.0f} GB, {LAUNCH_S * 1e6:.0f} µs per launch; "
+            f"{ITERATIONS} iterations per forward; the torch path's budget {TORCH_BUDGET / 2**30:.0f} GiB.",
             f"Launches per iteration, counted: torch passes {launches['torch']:.0f}, "
-            f"fused passes {launches['triton']:.0f}.",
+            f"fused passes {launches['triton']:.0f}.  The solve kernel: {KERNEL_REGISTERS} registers per thread "
+            f"({min(64, REGISTERS_PER_SM // (KERNEL_REGISTERS * 32))} resident warps per SM), "
+            f"{THREADS_PER_BLOCK}-thread blocks.",
             "",
             table(launches),
         ]
