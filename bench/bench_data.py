@@ -12,9 +12,6 @@ One thread (bench/conftest.py).  Cases, all on the shapes of the main job
    1,280 × 32 features and one 20 × 20 × 10 solve; with ``rule="noise"`` also
    ``fastpid.plugin_noise``) and its parts, the numbers behind the monitoring
    share the demo prints.
-3. The discretiser's PCA products in float64 (covariance 32 × 1,280 × 32,
-   projection 1,280 × 32 × 5) through torch's BLAS and through numpy's, the
-   measurement behind ``fastpid.discretize._matmul``.
 """
 
 from __future__ import annotations
@@ -106,13 +103,3 @@ def test_probe_solve(benchmark, features):
     result = benchmark(fastpid.pid, joint, tol=1e-6)
     benchmark.extra_info.update(iterations=int(result.iterations), gap_bits=float(result.gap))
 
-
-@pytest.mark.benchmark(group="pca-products")
-@pytest.mark.parametrize("library", ["torch", "numpy"])
-@pytest.mark.parametrize("product", ["covariance", "projection"])
-def test_pca_product(benchmark, features, library, product):
-    rows = features[0][0].to(torch.float64)
-    left, right = (rows.T, rows) if product == "covariance" else (rows, rows[:5].T)
-    if library == "numpy":
-        left, right = left.numpy(), right.numpy()
-    benchmark(lambda: left @ right)

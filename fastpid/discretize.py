@@ -58,23 +58,15 @@ def _pca(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.
     mean = rows.mean(0)
     centred = rows - mean
     if centred.shape[0] >= centred.shape[1]:
-        _, vectors = torch.linalg.eigh(_matmul(centred.T, centred))  # ascending eigenvalues
+        _, vectors = torch.linalg.eigh(centred.T @ centred)  # ascending eigenvalues
         components = vectors[:, -k:].flip(1).T
     else:  # fewer rows than columns: through the Gram matrix
-        values, vectors = torch.linalg.eigh(_matmul(centred, centred.T))
+        values, vectors = torch.linalg.eigh(centred @ centred.T)
         values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
-        components = (_matmul(centred.T, vectors) / values.clamp_min(torch.finfo(rows.dtype).tiny).sqrt()).T
+        components = (centred.T @ vectors / values.clamp_min(torch.finfo(rows.dtype).tiny).sqrt()).T
     largest = components.gather(1, components.abs().argmax(1, keepdim=True))
     components = components * torch.where(largest < 0, -1.0, 1.0).to(components.dtype)
-    return mean, components, _matmul(centred, components.T)
-
-
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a @ b; for CPU tensors through numpy's BLAS, whose float64 products of these shapes
-    run 2-2.5× faster than torch's on AMD processors (bench/results/data-2026-12-07.md)."""
-    if a.device.type != "cpu":
-        return a @ b
-    return torch.from_numpy(a.numpy() @ b.numpy())
+    return mean, components, centred @ components.T
 
 
 def _seeding_uniforms(restarts: int, clusters: int, generator: torch.Generator) -> torch.Tensor:
