@@ -108,16 +108,19 @@ struct Joint {
   int *yvars, *ycount;           // (ny, nn), (ny): the free variables of y
   int *yon1, *yon2, *yn1, *yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
   T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere
-  T *block, *blockD, *blockI;    // (nn, nn), (nn), (nn) scratch: D_y's factor, Jacobi scales, 1 / pivots
-  T* columns;                    // (nn, nn) scratch: L⁻¹ e_j of D_y's factor
+  int ldB;                       // padded(nn) + kPadding: rows of block and columns
+  T *block, *blockD, *blockI;    // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
+  T* columns;                    // (ldB, ldB) scratch: the inverse transpose of D_y's factor
   int* position;                 // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
   T* cross;                      // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
   T *cap, *capD, *capI;          // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
   T* root;                       // (np) |c_k|^(1/2), capacitance order
   int* order;                    // (np) the pairs with cells in capacitance order: c ≥ 0 first
   int n_order, n_positive;
-  T *sy, *vk, *row;  // scratch (np), (np), (nn)
-  T* ty;             // scratch (ny, nn): D⁻¹ r per target value
+  T *sT, *xrows, *wy;  // scratch of form_cross: (n1, ny, w2), (n2, ny, w2), (ny, n2); w2 = cross_width(n2)
+  int* common;         // scratch (ny): the target values two x1 symbols share
+  T *vk, *row;         // scratch (np), (nn)
+  T* ty;               // scratch (ny, nn): D⁻¹ r per target value
 };
 
 template <typename U>
@@ -205,10 +208,12 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.yn1, b, o, ny);
     carve(J.yn2, b, o, ny);
     carve(J.F, b, o, ny * nn * nn);
-    carve(J.block, b, o, nn * nn);
+    const size_t ldB = size_t(padded(int(nn))) + kPadding;
+    J.ldB = int(ldB);
+    carve(J.block, b, o, ldB * ldB);
     carve(J.blockD, b, o, nn);
     carve(J.blockI, b, o, nn);
-    carve(J.columns, b, o, nn * nn);
+    carve(J.columns, b, o, ldB * ldB);
     carve(J.position, b, o, nn);
     carve(J.cross, b, o, np * np);
     carve(J.cap, b, o, ld * ld);
@@ -216,7 +221,11 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.capI, b, o, np);
     carve(J.root, b, o, np);
     carve(J.order, b, o, np);
-    carve(J.sy, b, o, np);
+    const size_t w2 = (size_t(n2) + 7) / 8 * 8;  // cross_width(n2), pairs.h
+    carve(J.sT, b, o, size_t(n1) * ny * w2);
+    carve(J.xrows, b, o, size_t(n2) * ny * w2);
+    carve(J.wy, b, o, size_t(ny) * n2);
+    carve(J.common, b, o, ny);
     carve(J.vk, b, o, np);
     carve(J.row, b, o, nn);
     carve(J.ty, b, o, ny * nn);

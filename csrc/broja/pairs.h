@@ -22,9 +22,12 @@ inline namespace FASTPID_ISA {
 // with `shift` plus kPairsBlockShift: the capacitance formula is that of
 // D + δ diag(D) + Σ c u uᵀ, and iterative refinement with M itself recovers M's
 // solution), and its inverse written to F_y, zero off the free variables.
+// With D_s D_y D_s + (shift + δ) I = Uᵀ U (cholesky_upper) and V = U⁻ᵀ (lower),
+// F_y = D_s Vᵀ V D_s: V by forward substitution a row at a time, Vᵀ V by the
+// tiled rank_update, both vectorised along the rows (J.ldB pads them).
 template <typename T>
 FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y];
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y], ld = J.ldB;
   const int* vars = J.yvars + size_t(y) * nn;
   T* F = J.F + size_t(y) * nn * nn;
   for (size_t i = 0; i < size_t(nn) * nn; ++i) F[i] = T(0);
@@ -32,8 +35,8 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   int* position = J.position;
   for (int v = 0; v < nn; ++v) position[v] = -1;
   for (int i = 0; i < m; ++i) position[vars[i]] = i;
-  T* A = J.block;
-  for (int i = 0; i < m * nn; ++i) A[i] = T(0);
+  T* A = J.block;  // upper triangle, rows ld apart
+  for (size_t i = 0; i < size_t(ld) * ld; ++i) A[i] = T(0);
   const int* on1 = J.yon1 + y * n1;
   const int* on2 = J.yon2 + y * n2;
   for (int a = 0; a < J.yn1[y]; ++a) {
@@ -41,72 +44,170 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
     for (int b = 0; b < J.yn2[y]; ++b) {
       const int x2 = on2[b], j = position[n1 + x2];
       const T q = J.q[(size_t(x1) * n2 + x2) * ny + y];
-      A[i * nn + i] += q;
+      A[i * ld + i] += q;
       if (j < 0) continue;  // the pinned λ2
-      A[j * nn + j] += q;
-      A[j * nn + i] = q;  // lower triangle: λ2 after λ1 in the list
+      A[j * ld + j] += q;
+      A[i * ld + j] = q;  // upper triangle: λ2 after λ1 in the list
     }
   }
-  if (!cholesky_jacobi(A, nn, m, J.blockD, J.blockI, shift + T(kPairsBlockShift))) return false;
-  // F = D L⁻ᵀ L⁻¹ D from the columns L⁻¹ e_j.
-  for (int j = 0; j < m; ++j) {  // L⁻¹ e_j vanishes above j: the substitution starts there
-    T* x = J.columns + j * size_t(nn);
-    for (int i = 0; i < m; ++i) x[i] = T(i == j);
-    for (int i = j; i < m; ++i) x[i] = (x[i] - dot(A + i * nn + j, x + j, i - j)) * J.blockI[i];
+  T* diag = J.row;
+  for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
+  if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift + T(kPairsBlockShift))) return false;
+  T* V = J.columns;  // V = U⁻ᵀ: row i = (e_i − Σ_{k<i} U[k][i] V[k]) / U[i][i], zero beyond column i
+  for (size_t i = 0; i < size_t(m) * ld; ++i) V[i] = T(0);
+  for (int i = 0; i < m; ++i) {
+    T* Vi = V + size_t(i) * ld;
+    for (int k = 0; k < i; ++k) {
+      const T f = A[k * ld + i];
+      const T* Vk = V + size_t(k) * ld;
+      for (int l = 0; l <= k; ++l) Vi[l] -= f * Vk[l];
+    }
+    Vi[i] += T(1);
+    for (int l = 0; l <= i; ++l) Vi[l] *= J.blockI[i];
   }
+  for (size_t i = 0; i < size_t(ld) * ld; ++i) A[i] = T(0);  // U is spent: A ← −Vᵀ V
+  rank_update(A, ld, V, ld, m, m);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
-      const int from = b;  // L⁻¹ e_a vanishes above a, L⁻¹ e_b above b ≥ a
-      const T value = dot(J.columns + a * size_t(nn) + from, J.columns + b * size_t(nn) + from, m - from) *
-                      J.blockD[a] * J.blockD[b];
+      const T value = -A[a * ld + b] * J.blockD[a] * J.blockD[b];
       F[size_t(vars[a]) * nn + vars[b]] = value;
       F[size_t(vars[b]) * nn + vars[a]] = value;
     }
   return true;
 }
 
-// G = Uᵀ D⁻¹ U over the pairs, in J.cross: target value by target value,
-// G[k][l] += s_k(y) s_l(y) (R_k[x1(l)] + R_k[n1 + x2(l)]) with R_k the sum of
-// F_y's rows x1(k) and n1 + x2(k), for the pairs with cells at y, and
-// l in the blocks of x1(l) ≥ x1(k) (the others by symmetry at the end).
-template <typename T>
-FASTPID_HOST_DEVICE inline void add_cross_terms(Joint<T>& J, int y) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn;
-  const size_t np = size_t(J.np);
-  const int* on1 = J.yon1 + y * n1;
-  const int* on2 = J.yon2 + y * n2;
-  const int m1 = J.yn1[y], m2 = J.yn2[y];
-  const T* F = J.F + size_t(y) * nn * nn;
-  T* sy = J.sy;  // s_l(y) by pair, 0 off the cells
-  for (int a = 0; a < m1; ++a)
-    for (int b = 0; b < m2; ++b) {
-      const size_t l = size_t(on1[a]) * n2 + on2[b];
-      sy[l] = J.s[l * ny + y];
-    }
-  T* R = J.row;
-  for (int a = 0; a < m1; ++a) {
-    const int x1 = on1[a];
-    for (int b = 0; b < m2; ++b) {
-      const int x2 = on2[b];
-      const size_t k = size_t(x1) * n2 + x2;
-      const T sk = sy[k];
-      const T* f1 = F + size_t(x1) * nn;
-      const T* f2 = F + size_t(n1 + x2) * nn;
-      for (int v = 0; v < nn; ++v) R[v] = f1[v] + f2[v];
-      T* Gk = J.cross + k * np;
-      T* R2 = R + n1;  // scaled by s_k(y) once per pair
-      for (int x2l = 0; x2l < n2; ++x2l) R2[x2l] *= sk;
-      for (int a2 = a; a2 < m1; ++a2) {
-        const int x1l = on1[a2];
-        const T r1 = sk * R[x1l];
-        T* out = Gk + size_t(x1l) * n2;
-        const T* sl = sy + size_t(x1l) * n2;
-        for (int x2l = 0; x2l < n2; ++x2l) out[x2l] += sl[x2l] * (r1 + R2[x2l]);
-      }
+// G = Uᵀ D⁻¹ U over the pairs, in J.cross, block by block of x1 symbols: for
+// pairs k = (i, j) and l = (i', j'), with F = F_y and the target values y at
+// which both i and i' are free (only there s_k(y) s_l(y) can be nonzero),
+//
+//   G[k][l] = Σ_y s_k(y) s_l(y) (F[i][i'] + F[n1+j][i'] + F[i][n1+j'] + F[n1+j][n1+j'])
+//           = Σ_y (X_i[j][y][j'] + W[y][j]) s_l(y),
+//   X_i[j][y][j'] = s_k(y) (F[n1+j][n1+j'] + F[i][n1+j']),   W[y][j] = s_k(y) (F[i][i'] + F[n1+j][i']).
+//
+// X_i is formed once per i; each n2 × n2 block (i, i ≤ i') is then summed over
+// y in registers, a chunk of kCrossChunk columns j' at a time, and written with
+// its mirror (i', i).  The same flops as a pass per target value over all of
+// G, without streaming the np² matrix through the cache ny times.
+constexpr int kCrossChunk = 8;
+FASTPID_HOST_DEVICE inline int cross_width(int n2) { return (n2 + kCrossChunk - 1) / kCrossChunk * kCrossChunk; }
+
+constexpr int kCrossRows = 4;
+
+// out[r][l] = Σ_t (x[r][ys[t]][l] + w[t n2 + r]) s[ys[t]][l] for `Rows` rows r (x's
+// `stride` apart, out's `np`) and the kCrossChunk columns l (rows of x and s `ld`
+// apart, padded with zeros: every chunk is full), the first `width` written.
+// The Rows × kCrossChunk sums are independent chains: the loop over t is not
+// bound by the latency of one accumulator, and each s is loaded once for all rows.
+template <int Rows, typename T>
+FASTPID_HOST_DEVICE inline void cross_chunk(T* out, size_t np, const T* x, size_t stride, const T* w, const T* s,
+                                            const int* ys, int count, int ld, int n2, int width) {
+  T acc[Rows][kCrossChunk] = {};
+  for (int t = 0; t < count; ++t) {
+    const size_t row = size_t(ys[t]) * ld;
+    for (int r = 0; r < Rows; ++r) {
+      const T wt = w[size_t(t) * n2 + r];
+      for (int l = 0; l < kCrossChunk; ++l) acc[r][l] += (x[r * stride + row + l] + wt) * s[row + l];
     }
   }
-  for (int a = 0; a < m1; ++a)  // back to 0 for the next target value
-    for (int b = 0; b < m2; ++b) sy[size_t(on1[a]) * n2 + on2[b]] = T(0);
+  for (int r = 0; r < Rows; ++r)
+    for (int l = 0; l < width; ++l) out[r * np + l] = acc[r][l];
+}
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// The same with the accumulators in vectors of FASTPID_VECTOR_BYTES (left to
+// itself the compiler vectorises across the rows instead).
+template <int Rows>
+FASTPID_HOST_DEVICE inline void cross_chunk(double* out, size_t np, const double* x, size_t stride, const double* w,
+                                            const double* s, const int* ys, int count, int ld, int n2, int width) {
+  constexpr int V = kCrossChunk / kVectorDoubles;
+  vector_double acc[Rows][V] = {};
+  for (int t = 0; t < count; ++t) {
+    const size_t row = size_t(ys[t]) * ld;
+    vector_double sv[V];
+    for (int v = 0; v < V; ++v) sv[v] = load(s + row + v * kVectorDoubles);
+    for (int r = 0; r < Rows; ++r) {
+      const vector_double wt = w[size_t(t) * n2 + r] - vector_double{};  // a broadcast
+      for (int v = 0; v < V; ++v) acc[r][v] += (load(x + r * stride + row + v * kVectorDoubles) + wt) * sv[v];
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    double sum[kCrossChunk];
+    for (int v = 0; v < V; ++v) store(sum + v * kVectorDoubles, acc[r][v]);
+    for (int l = 0; l < width; ++l) out[r * np + l] = sum[l];
+  }
+}
+#endif
+
+template <typename T>
+FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, ld = cross_width(n2);
+  const size_t np = size_t(J.np);
+  const Side& side = J.side1;  // the target values at which each x1 is free, increasing
+  T* sT = J.sT;                // s(i, j, y) as (n1, ny, ld), read only where i is free at y
+  for (int i = 0; i < n1; ++i)
+    for (int t = 0; t < side.count[i]; ++t) {
+      const int y = side.ys[i * ny + t];
+      T* row = sT + (size_t(i) * ny + y) * ld;
+      for (int j = 0; j < n2; ++j) row[j] = J.s[(size_t(i) * n2 + j) * ny + y];
+      for (int j = n2; j < ld; ++j) row[j] = T(0);
+    }
+  T* X = J.xrows;  // (n2, ny, ld)
+  for (int i = 0; i < n1; ++i) {
+    const int* yi = side.ys + i * ny;
+    const T* si = sT + size_t(i) * ny * ld;
+    for (int t = 0; t < side.count[i]; ++t) {
+      const int y = yi[t];
+      const T* F = J.F + size_t(y) * nn * nn;
+      const T* f12 = F + size_t(i) * nn + n1;
+      for (int j = 0; j < n2; ++j) {
+        const T sk = si[size_t(y) * ld + j];
+        const T* f22 = F + size_t(n1 + j) * nn + n1;
+        T* x = X + (size_t(j) * ny + y) * ld;
+        for (int l = 0; l < n2; ++l) x[l] = sk * (f22[l] + f12[l]);
+        for (int l = n2; l < ld; ++l) x[l] = T(0);
+      }
+    }
+    for (int i2 = i; i2 < n1; ++i2) {
+      // The target values free for both i and i2 (merge of two increasing lists).
+      const int* y2 = side.ys + i2 * ny;
+      int count = 0;
+      for (int a = 0, b = 0; a < side.count[i] && b < side.count[i2];) {
+        if (yi[a] < y2[b])
+          ++a;
+        else if (y2[b] < yi[a])
+          ++b;
+        else {
+          J.common[count++] = yi[a];
+          ++a;
+          ++b;
+        }
+      }
+      T* W = J.wy;
+      for (int t = 0; t < count; ++t) {
+        const int y = J.common[t];
+        const T* F = J.F + size_t(y) * nn * nn;
+        const T a = F[size_t(i) * nn + i2];
+        const T* f21 = F + size_t(i2) * nn + n1;  // F[n1 + j][i2] = F[i2][n1 + j]: F_y is symmetric
+        for (int j = 0; j < n2; ++j) W[size_t(t) * n2 + j] = si[size_t(y) * ld + j] * (a + f21[j]);
+      }
+      const T* s2 = sT + size_t(i2) * ny * ld;
+      T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
+      const size_t stride = size_t(ny) * ld;                       // between the rows j of X
+      for (int c = 0; c < n2; c += kCrossChunk) {
+        const int width = n2 - c < kCrossChunk ? n2 - c : kCrossChunk;
+        int j = 0;
+        for (; j + kCrossRows <= n2; j += kCrossRows)
+          cross_chunk<kCrossRows>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count,
+                                  ld, n2, width);
+        for (; j < n2; ++j)
+          cross_chunk<1>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count, ld, n2,
+                         width);
+      }
+      if (i2 == i) continue;
+      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;  // written row by row: contiguous stores
+      for (int l = 0; l < n2; ++l)
+        for (int j = 0; j < n2; ++j) mirror[l * np + j] = block[j * np + l];
+    }
+  }
 }
 
 // Factorises the Newton matrix at the current iterate (needs s, q = w s, c)
@@ -117,15 +218,9 @@ template <typename T>
 FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   const int ny = J.ny, ld = J.ldC;
   const size_t np = size_t(J.np);
-  for (size_t i = 0; i < np * np; ++i) J.cross[i] = T(0);
-  for (size_t l = 0; l < np; ++l) J.sy[l] = T(0);
-  for (int y = 0; y < ny; ++y) {
+  for (int y = 0; y < ny; ++y)
     if (!invert_block(J, y, shift)) return false;
-    add_cross_terms(J, y);
-  }
-  const int n2 = J.n2;
-  for (size_t k = 0; k < np; ++k)  // the blocks x1(l) < x1(k) from their mirror
-    for (size_t l = 0; l < k / n2 * n2; ++l) J.cross[k * np + l] = J.cross[l * np + k];
+  form_cross(J);
   // Capacitance order: the pairs with cells, c ≥ 0 first.
   int n = 0;
   for (int k = 0; k < J.np; ++k)
