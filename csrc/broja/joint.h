@@ -116,6 +116,7 @@ struct Joint {
   T *cap, *capD, *capI;          // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
   T* root;                       // (np) |c_k|^(1/2), capacitance order
   int* order;                    // (np) the pairs with cells in capacitance order: c ≥ 0 first
+  int* order_cells;              // (np) their index among the pairs with cells (pair_cells)
   int n_order, n_positive;
   T *sT, *xrows, *wy;  // scratch of form_cross: (n1, ny, w2), (n2, ny, w2), (ny, n2); w2 = cross_width(n2)
   int* common;         // scratch (ny): the target values two x1 symbols share
@@ -221,6 +222,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.capI, b, o, np);
     carve(J.root, b, o, np);
     carve(J.order, b, o, np);
+    carve(J.order_cells, b, o, np);
     const size_t w2 = (size_t(n2) + 7) / 8 * 8;  // cross_width(n2), pairs.h
     carve(J.sT, b, o, size_t(n1) * ny * w2);
     carve(J.xrows, b, o, size_t(n2) * ny * w2);

@@ -29,14 +29,21 @@ template <typename T>
 FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y], ld = J.ldB;
   const int* vars = J.yvars + size_t(y) * nn;
+  // Only the rows of the symbols on at y are ever read (form_cross, apply_block_inverses).
   T* F = J.F + size_t(y) * nn * nn;
-  for (size_t i = 0; i < size_t(nn) * nn; ++i) F[i] = T(0);
+  for (int a = 0; a < J.yn1[y]; ++a)
+    for (int v = 0; v < nn; ++v) F[size_t(J.yon1[y * n1 + a]) * nn + v] = T(0);
+  for (int b = 0; b < J.yn2[y]; ++b)
+    for (int v = 0; v < nn; ++v) F[size_t(n1 + J.yon2[y * n2 + b]) * nn + v] = T(0);
   if (m == 0) return true;
   int* position = J.position;
   for (int v = 0; v < nn; ++v) position[v] = -1;
   for (int i = 0; i < m; ++i) position[vars[i]] = i;
+  // The m × m system and the padding the tiled kernels touch: padded(m) rows and columns.
+  const int mp = padded(m);
   T* A = J.block;  // upper triangle, rows ld apart
-  for (size_t i = 0; i < size_t(ld) * ld; ++i) A[i] = T(0);
+  for (int i = 0; i < mp; ++i)
+    for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
   const int* on1 = J.yon1 + y * n1;
   const int* on2 = J.yon2 + y * n2;
   for (int a = 0; a < J.yn1[y]; ++a) {
@@ -54,7 +61,8 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
   if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift + T(kPairsBlockShift))) return false;
   T* V = J.columns;  // V = U⁻ᵀ: row i = (e_i − Σ_{k<i} U[k][i] V[k]) / U[i][i], zero beyond column i
-  for (size_t i = 0; i < size_t(m) * ld; ++i) V[i] = T(0);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < mp; ++j) V[i * ld + j] = T(0);
   for (int i = 0; i < m; ++i) {
     T* Vi = V + size_t(i) * ld;
     for (int k = 0; k < i; ++k) {
@@ -65,7 +73,8 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
     Vi[i] += T(1);
     for (int l = 0; l <= i; ++l) Vi[l] *= J.blockI[i];
   }
-  for (size_t i = 0; i < size_t(ld) * ld; ++i) A[i] = T(0);  // U is spent: A ← −Vᵀ V
+  for (int i = 0; i < mp; ++i)  // U is spent: A ← −Vᵀ V
+    for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
   rank_update(A, ld, V, ld, m, m);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
@@ -82,7 +91,9 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
 //
 //   G[k][l] = Σ_y s_k(y) s_l(y) (F[i][i'] + F[n1+j][i'] + F[i][n1+j'] + F[n1+j][n1+j'])
 //           = Σ_y (X_i[j][y][j'] + W[y][j]) s_l(y),
-//   X_i[j][y][j'] = s_k(y) (F[n1+j][n1+j'] + F[i][n1+j']),   W[y][j] = s_k(y) (F[i][i'] + F[n1+j][i']).
+//   X_i[j][y][j'] = s_k(y) (F[n1+j][n1+j'] + F[i][n1+j']),   W[y][j] = s_k(y) (F[i][i'] + F[n1+j][i']),
+//
+// (X_i[j][y] = 0 where x2 = j is off at y: F_y's rows are written only for the symbols on at y).
 //
 // X_i is formed once per i; each n2 × n2 block (i, i ≤ i') is then summed over
 // y in registers, a chunk of kCrossChunk columns j' at a time, and written with
@@ -159,9 +170,13 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
       const T* F = J.F + size_t(y) * nn * nn;
       const T* f12 = F + size_t(i) * nn + n1;
       for (int j = 0; j < n2; ++j) {
+        T* x = X + (size_t(j) * ny + y) * ld;
+        if (!J.on2[size_t(j) * ny + y]) {  // no cell (i, j, y), and F's row n1 + j is not written at y
+          for (int l = 0; l < ld; ++l) x[l] = T(0);
+          continue;
+        }
         const T sk = si[size_t(y) * ld + j];
         const T* f22 = F + size_t(n1 + j) * nn + n1;
-        T* x = X + (size_t(j) * ny + y) * ld;
         for (int l = 0; l < n2; ++l) x[l] = sk * (f22[l] + f12[l]);
         for (int l = n2; l < ld; ++l) x[l] = T(0);
       }
@@ -181,6 +196,13 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
           ++b;
         }
       }
+      T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
+      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;
+      if (count == 0) {  // no target value in common: a zero block (most of them in sparse joints)
+        for (int j = 0; j < n2; ++j)
+          for (int l = 0; l < n2; ++l) block[j * np + l] = mirror[j * np + l] = T(0);
+        continue;
+      }
       T* W = J.wy;
       for (int t = 0; t < count; ++t) {
         const int y = J.common[t];
@@ -190,8 +212,7 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
         for (int j = 0; j < n2; ++j) W[size_t(t) * n2 + j] = si[size_t(y) * ld + j] * (a + f21[j]);
       }
       const T* s2 = sT + size_t(i2) * ny * ld;
-      T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
-      const size_t stride = size_t(ny) * ld;                       // between the rows j of X
+      const size_t stride = size_t(ny) * ld;  // between the rows j of X
       for (int c = 0; c < n2; c += kCrossChunk) {
         const int width = n2 - c < kCrossChunk ? n2 - c : kCrossChunk;
         int j = 0;
@@ -203,8 +224,7 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
                          width);
       }
       if (i2 == i) continue;
-      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;  // written row by row: contiguous stores
-      for (int l = 0; l < n2; ++l)
+      for (int l = 0; l < n2; ++l)  // row by row: contiguous stores
         for (int j = 0; j < n2; ++j) mirror[l * np + j] = block[j * np + l];
     }
   }
@@ -223,12 +243,13 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   form_cross(J);
   // Capacitance order: the pairs with cells, c ≥ 0 first.
   int n = 0;
-  for (int k = 0; k < J.np; ++k)
-    if (J.pair[k] && !(J.c[k] < T(0))) J.order[n++] = k;
+  for (int v = 0; v < J.n_valid; ++v)
+    if (!(J.c[J.valid_pairs[v]] < T(0))) J.order_cells[n++] = v;
   J.n_positive = n;
-  for (int k = 0; k < J.np; ++k)
-    if (J.pair[k] && J.c[k] < T(0)) J.order[n++] = k;
+  for (int v = 0; v < J.n_valid; ++v)
+    if (J.c[J.valid_pairs[v]] < T(0)) J.order_cells[n++] = v;
   J.n_order = n;
+  for (int a = 0; a < n; ++a) J.order[a] = J.valid_pairs[J.order_cells[a]];
   T* C = J.cap;
   for (size_t i = 0; i < size_t(ld) * ld; ++i) C[i] = T(0);
   for (int a = 0; a < n; ++a) J.root[a] = sqrt_(fabs_(J.c[J.order[a]]));
@@ -277,14 +298,16 @@ FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, const T* r1, const T* r
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, n = J.n_order, p = J.n_positive;
   apply_block_inverses(J, r1, r2);
   // b = ρ Uᵀ D⁻¹ r, Jacobi-scaled; u from the signed factor; z = ρ u.
+  // Over each pair's cells only (s vanishes off them; a dense joint lists every y).
   T* b = J.vk;
   for (int a = 0; a < n; ++a) {
-    const int k = J.order[a], k1 = k / n2, k2 = k % n2;
-    const T* sk = J.s + size_t(k) * ny;
+    const PairCells c = pair_cells<false>(J, J.order_cells[a]);
+    const int k1 = c.k / n2, k2 = c.k % n2;
+    const T* sk = J.s + size_t(c.k) * ny;
     T sum = T(0);
-    for (int y = 0; y < ny; ++y) {
-      const T* t = J.ty + size_t(y) * nn;
-      sum += sk[y] * (t[k1] + t[n1 + k2]);
+    for (int i = 0; i < c.count; ++i) {
+      const T* t = J.ty + size_t(c.ys[i]) * nn;
+      sum += sk[c.ys[i]] * (t[k1] + t[n1 + k2]);
     }
     b[a] = sum * J.root[a] * J.capD[a];
   }
@@ -295,12 +318,14 @@ FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, const T* r1, const T* r
   for (size_t i = 0; i < size_t(n1) * ny; ++i) x1[i] = r1[i];
   for (size_t i = 0; i < size_t(n2) * ny; ++i) x2[i] = r2[i];
   for (int a = 0; a < n; ++a) {
-    const int k = J.order[a], k1 = k / n2, k2 = k % n2;
+    const PairCells c = pair_cells<false>(J, J.order_cells[a]);
+    const int k1 = c.k / n2, k2 = c.k % n2;
     const T z = b[a] * J.capD[a] * J.root[a];
-    const T* sk = J.s + size_t(k) * ny;
+    const T* sk = J.s + size_t(c.k) * ny;
     T* o1 = x1 + size_t(k1) * ny;
     T* o2 = x2 + size_t(k2) * ny;
-    for (int y = 0; y < ny; ++y) {
+    for (int i = 0; i < c.count; ++i) {
+      const int y = c.ys[i];
       o1[y] -= sk[y] * z;
       o2[y] -= sk[y] * z;
     }
