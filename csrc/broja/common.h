@@ -358,14 +358,29 @@ FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(T* S, int ld, int n, const T* 
   return factor_upper(S, ld, n, 0, n, inv);
 }
 
+// x ← x − f u over n entries.
+template <typename T>
+FASTPID_HOST_DEVICE inline void subtract_scaled(T* x, const T* u, T f, int n) {
+  for (int j = 0; j < n; ++j) x[j] -= u[j] * f;
+}
+#if defined(__GNUC__) && !defined(__CUDACC__)
+// The same in vectors (x and u may alias as far as the compiler knows, which
+// keeps it from vectorising the loop above).
+FASTPID_HOST_DEVICE inline void subtract_scaled(double* x, const double* u, double f, int n) {
+  const vector_double fv = f - vector_double{};  // a broadcast
+  int j = 0;
+  for (; j + kVectorDoubles <= n; j += kVectorDoubles) store(x + j, load(x + j) - load(u + j) * fv);
+  for (; j < n; ++j) x[j] -= u[j] * f;
+}
+#endif
+
 // x ← U⁻ᵀ x and x ← U⁻¹ x for a factor of cholesky_upper.
 template <typename T>
 FASTPID_HOST_DEVICE inline void forward_upper(const T* U, int ld, int n, const T* inv, T* x) {
   for (int p = 0; p < n; ++p) {
     const T xp = x[p] * inv[p];
     x[p] = xp;
-    const T* Up = U + p * ld;
-    for (int j = p + 1; j < n; ++j) x[j] -= Up[j] * xp;
+    subtract_scaled(x + p + 1, U + p * ld + p + 1, xp, n - p - 1);
   }
 }
 template <typename T>

@@ -127,25 +127,54 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, con
 
 // Δλ, Δw, Δh for the complementarity target rc (solver.newton_direction);
 // rc is overwritten by rc + w (g + h).
+// The right-hand side's pair terms, s_k f_k with f_k = (rc_k + w_k primal_k) / h_k, added
+// over the cells (Dense as in pair_softmax); rc is updated in place.
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, T* rc) {
+  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
+  for (int v = 0; v < pairs; ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    rc[c.k] += J.w[c.k] * J.primal[c.k];
+    const T f = rc[c.k] / J.h[c.k];
+    const T* sk = J.s + c.k * ny;
+    T* a = J.rhs1 + c.k / n2 * ny;
+    T* b = J.rhs2 + c.k % n2 * ny;
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      const T value = sk[y] * f;
+      a[y] += value;
+      b[y] += value;
+    }
+  }
+}
+// The slopes ⟨s_k, Δλ1 + Δλ2⟩ of the pairs with cells into slope (0 elsewhere).
+template <bool Dense, typename T>
+FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, T* slope) {
+  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
+  for (int k = 0; k < J.np; ++k) slope[k] = T(0);
+  for (int v = 0; v < pairs; ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    const T* sk = J.s + c.k * ny;
+    const T* a = J.d1 + c.k / n2 * ny;
+    const T* b = J.d2 + c.k % n2 * ny;
+    T sum = T(0);
+    for (int i = 0; i < c.count; ++i) {
+      const int y = Dense ? i : c.ys[i];
+      sum += sk[y] * (a[y] + b[y]);
+    }
+    slope[c.k] = sum;
+  }
+}
+
 template <typename T>
 FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* dh) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
   for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      if (!J.pair[k]) continue;
-      rc[k] += J.w[k] * J.primal[k];
-      const T f = rc[k] / J.h[k];
-      const T* sk = J.s + k * ny;
-      T* a = J.rhs1 + k1 * ny;
-      T* b = J.rhs2 + k2 * ny;
-      for (int y = 0; y < ny; ++y) {
-        const T v = sk[y] * f;
-        a[y] += v;
-        b[y] += v;
-      }
-    }
+  if (J.dense)
+    add_pair_terms<true>(J, rc);
+  else
+    add_pair_terms<false>(J, rc);
   for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
   for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
   solve_factored(J, J.rhs1, J.rhs2, J.d1, J.d2);
@@ -160,21 +189,15 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
     for (int i = 0; i < n1 * ny; ++i) J.d1[i] = where(refine, J.d1[i] + J.f1[i], J.d1[i]);
     for (int i = 0; i < n2 * ny; ++i) J.d2[i] = where(refine, J.d2[i] + J.f2[i], J.d2[i]);
   }
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      if (!J.pair[k]) {
-        dw[k] = T(0);
-        dh[k] = T(0);
-        continue;
-      }
-      const T* sk = J.s + k * ny;
-      const T* a = J.d1 + k1 * ny;
-      const T* b = J.d2 + k2 * ny;
-      T slope = T(0);
-      for (int y = 0; y < ny; ++y) slope += sk[y] * (a[y] + b[y]);
-      dh[k] = -J.primal[k] - slope;
-      dw[k] = (rc[k] + J.w[k] * slope) / J.h[k];
-    }
+  if (J.dense)
+    pair_slopes<true>(J, dw);
+  else
+    pair_slopes<false>(J, dw);
+  for (int k = 0; k < J.np; ++k) {
+    const T slope = dw[k];
+    dh[k] = J.pair[k] ? -J.primal[k] - slope : T(0);
+    dw[k] = J.pair[k] ? (rc[k] + J.w[k] * slope) / J.h[k] : T(0);
+  }
 }
 
 // Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
