@@ -120,6 +120,7 @@ struct Joint {
   int n_order, n_positive;
   T *sT, *xrows, *wy;  // scratch of form_cross: (n1, ny, w2), (n2, ny, w2), (ny, n2); w2 = cross_width(n2)
   int* common;         // scratch (ny): the target values two x1 symbols share
+  int* span;           // scratch (2 n1): where each x1's free target values of a tile begin and end
   T *vk, *row;         // scratch (np), (nn)
   T* ty;               // scratch (ny, nn): D⁻¹ r per target value
 };
@@ -228,6 +229,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.xrows, b, o, size_t(n2) * ny * w2);
     carve(J.wy, b, o, size_t(ny) * n2);
     carve(J.common, b, o, ny);
+    carve(J.span, b, o, 2 * size_t(n1));
     carve(J.vk, b, o, np);
     carve(J.row, b, o, nn);
     carve(J.ty, b, o, ny * nn);

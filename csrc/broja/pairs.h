@@ -95,16 +95,18 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
 //
 // (X_i[j][y] = 0 where x2 = j is off at y: F_y's rows are written only for the symbols on at y).
 //
-// X_i is formed once per i; each n2 × n2 block (i, i ≤ i') is then summed over
-// y in registers, a chunk of kCrossChunk columns j' at a time, and written with
-// its mirror (i', i).  The same flops as a pass per target value over all of
+// Tile by tile of target values, X_i is formed for each i and each n2 × n2
+// block (i, i ≤ i') adds its sum over the tile's y, kCrossRows rows j by
+// kCrossChunk columns j' at a time in registers; the blocks are mirrored to
+// (i', i) at the end.  The same flops as a pass per target value over all of
 // G, without streaming the np² matrix through the cache ny times.
 constexpr int kCrossChunk = 8;
 FASTPID_HOST_DEVICE inline int cross_width(int n2) { return (n2 + kCrossChunk - 1) / kCrossChunk * kCrossChunk; }
 
 constexpr int kCrossRows = 4;
+constexpr size_t kCrossTileBytes = size_t(192) << 10;  // X_i of a tile of target values: within L2
 
-// out[r][l] = Σ_t (x[r][ys[t]][l] + w[t n2 + r]) s[ys[t]][l] for `Rows` rows r (x's
+// out[r][l] += Σ_t (x[r][ys[t]][l] + w[t n2 + r]) s[ys[t]][l] for `Rows` rows r (x's
 // `stride` apart, out's `np`) and the kCrossChunk columns l (rows of x and s `ld`
 // apart, padded with zeros: every chunk is full), the first `width` written.
 // The Rows × kCrossChunk sums are independent chains: the loop over t is not
@@ -121,7 +123,7 @@ FASTPID_HOST_DEVICE inline void cross_chunk(T* out, size_t np, const T* x, size_
     }
   }
   for (int r = 0; r < Rows; ++r)
-    for (int l = 0; l < width; ++l) out[r * np + l] = acc[r][l];
+    for (int l = 0; l < width; ++l) out[r * np + l] += acc[r][l];
 }
 #if defined(__GNUC__) && !defined(__CUDACC__)
 // The same with the accumulators in vectors of FASTPID_VECTOR_BYTES (left to
@@ -143,7 +145,7 @@ FASTPID_HOST_DEVICE inline void cross_chunk(double* out, size_t np, const double
   for (int r = 0; r < Rows; ++r) {
     double sum[kCrossChunk];
     for (int v = 0; v < V; ++v) store(sum + v * kVectorDoubles, acc[r][v]);
-    for (int l = 0; l < width; ++l) out[r * np + l] = sum[l];
+    for (int l = 0; l < width; ++l) out[r * np + l] += sum[l];
   }
 }
 #endif
@@ -152,82 +154,96 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, ld = cross_width(n2);
   const size_t np = size_t(J.np);
+  // Target values a tile at a time (the outer loop), so that the tile's rows of
+  // F_y and X_i stay in the cache while every block sums over them.
+  const int tile = int(kCrossTileBytes / (size_t(n2) * ld * sizeof(T))) + 1;
   const Side& side = J.side1;  // the target values at which each x1 is free, increasing
-  T* sT = J.sT;                // s(i, j, y) as (n1, ny, ld), read only where i is free at y
-  for (int i = 0; i < n1; ++i)
+  int* begin = J.span;         // per x1 symbol: its free target values of the tile, begin[i] ≤ t < end[i]
+  int* end = J.span + n1;
+  T* sT = J.sT;  // s(i, j, y) as (n1, ny, ld), read only where i is free at y
+  for (int i = 0; i < n1; ++i) {
+    end[i] = 0;
     for (int t = 0; t < side.count[i]; ++t) {
       const int y = side.ys[i * ny + t];
       T* row = sT + (size_t(i) * ny + y) * ld;
       for (int j = 0; j < n2; ++j) row[j] = J.s[(size_t(i) * n2 + j) * ny + y];
       for (int j = n2; j < ld; ++j) row[j] = T(0);
     }
-  T* X = J.xrows;  // (n2, ny, ld)
-  for (int i = 0; i < n1; ++i) {
-    const int* yi = side.ys + i * ny;
-    const T* si = sT + size_t(i) * ny * ld;
-    for (int t = 0; t < side.count[i]; ++t) {
-      const int y = yi[t];
-      const T* F = J.F + size_t(y) * nn * nn;
-      const T* f12 = F + size_t(i) * nn + n1;
-      for (int j = 0; j < n2; ++j) {
-        T* x = X + (size_t(j) * ny + y) * ld;
-        if (!J.on2[size_t(j) * ny + y]) {  // no cell (i, j, y), and F's row n1 + j is not written at y
-          for (int l = 0; l < ld; ++l) x[l] = T(0);
-          continue;
-        }
-        const T sk = si[size_t(y) * ld + j];
-        const T* f22 = F + size_t(n1 + j) * nn + n1;
-        for (int l = 0; l < n2; ++l) x[l] = sk * (f22[l] + f12[l]);
-        for (int l = n2; l < ld; ++l) x[l] = T(0);
-      }
+  }
+  for (size_t k = 0; k < np * np; ++k) J.cross[k] = T(0);
+  T* X = J.xrows;                         // (n2, ny, ld)
+  const size_t stride = size_t(ny) * ld;  // between the rows j of X
+  for (int y0 = 0; y0 < ny; y0 += tile) {
+    const int y1 = ny - y0 < tile ? ny : y0 + tile;
+    for (int i = 0; i < n1; ++i) {
+      begin[i] = end[i];
+      while (end[i] < side.count[i] && side.ys[i * ny + end[i]] < y1) ++end[i];
     }
-    for (int i2 = i; i2 < n1; ++i2) {
-      // The target values free for both i and i2 (merge of two increasing lists).
-      const int* y2 = side.ys + i2 * ny;
-      int count = 0;
-      for (int a = 0, b = 0; a < side.count[i] && b < side.count[i2];) {
-        if (yi[a] < y2[b])
-          ++a;
-        else if (y2[b] < yi[a])
-          ++b;
-        else {
-          J.common[count++] = yi[a];
-          ++a;
-          ++b;
+    for (int i = 0; i < n1; ++i) {
+      const int* yi = side.ys + i * ny;
+      const T* si = sT + size_t(i) * ny * ld;
+      for (int a = begin[i]; a < end[i]; ++a) {
+        const int y = yi[a];
+        const T* F = J.F + size_t(y) * nn * nn;
+        const T* f12 = F + size_t(i) * nn + n1;
+        for (int j = 0; j < n2; ++j) {
+          T* x = X + j * stride + size_t(y) * ld;
+          if (!J.on2[size_t(j) * ny + y]) {  // no cell (i, j, y), and F's row n1 + j is not written at y
+            for (int l = 0; l < ld; ++l) x[l] = T(0);
+            continue;
+          }
+          const T sk = si[size_t(y) * ld + j];
+          const T* f22 = F + size_t(n1 + j) * nn + n1;
+          for (int l = 0; l < n2; ++l) x[l] = sk * (f22[l] + f12[l]);
+          for (int l = n2; l < ld; ++l) x[l] = T(0);
         }
       }
-      T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
-      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;
-      if (count == 0) {  // no target value in common: a zero block (most of them in sparse joints)
-        for (int j = 0; j < n2; ++j)
-          for (int l = 0; l < n2; ++l) block[j * np + l] = mirror[j * np + l] = T(0);
-        continue;
+      for (int i2 = i; i2 < n1; ++i2) {
+        // The target values of the tile free for both i and i2 (merge of two increasing lists).
+        const int* y2 = side.ys + i2 * ny;
+        int count = 0;
+        for (int a = begin[i], b = begin[i2]; a < end[i] && b < end[i2];) {
+          if (yi[a] < y2[b])
+            ++a;
+          else if (y2[b] < yi[a])
+            ++b;
+          else {
+            J.common[count++] = yi[a];
+            ++a;
+            ++b;
+          }
+        }
+        if (count == 0) continue;  // no target value in common (most blocks of sparse joints)
+        T* W = J.wy;
+        for (int t = 0; t < count; ++t) {
+          const int y = J.common[t];
+          const T* F = J.F + size_t(y) * nn * nn;
+          const T a = F[size_t(i) * nn + i2];
+          const T* f21 = F + size_t(i2) * nn + n1;  // F[n1 + j][i2] = F[i2][n1 + j]: F_y is symmetric
+          for (int j = 0; j < n2; ++j) W[size_t(t) * n2 + j] = si[size_t(y) * ld + j] * (a + f21[j]);
+        }
+        const T* s2 = sT + size_t(i2) * ny * ld;
+        T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
+        for (int c = 0; c < n2; c += kCrossChunk) {
+          const int width = n2 - c < kCrossChunk ? n2 - c : kCrossChunk;
+          int j = 0;
+          for (; j + kCrossRows <= n2; j += kCrossRows)
+            cross_chunk<kCrossRows>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count,
+                                    ld, n2, width);
+          for (; j < n2; ++j)
+            cross_chunk<1>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count, ld, n2,
+                           width);
+        }
       }
-      T* W = J.wy;
-      for (int t = 0; t < count; ++t) {
-        const int y = J.common[t];
-        const T* F = J.F + size_t(y) * nn * nn;
-        const T a = F[size_t(i) * nn + i2];
-        const T* f21 = F + size_t(i2) * nn + n1;  // F[n1 + j][i2] = F[i2][n1 + j]: F_y is symmetric
-        for (int j = 0; j < n2; ++j) W[size_t(t) * n2 + j] = si[size_t(y) * ld + j] * (a + f21[j]);
-      }
-      const T* s2 = sT + size_t(i2) * ny * ld;
-      const size_t stride = size_t(ny) * ld;  // between the rows j of X
-      for (int c = 0; c < n2; c += kCrossChunk) {
-        const int width = n2 - c < kCrossChunk ? n2 - c : kCrossChunk;
-        int j = 0;
-        for (; j + kCrossRows <= n2; j += kCrossRows)
-          cross_chunk<kCrossRows>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count,
-                                  ld, n2, width);
-        for (; j < n2; ++j)
-          cross_chunk<1>(block + j * np + c, np, X + j * stride + c, stride, W + j, s2 + c, J.common, count, ld, n2,
-                         width);
-      }
-      if (i2 == i) continue;
-      for (int l = 0; l < n2; ++l)  // row by row: contiguous stores
-        for (int j = 0; j < n2; ++j) mirror[l * np + j] = block[j * np + l];
     }
   }
+  for (int i = 0; i < n1; ++i)
+    for (int i2 = i + 1; i2 < n1; ++i2) {  // the mirror blocks (i2, i), row by row: contiguous stores
+      const T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;
+      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;
+      for (int l = 0; l < n2; ++l)
+        for (int j = 0; j < n2; ++j) mirror[l * np + j] = block[j * np + l];
+    }
 }
 
 // Factorises the Newton matrix at the current iterate (needs s, q = w s, c)
