@@ -72,6 +72,30 @@ def test_library_has_sm90_code():
     assert ".sm_90." in listing, listing
 
 
+KERNELS = ("broja_solve_kernel", "broja_certificate_kernel", "broja_backward_kernel")
+
+
+@needs_cuda_build
+def test_every_kernel_in_the_sm80_and_sm90_cubins():
+    """``cuobjdump -res-usage`` lists each kernel once per architecture the build targets
+    (setup.py: sm_80 and sm_90); their registers and stack: bench/results/cuda-build-*.md."""
+    tool = cuobjdump()
+    if tool is None:
+        pytest.skip("cuobjdump not found")
+    import fastpid._C as ext
+
+    usage = subprocess.run([tool, "-res-usage", ext.__file__], capture_output=True, text=True, check=True).stdout
+    kernels: dict[str, set[str]] = {}
+    arch = None
+    for line in usage.splitlines():
+        if line.startswith("arch = "):
+            arch = line.split("=")[1].strip()
+        elif line.strip().startswith("Function ") and arch is not None:
+            kernels.setdefault(arch, set()).update(name for name in KERNELS if name in line)
+    for arch in ("sm_80", "sm_90"):
+        assert kernels.get(arch) == set(KERNELS), (arch, kernels)
+
+
 def test_auto_on_cuda_joints_is_the_cpu_op_on_a_host_copy():
     """Safe default until a GPU kernel is measured: "auto" never picks the never-run
     "cuda" kernel (needs no device: only the rule); "cuda" runs when named."""

@@ -29,16 +29,25 @@ inline namespace FASTPID_ISA {
 // The Newton matrix factorised, with the diagonal shift `shift`, and solved by
 // the joint's elimination.  The pairs elimination orders the pairs by the sign
 // of their c, a branch on values: joints in vector lanes (csrc/cpu/lanes.h)
-// always eliminate a side.
+// always eliminate a side.  Device code has no pairs elimination (the CUDA
+// kernel eliminates a side: csrc/cuda/broja_cuda.cu), so that its registers
+// are those of the side elimination.
+#if defined(__CUDA_ARCH__)
+template <typename T>
+constexpr bool kPairsHere = false;
+#else
+template <typename T>
+constexpr bool kPairsHere = kScalar<T>;
+#endif
 template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> factor(Joint<T>& J, T shift) {
-  if constexpr (kScalar<T>)
+  if constexpr (kPairsHere<T>)
     if (J.elimination == Elimination::kPairs) return pairs_factor(J, shift);
   return side_factor(J, shift);
 }
 template <typename T>
 FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
-  if constexpr (kScalar<T>)
+  if constexpr (kPairsHere<T>)
     if (J.elimination == Elimination::kPairs) return pairs_solve(J, r1, r2, x1, x2);
   side_solve(J, r1, r2, x1, x2);
 }
