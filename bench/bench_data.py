@@ -102,4 +102,3 @@ def test_probe_solve(benchmark, features):
     joint = fastpid.joint_from_samples(*symbols, labels, SYMBOLS, SYMBOLS, LABELS)
     result = benchmark(fastpid.pid, joint, tol=1e-6)
     benchmark.extra_info.update(iterations=int(result.iterations), gap_bits=float(result.gap))
-
