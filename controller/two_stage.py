@@ -138,7 +138,7 @@ class TwoStageController(Schedule):
       controller hands over (``rule="paper"``).  With ``rule="noise"`` every probe's
       atoms also get a standard error (delta method) and a bias (bootstrap with
       the linear term as control variate, ``noise_resamples`` resamples), from
-      ``fastpid.plugin_noise`` in one batched call with the probe's own solve,
+      ``fastpid.plugin_noise``, which also makes the probe's own solve,
       and the drop must also exceed its noise: peak − S > ``noise_z`` × √(se_peak² + se_S²), the
       standard error of the mean synergy being √(Σ_pairs se²) / pairs.  Synergy
       values of a few hundredths of a bit change by about their own noise from
