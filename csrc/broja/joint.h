@@ -108,6 +108,7 @@ struct Joint {
   int *yvars, *ycount;           // (ny, nn), (ny): the free variables of y
   int *yon1, *yon2, *yn1, *yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
   T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere
+  T* Fc;                         // (ny, nn, nn) the same, compact: m × m over the free variables in yvars order
   int ldB;                       // padded(nn) + kPadding: rows of block and columns
   T *block, *blockD, *blockI;    // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
   T* columns;                    // (ldB, ldB) scratch: the inverse transpose of D_y's factor
@@ -210,6 +211,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.yn1, b, o, ny);
     carve(J.yn2, b, o, ny);
     carve(J.F, b, o, ny * nn * nn);
+    carve(J.Fc, b, o, ny * nn * nn);
     const size_t ldB = size_t(padded(int(nn))) + kPadding;
     J.ldB = int(ldB);
     carve(J.block, b, o, ldB * ldB);

@@ -29,7 +29,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y], ld = J.ldB;
   const int* vars = J.yvars + size_t(y) * nn;
-  // Only the rows of the symbols on at y are ever read (form_cross, apply_block_inverses).
+  // Only the rows of the symbols on at y are ever read (form_cross).
   T* F = J.F + size_t(y) * nn * nn;
   for (int a = 0; a < J.yn1[y]; ++a)
     for (int v = 0; v < nn; ++v) F[size_t(J.yon1[y * n1 + a]) * nn + v] = T(0);
@@ -76,11 +76,14 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   for (int i = 0; i < mp; ++i)  // U is spent: A ← −Vᵀ V
     for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
   rank_update(A, ld, V, ld, m, m);
+  T* Fc = J.Fc + size_t(y) * nn * nn;
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
       const T value = -A[a * ld + b] * J.blockD[a] * J.blockD[b];
       F[size_t(vars[a]) * nn + vars[b]] = value;
       F[size_t(vars[b]) * nn + vars[a]] = value;
+      Fc[a * nn + b] = value;
+      Fc[b * nn + a] = value;
     }
   return true;
 }
@@ -290,22 +293,22 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   return factor_upper(C, ld, n, p, n, J.capI);
 }
 
-// t_y = F_y r_y for every y, into J.ty (ny × nn), from (r1, r2) (zero where
-// not free): rows of F_y over all nn variables (zero off the free ones), so
-// that the products are contiguous.
+// t_y = F_y r_y for every y, into J.ty (ny × nn, zero off the free variables),
+// from (r1, r2): the free variables' entries gathered, then products with
+// the compact m × m inverse (J.Fc), so that a sparse joint's target values
+// cost m², not m nn.
 template <typename T>
 FASTPID_HOST_DEVICE inline void apply_block_inverses(Joint<T>& J, const T* r1, const T* r2) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn;
+  const int n1 = J.n1, ny = J.ny, nn = J.nn;
   T* rv = J.row;
   for (int y = 0; y < ny; ++y) {
     const int m = J.ycount[y];
     const int* vars = J.yvars + size_t(y) * nn;
-    const T* F = J.F + size_t(y) * nn * nn;
+    const T* Fc = J.Fc + size_t(y) * nn * nn;
     T* t = J.ty + size_t(y) * nn;
-    for (int x = 0; x < n1; ++x) rv[x] = r1[size_t(x) * ny + y];
-    for (int x = 0; x < n2; ++x) rv[n1 + x] = r2[size_t(x) * ny + y];
+    for (int i = 0; i < m; ++i) rv[i] = vars[i] < n1 ? r1[size_t(vars[i]) * ny + y] : r2[size_t(vars[i] - n1) * ny + y];
     for (int v = 0; v < nn; ++v) t[v] = T(0);
-    for (int i = 0; i < m; ++i) t[vars[i]] = dot(F + size_t(vars[i]) * nn, rv, nn);
+    for (int i = 0; i < m; ++i) t[vars[i]] = dot(Fc + size_t(i) * nn, rv, m);
   }
 }
 
