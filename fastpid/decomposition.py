@@ -273,15 +273,19 @@ def envelope_gradient(
     return (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
 
 
+def _gradient(backend: str):
+    """``backend``'s fused backward, or ``envelope_gradient`` where it has none."""
+    return backends.get(backend).gradient or envelope_gradient
+
+
 def atom_jacobian(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, backend: str) -> torch.Tensor:
     """The gradients of all five atoms (R, U1, U2, S, MI) with respect to joints ``p``
     (..., n1, n2, ny) at their dual solution, shape (..., n1, n2, ny, 5): ``envelope_gradient``
     with one-hot upstream gradients, all five in one call of ``backend``'s fused backward
     (autograd would make one backward pass per atom)."""
     one_hot = torch.eye(5, dtype=torch.float64, device=p.device)
-    fused = backends.get(backend).gradient or envelope_gradient
     batch = p.shape[:-3]
-    grad = fused(
+    grad = _gradient(backend)(
         p.unsqueeze(-4).expand(*batch, 5, *p.shape[-3:]),
         lam1.unsqueeze(-3).expand(*batch, 5, *lam1.shape[-2:]),
         lam2.unsqueeze(-3).expand(*batch, 5, *lam2.shape[-2:]),
@@ -307,8 +311,7 @@ def _backward(ctx, grad_atoms, *_):
             "variables, whose derivative with respect to P is not computed; use create_graph=False"
         )
     raw, lam1, lam2 = ctx.saved_tensors
-    fused = backends.get(ctx.backend).gradient
-    grad = (envelope_gradient if fused is None else fused)(raw, lam1, lam2, grad_atoms.to(torch.float64))
+    grad = _gradient(ctx.backend)(raw, lam1, lam2, grad_atoms.to(torch.float64))
     return grad.to(raw.dtype), None, None, None, None, None
 
 

@@ -134,8 +134,6 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, con
   return berr;
 }
 
-// Δλ, Δw, Δh for the complementarity target rc (solver.newton_direction);
-// rc is overwritten by rc + w (g + h).
 // The right-hand side's pair terms, s_k f_k with f_k = (rc_k + w_k primal_k) / h_k, added
 // over the cells (Dense as in pair_softmax); rc is updated in place.
 template <bool Dense, typename T>
@@ -175,6 +173,8 @@ FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, T* slope) {
   }
 }
 
+// Δλ, Δw, Δh for the complementarity target rc (solver.newton_direction);
+// rc is overwritten by rc + w (g + h).
 template <typename T>
 FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* dh) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;

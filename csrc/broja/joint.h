@@ -107,7 +107,8 @@ struct Joint {
   int nn, ldC;                   // ldC: leading dimension of the capacitance, padded(np) + kPadding
   int *yvars, *ycount;           // (ny, nn), (ny): the free variables of y
   int *yon1, *yon2, *yn1, *yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
-  T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere
+  T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere in the rows of
+                                 // the symbols on at y (the only rows read: form_cross); other rows unset
   T* Fc;                         // (ny, nn, nn) the same, compact: m × m over the free variables in yvars order
   int ldB;                       // padded(nn) + kPadding: rows of block and columns
   T *block, *blockD, *blockI;    // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
