@@ -77,6 +77,7 @@ std::vector<double> broja_constants() {
           b::kCertifyAbove,
           double(b::kPairsRefinementSteps),
           b::kPairsBlockShift,
+          b::kPairsShiftFreeTrace,
           b::kPairsAdvantage,
           kDefaultMemoryGiB,
           double(b::kSideRescueBytes)};

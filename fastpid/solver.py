@@ -58,7 +58,8 @@ REGULARIZATION = 1e-14  # first diagonal shift of a Jacobi-scaled matrix that is
 MAX_SHIFT_RAISES = 8
 REFINEMENT_STEPS = 2
 PAIRS_REFINEMENT_STEPS = 6  # the pair elimination's solves lose more to rounding (docs/pid-math.md)
-PAIRS_BLOCK_SHIFT = 1e-4  # δ: the pair elimination factorises D + δ diag(D), refinement solves with M
+PAIRS_BLOCK_SHIFT = 1e-4  # δ: the pair elimination factorises D_y + δ diag(D_y), refinement solves with M,
+PAIRS_SHIFT_FREE_TRACE = 100  # where the trace of D_y's scaled inverse (≥ 1 / λ_min) exceeds this
 PAIRS_ADVANTAGE = 3.1  # "pairs" where its flops are fewer by this factor (choose_elimination)
 MAX_VIOLATION = 0.1  # nats: how far a step may take λ out of the feasible set
 MAX_BACKTRACKS = 30
@@ -234,8 +235,16 @@ class PairsFactor:
         free = self.per_target(support.free.to(s.dtype))  # (B, ny, n1 + n2)
         blocks = blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1 - free)
         scale, scaled = _jacobi(blocks)
+        # Unshifted where D_y is well conditioned, shifted by δ where not (or where
+        # the unshifted Cholesky fails); the C++ solver also keeps a block shifted
+        # once it has needed δ, a saving that changes no solution beyond rounding.
+        factor, info = torch.linalg.cholesky_ex(scaled)
+        inverse = torch.cholesky_inverse(factor)
+        trace = (inverse.diagonal(dim1=-2, dim2=-1) * free).sum(-1)
+        self.shifted = (info > 0) | ~(trace <= PAIRS_SHIFT_FREE_TRACE)  # (B, ny)
         eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
-        inverse = torch.cholesky_inverse(_cholesky_with_shift(scaled + PAIRS_BLOCK_SHIFT * eye))
+        shifted = torch.cholesky_inverse(_cholesky_with_shift(scaled + PAIRS_BLOCK_SHIFT * eye))
+        inverse = torch.where(self.shifted[..., None, None], shifted, inverse)
         self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
         # G[k][l] = Σ_y s_k(y) s_l(y) (R_k[x1(l)] + R_k[n1 + x2(l)]), R_k the sum of D_y⁻¹'s rows
         # x1(k) and n1 + x2(k): contractions over y batched over x1(l), then over x2(l).
@@ -441,6 +450,7 @@ COMPILED_CONSTANTS = (
     "CERTIFY_ABOVE",
     "PAIRS_REFINEMENT_STEPS",
     "PAIRS_BLOCK_SHIFT",
+    "PAIRS_SHIFT_FREE_TRACE",
     "PAIRS_ADVANTAGE",
     "DEFAULT_MEMORY_GIB",
     "SIDE_RESCUE_BYTES",

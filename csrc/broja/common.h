@@ -33,8 +33,11 @@ constexpr double kRegularization = 1e-14;  // first diagonal shift of a matrix t
 constexpr int kMaxShiftRaises = 8;
 constexpr int kRefinementSteps = 2;
 constexpr int kPairsRefinementSteps = 6;  // the pair elimination's solves lose more to rounding
-// δ: the pair elimination factorises D + δ diag(D) (docs/pid-math.md, "Pair elimination").
+// δ: the pair elimination factorises D + δ diag(D) where D is near-singular: on
+// blocks D_y whose Jacobi-scaled inverse has a trace (a bound on 1 / λ_min) above
+// kPairsShiftFreeTrace (docs/pid-math.md, "Pair elimination").
 constexpr double kPairsBlockShift = 1e-4;
+constexpr double kPairsShiftFreeTrace = 100;
 constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
 constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d

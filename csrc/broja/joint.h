@@ -114,6 +114,7 @@ struct Joint {
   T *block, *blockD, *blockI;    // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
   T* columns;                    // (ldB, ldB) scratch: the inverse transpose of D_y's factor
   int* position;                 // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
+  unsigned char* shifted;        // (ny) D_y has needed the shift δ at a step of this solve (it keeps it)
   T* cross;                      // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
   T *cap, *capD, *capI;          // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
   T* root;                       // (np) |c_k|^(1/2), capacitance order
@@ -220,6 +221,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
     carve(J.blockI, b, o, nn);
     carve(J.columns, b, o, ldB * ldB);
     carve(J.position, b, o, nn);
+    carve(J.shifted, b, o, ny);
     carve(J.cross, b, o, np * np);
     carve(J.cap, b, o, ld * ld);
     carve(J.capD, b, o, np);
@@ -458,6 +460,7 @@ FASTPID_HOST_DEVICE inline void list_target_values(Joint<T>& J) {
       if (J.on2[x2 * ny + y]) J.yon2[y * n2 + b++] = x2;
     }
     J.ycount[y] = m;
+    J.shifted[y] = 0;
     J.yn1[y] = a;
     J.yn2[y] = b;
   }

@@ -18,38 +18,21 @@ namespace fastpid {
 namespace broja {
 inline namespace FASTPID_ISA {
 
-// D_y on the free variables of y (J.yvars), factorised (Jacobi-scaled Cholesky
-// with `shift` plus kPairsBlockShift: the capacitance formula is that of
-// D + δ diag(D) + Σ c u uᵀ, and iterative refinement with M itself recovers M's
-// solution), and its inverse written to F_y, zero off the free variables.
-// With D_s D_y D_s + (shift + δ) I = Uᵀ U (cholesky_upper) and V = U⁻ᵀ (lower),
-// F_y = D_s Vᵀ V D_s: V by forward substitution a row at a time, Vᵀ V by the
-// tiled rank_update, both vectorised along the rows (J.ldB pads them).
+// D_y's m × m system on the free variables of y (J.position: each one's index
+// among them) into J.block: the upper triangle, rows J.ldB apart, zero up to
+// padded(m) rows and columns (the padding the tiled kernels touch).
 template <typename T>
-FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, m = J.ycount[y], ld = J.ldB;
-  const int* vars = J.yvars + size_t(y) * nn;
-  // Only the rows of the symbols on at y are ever read (form_cross).
-  T* F = J.F + size_t(y) * nn * nn;
-  for (int a = 0; a < J.yn1[y]; ++a)
-    for (int v = 0; v < nn; ++v) F[size_t(J.yon1[y * n1 + a]) * nn + v] = T(0);
-  for (int b = 0; b < J.yn2[y]; ++b)
-    for (int v = 0; v < nn; ++v) F[size_t(n1 + J.yon2[y * n2 + b]) * nn + v] = T(0);
-  if (m == 0) return true;
-  int* position = J.position;
-  for (int v = 0; v < nn; ++v) position[v] = -1;
-  for (int i = 0; i < m; ++i) position[vars[i]] = i;
-  // The m × m system and the padding the tiled kernels touch: padded(m) rows and columns.
-  const int mp = padded(m);
-  T* A = J.block;  // upper triangle, rows ld apart
+FASTPID_HOST_DEVICE inline void load_block(Joint<T>& J, int y, int m) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny, ld = J.ldB, mp = padded(m);
+  T* A = J.block;
   for (int i = 0; i < mp; ++i)
     for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
   const int* on1 = J.yon1 + y * n1;
   const int* on2 = J.yon2 + y * n2;
   for (int a = 0; a < J.yn1[y]; ++a) {
-    const int x1 = on1[a], i = position[x1];
+    const int x1 = on1[a], i = J.position[x1];
     for (int b = 0; b < J.yn2[y]; ++b) {
-      const int x2 = on2[b], j = position[n1 + x2];
+      const int x2 = on2[b], j = J.position[n1 + x2];
       const T q = J.q[(size_t(x1) * n2 + x2) * ny + y];
       A[i * ld + i] += q;
       if (j < 0) continue;  // the pinned λ2
@@ -57,12 +40,23 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
       A[i * ld + j] = q;  // upper triangle: λ2 after λ1 in the list
     }
   }
+}
+
+// The block loaded in J.block factorised, D_s A D_s + shift I = Uᵀ U
+// (cholesky_upper), and V = U⁻ᵀ (lower) into J.columns: row i = (e_i − Σ_{k<i}
+// U[k][i] V[k]) / U[i][i], zero beyond column i.  `trace` ← trace(Vᵀ V), that
+// of the scaled inverse (at least 1 / λ_min).  False if the factorisation fails.
+template <typename T>
+FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift, T& trace) {
+  const int ld = J.ldB, mp = padded(m);
+  T* A = J.block;
   T* diag = J.row;
   for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
-  if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift + T(kPairsBlockShift))) return false;
-  T* V = J.columns;  // V = U⁻ᵀ: row i = (e_i − Σ_{k<i} U[k][i] V[k]) / U[i][i], zero beyond column i
+  if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift)) return false;
+  T* V = J.columns;
   for (int i = 0; i < m; ++i)
     for (int j = 0; j < mp; ++j) V[i * ld + j] = T(0);
+  trace = T(0);
   for (int i = 0; i < m; ++i) {
     T* Vi = V + size_t(i) * ld;
     for (int k = 0; k < i; ++k) {
@@ -71,11 +65,51 @@ FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
       for (int l = 0; l <= k; ++l) Vi[l] -= f * Vk[l];
     }
     Vi[i] += T(1);
-    for (int l = 0; l <= i; ++l) Vi[l] *= J.blockI[i];
+    for (int l = 0; l <= i; ++l) {
+      Vi[l] *= J.blockI[i];
+      trace += Vi[l] * Vi[l];
+    }
   }
+  return true;
+}
+
+// D_y on the free variables of y (J.yvars) factorised and its inverse written
+// to F_y, zero off the free variables.  The capacitance formula cancels where
+// D_y is near-singular, so such a block is factorised as D_y + δ diag(D_y)
+// (δ = kPairsBlockShift, plus `shift`; iterative refinement with M itself
+// recovers M's solution): a block whose unshifted scaled inverse has a trace
+// above kPairsShiftFreeTrace, or whose unshifted factorisation fails.  A block
+// that needed δ keeps it for the rest of the solve (its masses only fall
+// further), so that it is factorised twice at most once.
+// With D_s D_y D_s + (shift [+ δ]) I = Uᵀ U and V = U⁻ᵀ, F_y = D_s Vᵀ V D_s: Vᵀ V
+// by the tiled rank_update, vectorised along the rows (J.ldB pads them).
+template <typename T>
+FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
+  const int n1 = J.n1, nn = J.nn, m = J.ycount[y], ld = J.ldB;
+  const int* vars = J.yvars + size_t(y) * nn;
+  // Only the rows of the symbols on at y are ever read (form_cross).
+  T* F = J.F + size_t(y) * nn * nn;
+  for (int a = 0; a < J.yn1[y]; ++a)
+    for (int v = 0; v < nn; ++v) F[size_t(J.yon1[y * n1 + a]) * nn + v] = T(0);
+  for (int b = 0; b < J.yn2[y]; ++b)
+    for (int v = 0; v < nn; ++v) F[size_t(n1 + J.yon2[y * J.n2 + b]) * nn + v] = T(0);
+  if (m == 0) return true;
+  for (int v = 0; v < nn; ++v) J.position[v] = -1;
+  for (int i = 0; i < m; ++i) J.position[vars[i]] = i;
+  T trace = T(0);
+  if (!J.shifted[y]) {
+    load_block(J, y, m);
+    J.shifted[y] = !(factor_block(J, m, shift, trace) && trace <= T(kPairsShiftFreeTrace));
+  }
+  if (J.shifted[y]) {
+    load_block(J, y, m);
+    if (!factor_block(J, m, shift + T(kPairsBlockShift), trace)) return false;
+  }
+  T* A = J.block;
+  const int mp = padded(m);
   for (int i = 0; i < mp; ++i)  // U is spent: A ← −Vᵀ V
     for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
-  rank_update(A, ld, V, ld, m, m);
+  rank_update(A, ld, J.columns, ld, m, m);
   T* Fc = J.Fc + size_t(y) * nn * nn;
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
