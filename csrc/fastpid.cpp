@@ -77,7 +77,7 @@ std::vector<double> broja_constants() {
           b::kCertifyAbove,
           double(b::kPairsRefinementSteps),
           b::kPairsBlockShift,
-          b::kPairsShiftFreeTrace,
+          b::kPairsShiftFreeNorm,
           b::kPairsAdvantage,
           kDefaultMemoryGiB,
           double(b::kSideRescueBytes)};

@@ -59,7 +59,7 @@ MAX_SHIFT_RAISES = 8
 REFINEMENT_STEPS = 2
 PAIRS_REFINEMENT_STEPS = 6  # the pair elimination's solves lose more to rounding (docs/pid-math.md)
 PAIRS_BLOCK_SHIFT = 1e-4  # δ: the pair elimination factorises D_y + δ diag(D_y), refinement solves with M,
-PAIRS_SHIFT_FREE_TRACE = 100  # where the trace of D_y's scaled inverse (≥ 1 / λ_min) exceeds this
+PAIRS_SHIFT_FREE_NORM = 100  # where the Frobenius norm of D_y's scaled inverse (≥ 1 / λ_min) exceeds this
 PAIRS_ADVANTAGE = 3.1  # "pairs" where its flops are fewer by this factor (choose_elimination)
 MAX_VIOLATION = 0.1  # nats: how far a step may take λ out of the feasible set
 MAX_BACKTRACKS = 30
@@ -240,8 +240,8 @@ class PairsFactor:
         # once it has needed δ, a saving that changes no solution beyond rounding.
         factor, info = torch.linalg.cholesky_ex(scaled)
         inverse = torch.cholesky_inverse(factor)
-        trace = (inverse.diagonal(dim1=-2, dim2=-1) * free).sum(-1)
-        self.shifted = (info > 0) | ~(trace <= PAIRS_SHIFT_FREE_TRACE)  # (B, ny)
+        norm = torch.linalg.matrix_norm(inverse * free[..., :, None] * free[..., None, :])
+        self.shifted = (info > 0) | ~(norm <= PAIRS_SHIFT_FREE_NORM)  # (B, ny)
         eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
         shifted = torch.cholesky_inverse(_cholesky_with_shift(scaled + PAIRS_BLOCK_SHIFT * eye))
         inverse = torch.where(self.shifted[..., None, None], shifted, inverse)
@@ -450,7 +450,7 @@ COMPILED_CONSTANTS = (
     "CERTIFY_ABOVE",
     "PAIRS_REFINEMENT_STEPS",
     "PAIRS_BLOCK_SHIFT",
-    "PAIRS_SHIFT_FREE_TRACE",
+    "PAIRS_SHIFT_FREE_NORM",
     "PAIRS_ADVANTAGE",
     "DEFAULT_MEMORY_GIB",
     "SIDE_RESCUE_BYTES",

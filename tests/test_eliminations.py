@@ -170,8 +170,8 @@ def test_the_torch_solve_factorises_once_per_step(monkeypatch):
 
 
 def test_only_near_singular_blocks_get_the_shift(monkeypatch):
-    """δ goes only on the blocks D_y whose scaled inverse's trace exceeds
-    PAIRS_SHIFT_FREE_TRACE: none on a dense Dirichlet joint, at any step; on a
+    """δ goes only on the blocks D_y whose scaled inverse's Frobenius norm
+    exceeds PAIRS_SHIFT_FREE_NORM: none on a dense Dirichlet joint, at any step; on a
     nearly deterministic joint, none at the start and some once pairs' masses
     have fallen, and the solve still converges."""
     shifted = []

@@ -34,10 +34,10 @@ constexpr int kMaxShiftRaises = 8;
 constexpr int kRefinementSteps = 2;
 constexpr int kPairsRefinementSteps = 6;  // the pair elimination's solves lose more to rounding
 // δ: the pair elimination factorises D + δ diag(D) where D is near-singular: on
-// blocks D_y whose Jacobi-scaled inverse has a trace (a bound on 1 / λ_min) above
-// kPairsShiftFreeTrace (docs/pid-math.md, "Pair elimination").
+// blocks D_y whose Jacobi-scaled inverse has a Frobenius norm (a bound on
+// 1 / λ_min) above kPairsShiftFreeNorm (docs/pid-math.md, "Pair elimination").
 constexpr double kPairsBlockShift = 1e-4;
-constexpr double kPairsShiftFreeTrace = 100;
+constexpr double kPairsShiftFreeNorm = 100;
 constexpr double kMaxViolation = 0.1;  // nats: how far a step may take λ out of the feasible set
 constexpr int kMaxBacktracks = 30;
 constexpr double kInfeasibilityCentring = 1e-2;  // σμ ≥ this × max |r_d|: μ falls no faster than r_d
@@ -359,6 +359,12 @@ template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(T* S, int ld, int n, const T* diag, T* D, T* inv, T shift) {
   scale_upper(S, ld, n, diag, D, shift);
   return factor_upper(S, ld, n, 0, n, inv);
+}
+
+// x[0 .. n) ← 0 (one contiguous fill: rows and their padding at once).
+template <typename T>
+FASTPID_HOST_DEVICE inline void zero(T* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = T(0);
 }
 
 // x ← x − f u over n entries.

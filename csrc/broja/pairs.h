@@ -25,8 +25,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void load_block(Joint<T>& J, int y, int m) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, ld = J.ldB, mp = padded(m);
   T* A = J.block;
-  for (int i = 0; i < mp; ++i)
-    for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
+  zero(A, size_t(mp) * ld);
   const int* on1 = J.yon1 + y * n1;
   const int* on2 = J.yon2 + y * n2;
   for (int a = 0; a < J.yn1[y]; ++a) {
@@ -44,81 +43,81 @@ FASTPID_HOST_DEVICE inline void load_block(Joint<T>& J, int y, int m) {
 
 // The block loaded in J.block factorised, D_s A D_s + shift I = Uᵀ U
 // (cholesky_upper), and V = U⁻ᵀ (lower) into J.columns: row i = (e_i − Σ_{k<i}
-// U[k][i] V[k]) / U[i][i], zero beyond column i.  `trace` ← trace(Vᵀ V), that
-// of the scaled inverse (at least 1 / λ_min).  False if the factorisation fails.
+// U[k][i] V[k]) / U[i][i], zero beyond column i.  False if the factorisation fails.
 template <typename T>
-FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift, T& trace) {
-  const int ld = J.ldB, mp = padded(m);
+FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift) {
+  const int ld = J.ldB;
   T* A = J.block;
   T* diag = J.row;
   for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
   if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift)) return false;
   T* V = J.columns;
-  for (int i = 0; i < m; ++i)
-    for (int j = 0; j < mp; ++j) V[i * ld + j] = T(0);
-  trace = T(0);
+  zero(V, size_t(m) * ld);
   for (int i = 0; i < m; ++i) {
     T* Vi = V + size_t(i) * ld;
-    for (int k = 0; k < i; ++k) {
-      const T f = A[k * ld + i];
-      const T* Vk = V + size_t(k) * ld;
-      for (int l = 0; l <= k; ++l) Vi[l] -= f * Vk[l];
-    }
+    // Rows of V are zero beyond their diagonal: whole vectors, no remainder loop.
+    for (int k = 0; k < i; ++k) subtract_scaled(Vi, V + size_t(k) * ld, A[k * ld + i], padded(k + 1));
     Vi[i] += T(1);
-    for (int l = 0; l <= i; ++l) {
-      Vi[l] *= J.blockI[i];
-      trace += Vi[l] * Vi[l];
-    }
+    for (int l = 0; l <= i; ++l) Vi[l] *= J.blockI[i];
   }
   return true;
 }
 
-// D_y on the free variables of y (J.yvars) factorised and its inverse written
-// to F_y, zero off the free variables.  The capacitance formula cancels where
-// D_y is near-singular, so such a block is factorised as D_y + δ diag(D_y)
-// (δ = kPairsBlockShift, plus `shift`; iterative refinement with M itself
-// recovers M's solution): a block whose unshifted scaled inverse has a trace
-// above kPairsShiftFreeTrace, or whose unshifted factorisation fails.  A block
-// that needed δ keeps it for the rest of the solve (its masses only fall
-// further), so that it is factorised twice at most once.
-// With D_s D_y D_s + (shift [+ δ]) I = Uᵀ U and V = U⁻ᵀ, F_y = D_s Vᵀ V D_s: Vᵀ V
-// by the tiled rank_update, vectorised along the rows (J.ldB pads them).
+// F_y = D_s Vᵀ V D_s from factor_block's V, written to J.F (the rows of the
+// variables of y) and J.Fc (compact); returns ‖Vᵀ V‖_F, the Frobenius norm of
+// the scaled inverse (at least its 2-norm, 1 / λ_min).
 template <typename T>
-FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
-  const int n1 = J.n1, nn = J.nn, m = J.ycount[y], ld = J.ldB;
+FASTPID_HOST_DEVICE inline T write_inverse(Joint<T>& J, int y, int m) {
+  const int nn = J.nn, ld = J.ldB, mp = padded(m);
   const int* vars = J.yvars + size_t(y) * nn;
-  // Only the rows of the symbols on at y are ever read (form_cross).
-  T* F = J.F + size_t(y) * nn * nn;
-  for (int a = 0; a < J.yn1[y]; ++a)
-    for (int v = 0; v < nn; ++v) F[size_t(J.yon1[y * n1 + a]) * nn + v] = T(0);
-  for (int b = 0; b < J.yn2[y]; ++b)
-    for (int v = 0; v < nn; ++v) F[size_t(n1 + J.yon2[y * J.n2 + b]) * nn + v] = T(0);
-  if (m == 0) return true;
-  for (int v = 0; v < nn; ++v) J.position[v] = -1;
-  for (int i = 0; i < m; ++i) J.position[vars[i]] = i;
-  T trace = T(0);
-  if (!J.shifted[y]) {
-    load_block(J, y, m);
-    J.shifted[y] = !(factor_block(J, m, shift, trace) && trace <= T(kPairsShiftFreeTrace));
-  }
-  if (J.shifted[y]) {
-    load_block(J, y, m);
-    if (!factor_block(J, m, shift + T(kPairsBlockShift), trace)) return false;
-  }
   T* A = J.block;
-  const int mp = padded(m);
-  for (int i = 0; i < mp; ++i)  // U is spent: A ← −Vᵀ V
-    for (int j = 0; j < mp; ++j) A[i * ld + j] = T(0);
+  zero(A, size_t(mp) * ld);  // U is spent: A ← −Vᵀ V
   rank_update(A, ld, J.columns, ld, m, m);
+  T* F = J.F + size_t(y) * nn * nn;
   T* Fc = J.Fc + size_t(y) * nn * nn;
+  T norm = T(0);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
+      norm += (a == b ? T(1) : T(2)) * A[a * ld + b] * A[a * ld + b];
       const T value = -A[a * ld + b] * J.blockD[a] * J.blockD[b];
       F[size_t(vars[a]) * nn + vars[b]] = value;
       F[size_t(vars[b]) * nn + vars[a]] = value;
       Fc[a * nn + b] = value;
       Fc[b * nn + a] = value;
     }
+  return sqrt_(norm);
+}
+
+// D_y on the free variables of y (J.yvars) factorised and its inverse written
+// to F_y, zero off the free variables.  The capacitance formula cancels where
+// D_y is near-singular, so such a block is factorised as D_y + δ diag(D_y)
+// (δ = kPairsBlockShift, plus `shift`; iterative refinement with M itself
+// recovers M's solution): a block whose unshifted scaled inverse has a
+// Frobenius norm above kPairsShiftFreeNorm, or whose unshifted factorisation
+// fails.  A block that needed δ keeps it for the rest of the solve (its masses
+// only fall further), so that it is factorised twice at most once.
+// With D_s D_y D_s + (shift [+ δ]) I = Uᵀ U and V = U⁻ᵀ, F_y = D_s Vᵀ V D_s: Vᵀ V
+// by the tiled rank_update, vectorised along the rows (J.ldB pads them).
+template <typename T>
+FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
+  const int n1 = J.n1, n2 = J.n2, nn = J.nn, m = J.ycount[y];
+  const int* vars = J.yvars + size_t(y) * nn;
+  // Only the rows of the symbols on at y are ever read (form_cross).
+  T* F = J.F + size_t(y) * nn * nn;
+  for (int a = 0; a < J.yn1[y]; ++a) zero(F + size_t(J.yon1[y * n1 + a]) * nn, nn);
+  for (int b = 0; b < J.yn2[y]; ++b) zero(F + size_t(n1 + J.yon2[y * n2 + b]) * nn, nn);
+  if (m == 0) return true;
+  for (int v = 0; v < nn; ++v) J.position[v] = -1;
+  for (int i = 0; i < m; ++i) J.position[vars[i]] = i;
+  if (!J.shifted[y]) {
+    load_block(J, y, m);
+    J.shifted[y] = !(factor_block(J, m, shift) && write_inverse(J, y, m) <= T(kPairsShiftFreeNorm));
+  }
+  if (J.shifted[y]) {
+    load_block(J, y, m);
+    if (!factor_block(J, m, shift + T(kPairsBlockShift))) return false;
+    write_inverse(J, y, m);
+  }
   return true;
 }
 
