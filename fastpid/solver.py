@@ -235,11 +235,13 @@ class PairsFactor:
         free = self.per_target(support.free.to(s.dtype))  # (B, ny, n1 + n2)
         blocks = blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1 - free)
         scale, scaled = _jacobi(blocks)
+        del blocks
         # Unshifted where D_y is well conditioned, shifted by δ where not (or where
         # the unshifted Cholesky fails); the C++ solver also keeps a block shifted
         # once it has needed δ, a saving that changes no solution beyond rounding.
         factor, info = torch.linalg.cholesky_ex(scaled)
         inverse = torch.cholesky_inverse(factor)
+        del factor
         norm = torch.linalg.matrix_norm(inverse * free[..., :, None] * free[..., None, :])
         self.shifted = (info > 0) | ~(norm <= PAIRS_SHIFT_FREE_NORM)  # (B, ny)
         eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
@@ -477,7 +479,7 @@ def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int
     matrix with the intermediates of its formation)."""
     cells, pairs, nn = n1 * n2 * ny, n1 * n2, n1 + n2
     if elimination == "pairs":
-        system = 6 * ny * nn * nn + 3 * ny * pairs * nn + 8 * pairs * pairs
+        system = 7 * ny * nn * nn + 3 * ny * pairs * nn + 8 * pairs * pairs
     else:
         system = 3 * pairs * ny * ny + 9 * (nn * ny) ** 2
     return int(ALLOCATOR_SLACK * itemsize * (CELL_COPIES * cells + system))
