@@ -157,7 +157,8 @@ def _kmeans(
         seeds = _kmeans_plus_plus(points, uniforms) if ops is None else ops.kmeans_seed(points, uniforms)
     else:
         seeds = seeds[None]
-    tolerance = KMEANS_TOL * float(points.var(0, correction=0).mean())  # × the mean variance of the columns
+    # × the mean variance of the columns (from the centred squares: torch's var is ~3× slower here)
+    tolerance = KMEANS_TOL * float((points - points.mean(0)).square().mean())
     lloyd = _lloyd if ops is None else ops.kmeans_lloyd
     centroids, labels, inertia = lloyd(points, seeds, tolerance, KMEANS_MAX_ITER)
     best = int(inertia.argmin())
