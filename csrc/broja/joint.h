@@ -34,7 +34,7 @@ FASTPID_HOST_DEVICE inline double pairs_flops(int n1, int n2, int ny) {
 }
 // kPairs where its flops are fewer by kPairsAdvantage: the side elimination's
 // kernels run at a higher rate (measured: bench/results/eliminations-*.md).
-constexpr double kPairsAdvantage = 3.1;
+constexpr double kPairsAdvantage = 2.95;
 // The largest side-elimination workspace with which a joint that the pair
 // elimination leaves unconverged is solved again (csrc/cpu/per_joint.h).
 constexpr size_t kSideRescueBytes = size_t(256) << 20;
