@@ -244,9 +244,10 @@ class PairsFactor:
         del factor
         norm = torch.linalg.matrix_norm(inverse * free[..., :, None] * free[..., None, :])
         self.shifted = (info > 0) | ~(norm <= PAIRS_SHIFT_FREE_NORM)  # (B, ny)
-        eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
-        shifted = torch.cholesky_inverse(_cholesky_with_shift(scaled + PAIRS_BLOCK_SHIFT * eye))
-        inverse = torch.where(self.shifted[..., None, None], shifted, inverse)
+        if self.shifted.any():
+            eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
+            near_singular = scaled[self.shifted] + PAIRS_BLOCK_SHIFT * eye
+            inverse[self.shifted] = torch.cholesky_inverse(_cholesky_with_shift(near_singular))
         self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
         # G[k][l] = Σ_y s_k(y) s_l(y) (R_k[x1(l)] + R_k[n1 + x2(l)]), R_k the sum of D_y⁻¹'s rows
         # x1(k) and n1 + x2(k): contractions over y batched over x1(l), then over x2(l).
