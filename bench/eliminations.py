@@ -28,7 +28,7 @@ from fastpid.examples import dirichlet_joint
 from fastpid.information import LN2
 
 MANY_CLASSES = [(20, 20, ny) for ny in (6, 10, 12, 16, 31, 61, 101, 301, 1000)]
-CUBES = [(n, n, n) for n in (8, 12, 16, 20, 24, 32, 48, 64)]
+CUBES = [(n, n, n) for n in (8, 12, 13, 14, 15, 16, 20, 24, 32, 48, 64)]  # 13-16: around the crossover
 TOL = 1e-8 * LN2
 
 
