@@ -22,8 +22,13 @@ $(VENV)/.installed: setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/broja/* csrc/cp
 demo: $(VENV)/.installed
 	$(VENV)/bin/fastpid demo --out results
 
+# The accuracy and property tests run twice: as the elimination rule picks (the
+# side elimination for most of their joints), then with the pair one forced.
+FORCED_PAIRS_TESTS = tests/test_accuracy.py tests/test_properties.py tests/test_certificate.py tests/test_robustness.py
+
 test: $(VENV)/.installed
 	$(PY) -m pytest tests -q
+	FASTPID_ELIMINATION=pairs $(PY) -m pytest $(FORCED_PAIRS_TESTS) -q
 
 bench: $(VENV)/.installed
 	$(PY) -m pytest bench/bench_cpu.py -q --benchmark-json=bench/results/cpu.json

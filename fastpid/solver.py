@@ -239,13 +239,14 @@ class PairsFactor:
         # Unshifted where D_y is well conditioned, shifted by δ where not (or where
         # the unshifted Cholesky fails); the C++ solver also keeps a block shifted
         # once it has needed δ, a saving that changes no solution beyond rounding.
+        eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
         factor, info = torch.linalg.cholesky_ex(scaled)
-        inverse = torch.cholesky_inverse(factor)
+        failed = (info > 0)[..., None, None]
+        inverse = torch.cholesky_inverse(torch.where(failed, eye, factor))  # a failed factor's zero pivot: not inverted
         del factor
         norm = torch.linalg.matrix_norm(inverse * free[..., :, None] * free[..., None, :])
-        self.shifted = (info > 0) | ~(norm <= PAIRS_SHIFT_FREE_NORM)  # (B, ny)
+        self.shifted = failed[..., 0, 0] | ~(norm <= PAIRS_SHIFT_FREE_NORM)  # (B, ny)
         if self.shifted.any():
-            eye = torch.eye(n1 + n2, dtype=s.dtype, device=s.device)
             near_singular = scaled[self.shifted] + PAIRS_BLOCK_SHIFT * eye
             inverse[self.shifted] = torch.cholesky_inverse(_cholesky_with_shift(near_singular))
         self.inverse = inverse * (scale * free)[..., :, None] * (scale * free)[..., None, :]  # D_y⁻¹, 0 off the free
