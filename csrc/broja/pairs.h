@@ -303,9 +303,7 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   J.n_order = n;
   for (int a = 0; a < n; ++a) J.order[a] = J.valid_pairs[J.order_cells[a]];
   T* C = J.cap;  // n × n with the padding factor_upper's tiles touch
-  const int n_padded = padded(n);
-  for (int a = 0; a < n_padded; ++a)
-    for (int b = 0; b < n_padded; ++b) C[size_t(a) * ld + b] = T(0);
+  zero(C, size_t(padded(n)) * ld);
   for (int a = 0; a < n; ++a) J.root[a] = sqrt_(fabs_(J.c[J.order[a]]));
   for (int a = 0; a < n; ++a) {
     const T* Ga = J.cross + size_t(J.order[a]) * np;
