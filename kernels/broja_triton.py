@@ -51,6 +51,17 @@ def _pow2(n: int) -> int:
 
 
 @triton.jit
+def pair_softmax_tile(lam1, lam2, cell, pair):
+    """g (I, J) and s (I, J, Y) of ``solver.pair_softmax`` from register tiles λ1 (I, Y),
+    λ2 (J, Y) and the cell and pair masks (False off the joint)."""
+    z = lam1[:, None, :] + lam2[None, :, :]
+    top = tl.where(pair, tl.max(tl.where(cell, z, float("-inf")), axis=2), 0.0)
+    e = tl.where(cell, tl.exp(z - top[:, :, None]), 0.0)
+    total = tl.where(pair, tl.sum(e, axis=2), 1.0)
+    return tl.where(pair, tl.log(total) + top, 0.0), e / total[:, :, None]
+
+
+@triton.jit
 def _pair_softmax_kernel(
     lam1_ptr,
     lam2_ptr,
@@ -80,14 +91,7 @@ def _pair_softmax_kernel(
     on2 = tl.load(p2_ptr + at2, mask=in2, other=0.0) > 0
     cell = on1[:, None, :] & on2[None, :, :]  # [I, J, Y], False off the tensor
     pair = tl.max(cell.to(tl.int32), axis=2) > 0
-    z = lam1[:, None, :] + lam2[None, :, :]
-    top = tl.max(tl.where(cell, z, float("-inf")), axis=2)
-    top = tl.where(pair, top, 0.0)
-    e = tl.where(cell, tl.exp(z - top[:, :, None]), 0.0)
-    total = tl.sum(e, axis=2)
-    total = tl.where(pair, total, 1.0)
-    g = tl.where(pair, tl.log(total) + top, 0.0)
-    s = e / total[:, :, None]
+    g, s = pair_softmax_tile(lam1, lam2, cell, pair)
     at_pair = (b * n1 + i[:, None]) * n2 + j[None, :]
     in_pair = (i[:, None] < n1) & (j[None, :] < n2)
     tl.store(g_ptr + at_pair, g, mask=in_pair)

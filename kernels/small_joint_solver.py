@@ -1,0 +1,513 @@
+r"""One Triton program per joint: the whole BROJA iteration of ``fastpid.solver``
+for small joints, the "triton" backend's solver up to SMALL_MAX_DUALS dual variables.
+
+The fused passes of ``broja_triton`` leave the iteration in torch: every step of
+every joint costs ~30 kernel launches and the host's bookkeeping, which is all
+the time there is on batches of small joints.  Here one program runs one joint
+from its start to its certificate, the iteration's state in registers:
+
+    state (registers)          shape           per 5×5×5 joint (float64)
+    P, s, Q, the cells          (I, J, Y)       125 cells
+    λ1, λ2 and their steps      (I, Y), (J, Y)  25 + 25
+    w, h, the pair slacks       (I, J)          25
+    the Newton matrix, factor   (M, M)          50 × 50 (padded to 64 × 64)
+
+with I, J, Y, M the sizes n1, n2, ny, m = (n1 + n2) ny padded to powers of two.
+The Newton matrix is factorised whole (``solver.DenseFactor``: Jacobi scaling,
+Cholesky with the shift raised where it fails, two refinement steps), column by
+column in registers.  Register tiles cannot be indexed by a computed position,
+so the three places that regroup values (cells → matrix entries, the (λ1, λ2)
+tiles ↔ one vector of m variables) go through a small per-joint scratch in
+global memory (N + 2K + 2m floats; it stays in L1/L2), fenced by barriers.
+
+Same steps, step rules, stopping rules and best-iterate bookkeeping as
+``solver._solve_batch`` (the side elimination's matrix; the pair elimination is
+for many classes, which are not small joints), so the iterates agree with the
+torch reference's to rounding: tests/test_triton.py checks iterates after a
+fixed number of steps and the iteration counts.  float64 only, like the solver.
+
+Cost per Newton step of an m-variable joint: forming the matrix
+~4 max(n1, n2) m² gathered loads (L1), its Cholesky factorisation ~m³ / 3 flops
+and each of the ~6 triangular-solve pairs ~2 m² (the column extractions from
+the register tile cost ~m³ / 2 compare-and-add each pair, the price of not
+indexing registers); the cell passes (softmax, marginals, certificate) ~30 N.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fastpid import solver
+
+from .broja_triton import _pow2, pair_softmax_tile
+
+SMALL_MAX_DUALS = 128  # (n1 + n2) ny up to this: one program per joint
+TINY = torch.finfo(torch.float64).tiny
+DOT_MIN = 16  # tl.dot's smallest operand side: the matrix tile and the pairs per product
+
+
+def scratch_size(n1: int, n2: int, ny: int) -> int:
+    """Floats of one program's scratch: s (N), w and c (2 K), a vector (m), the factor (m²)."""
+    m = (n1 + n2) * ny
+    return n1 * n2 * ny + 2 * n1 * n2 + m + m * m
+
+
+def fits(n1: int, n2: int, ny: int) -> bool:
+    """Whether joints of this shape are solved one per program (``solve``)."""
+    return (n1 + n2) * ny <= SMALL_MAX_DUALS
+
+
+@triton.jit
+def _to_vector(x1, x2, vector_ptr, at1, at2, in1, in2, r, in_m):
+    """The (λ1, λ2)-shaped tiles (I, Y), (J, Y) as one vector of the m variables."""
+    tl.debug_barrier()  # earlier reads of the scratch are done
+    tl.store(vector_ptr + at1, x1, mask=in1)
+    tl.store(vector_ptr + at2, x2, mask=in2)
+    tl.debug_barrier()
+    return tl.load(vector_ptr + r, mask=in_m, other=0.0)
+
+
+@triton.jit
+def _from_vector(vector, vector_ptr, at1, at2, in1, in2, r, in_m):
+    """``_to_vector``'s inverse."""
+    tl.debug_barrier()
+    tl.store(vector_ptr + r, vector, mask=in_m)
+    tl.debug_barrier()
+    return tl.load(vector_ptr + at1, mask=in1, other=0.0), tl.load(vector_ptr + at2, mask=in2, other=0.0)
+
+
+@triton.jit
+def _newton_matrix(
+    s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K: tl.constexpr
+):
+    """``solver.newton_matrix``: M = Σ_k E_kᵀ [diag(q_k) + c_k s_k s_kᵀ] E_k on (λ1, λ2),
+    q_k = w_k s_k, with the gauge's and the empty marginals' variables replaced
+    by identity rows; variable r is λ1(r // ny, r % ny) below n1 ny, else
+    λ2((r − n1 ny) // ny, r % ny).  As matrix products (tensor cores: DMMA in
+    float64), BLOCK_K columns at a time into one accumulator:
+
+        M = U diag(c) Uᵀ + V diag(q) Vᵀ,
+
+    U (m × K) with column k = u_k = E_kᵀ s_k (s_k at pair k's variables, gathered
+    from s in the scratch), V (m × N) with column (k, y) the pattern of pair k's
+    two variables of target value y."""
+    w_ptr = scratch_ptr + n1 * n2 * ny
+    c_ptr = w_ptr + n1 * n2
+    tl.debug_barrier()
+    tl.store(scratch_ptr + at_cell, s, mask=in_cell)
+    tl.store(w_ptr + at_pair, w, mask=in_pair)
+    tl.store(c_ptr + at_pair, c, mask=in_pair)
+    tl.debug_barrier()
+    side = (r >= n1 * ny)[:, None]  # λ2
+    symbol = (tl.where(r >= n1 * ny, r - n1 * ny, r) // ny)[:, None]
+    y = r % ny
+    matrix = tl.zeros([r.shape[0], r.shape[0]], dtype=s.dtype)
+    for start in range(0, n1 * n2, BLOCK_K):
+        k = start + tl.arange(0, BLOCK_K)
+        in_k = k < n1 * n2
+        pattern = (
+            in_m[:, None] & in_k[None, :] & tl.where(side, symbol == (k % n2)[None, :], symbol == (k // n2)[None, :])
+        )
+        u = tl.load(scratch_ptr + k[None, :] * ny + y[:, None], mask=pattern, other=0.0)
+        matrix = tl.dot(u * tl.load(c_ptr + k, mask=in_k, other=0.0)[None, :], tl.trans(u), matrix)
+    for start in range(0, n1 * n2 * ny, BLOCK_K):
+        t = start + tl.arange(0, BLOCK_K)  # cell (k, y_t) = (t // ny, t % ny)
+        in_t = t < n1 * n2 * ny
+        k = t // ny
+        pattern = in_m[:, None] & in_t[None, :] & (y[:, None] == (t % ny)[None, :])
+        pattern = pattern & tl.where(side, symbol == (k % n2)[None, :], symbol == (k // n2)[None, :])
+        q = tl.load(scratch_ptr + t, mask=in_t, other=0.0) * tl.load(w_ptr + k, mask=in_t, other=0.0)
+        v = pattern.to(s.dtype)
+        matrix = tl.dot(v * q[None, :], tl.trans(v), matrix)
+    matrix = matrix * free[:, None] * free[None, :]
+    return tl.where(r[:, None] == r[None, :], matrix + (1.0 - free)[:, None], matrix)
+
+
+@triton.jit
+def _cholesky(a, m, r, factor_ptr):
+    """Lower Cholesky factor of the leading m × m block of the register tile a
+    (right-looking), written column by column to factor_ptr (column k at k m);
+    returns whether every pivot was positive."""
+    tl.debug_barrier()  # earlier solves' reads of the factor are done
+    ok = tl.full((), 1, tl.int32)
+    for k in range(m):
+        column = tl.sum(tl.where(r[None, :] == k, a, 0.0), axis=1)
+        pivot = tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        ok = ok & (pivot > 0).to(tl.int32)
+        column = tl.where(r >= k, column / tl.sqrt(tl.where(pivot > 0, pivot, 1.0)), 0.0)
+        tl.store(factor_ptr + k * m + r, column, mask=r < m)
+        a = a - column[:, None] * column[None, :]
+    tl.debug_barrier()
+    return ok
+
+
+@triton.jit
+def _cholesky_with_shift(scaled, m, r, factor_ptr, REGULARIZATION: tl.constexpr, MAX_SHIFT_RAISES: tl.constexpr):
+    """``solver._cholesky_with_shift``: no shift, then REGULARIZATION, ×100 while it fails."""
+    shift = tl.zeros((), scaled.dtype)
+    ok = _cholesky(scaled, m, r, factor_ptr)
+    attempt = 1
+    while (attempt < MAX_SHIFT_RAISES) & (ok == 0):
+        shift = tl.where(shift > 0, shift * 100.0, REGULARIZATION)
+        ok = _cholesky(tl.where(r[:, None] == r[None, :], scaled + shift, scaled), m, r, factor_ptr)
+        attempt += 1
+
+
+@triton.jit
+def _cholesky_solve(factor_ptr, b, m, r):
+    """x with L Lᵀ x = b, L the factor at factor_ptr: forward, then backward substitution."""
+    x = b
+    for k in range(m):
+        column = tl.load(factor_ptr + k * m + r, mask=r < m, other=0.0)
+        xk = tl.sum(tl.where(r == k, x, 0.0), axis=0) / tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        x = tl.where(r == k, xk, tl.where(r > k, x - column * xk, x))
+    for step in range(m):
+        k = m - 1 - step
+        column = tl.load(factor_ptr + k * m + r, mask=r < m, other=0.0)
+        later = tl.sum(tl.where(r > k, column * x, 0.0), axis=0)
+        xk = (tl.sum(tl.where(r == k, x, 0.0), axis=0) - later) / tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        x = tl.where(r == k, xk, x)
+    return x
+
+
+@triton.jit
+def _newton_product(x, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m):
+    """M x without forming M (``solver.newton_product``), identity on the variables that are not free."""
+    x1, x2 = _from_vector(x * free, vector_ptr, at1, at2, in1, in2, r, in_m)
+    along = x1[:, None, :] + x2[None, :, :]
+    slope = tl.sum(s * along, axis=2)
+    per_cell = w[:, :, None] * s * along + (c * slope)[:, :, None] * s
+    product = _to_vector(tl.sum(per_cell, axis=1), tl.sum(per_cell, axis=0), vector_ptr, at1, at2, in1, in2, r, in_m)
+    return product * free + (1.0 - free) * x
+
+
+@triton.jit
+def _factor_solve(
+    factor_ptr, scale, rhs, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m, m, REFINEMENT_STEPS: tl.constexpr
+):
+    """``solver.DenseFactor.solve``: the Jacobi-scaled system, refined against the
+    unshifted matrix (its products from the cells, as the C++ solver's)."""
+    b = rhs * scale
+    x = _cholesky_solve(factor_ptr, b, m, r)
+    for _ in tl.static_range(REFINEMENT_STEPS):
+        product = scale * _newton_product(scale * x, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m)
+        x += _cholesky_solve(factor_ptr, b - product, m, r)
+    return x * scale
+
+
+@triton.jit
+def _max_step(value, delta):
+    """``solver.max_step``: the largest α ≤ 1 keeping value + α delta ≥ 0."""
+    ratio = tl.where(delta < 0, -value / tl.where(delta < 0, delta, -1.0), float("inf"))
+    return tl.minimum(tl.min(tl.min(ratio, axis=1), axis=0), 1.0)
+
+
+@triton.jit
+def _xlogx(x):
+    return x * tl.log(tl.where(x == 0, 1.0, x))  # xlogy(x, x)
+
+
+@triton.jit
+def _gap(lam1, lam2, w, g, s, p1, p2):
+    """``solver.certificate``'s gap at an iterate whose pair softmax is (g, s): Q = w s
+    rounded onto Δ_P, f(Q), and the dual at λ shifted to feasibility."""
+    q = w[:, :, None] * s
+    rows = tl.sum(q, axis=1)
+    q = q * tl.where(rows > p1, p1 / tl.where(rows > p1, rows, 1.0), 1.0)[:, None, :]
+    cols = tl.sum(q, axis=0)
+    q = q * tl.where(cols > p2, p2 / tl.where(cols > p2, cols, 1.0), 1.0)[None, :, :]
+    deficit1 = tl.maximum(p1 - tl.sum(q, axis=1), 0.0)
+    deficit2 = tl.maximum(p2 - tl.sum(q, axis=0), 0.0)
+    total = tl.sum(deficit1, axis=0)
+    q = q + deficit1[:, None, :] * deficit2[None, :, :] / tl.where(total > 0, total, 1.0)[None, None, :]
+    value = tl.sum(tl.sum(tl.sum(_xlogx(q), axis=2), axis=1), axis=0) - tl.sum(
+        tl.sum(_xlogx(tl.sum(q, axis=2)), axis=1), axis=0
+    )
+    shift = tl.maximum(tl.max(g, axis=1), 0.0)  # feasible(): λ1 − max(0, max_x2 g)
+    dual = tl.sum(tl.sum((lam1 - shift[:, None]) * p1, axis=1), axis=0) + tl.sum(tl.sum(lam2 * p2, axis=1), axis=0)
+    return value - dual
+
+
+@triton.jit
+def _solve_kernel(
+    p_ptr,
+    lam1_ptr,
+    lam2_ptr,
+    w_ptr,
+    iterations_ptr,
+    converged_ptr,
+    scratch_ptr,
+    scratch_stride,
+    n1,
+    n2,
+    ny,
+    tol,
+    far,
+    max_iter,
+    patience,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    TINY: tl.constexpr,
+    FRACTION_TO_BOUNDARY: tl.constexpr,
+    MAX_FRACTION_TO_BOUNDARY: tl.constexpr,
+    REGULARIZATION: tl.constexpr,
+    MAX_SHIFT_RAISES: tl.constexpr,
+    REFINEMENT_STEPS: tl.constexpr,
+    MAX_VIOLATION: tl.constexpr,
+    MAX_BACKTRACKS: tl.constexpr,
+    INFEASIBILITY_CENTRING: tl.constexpr,
+    STALL_GAP: tl.constexpr,
+):
+    """``solver._solve_batch`` for joint program_id(0); its comments say why each step is as it is."""
+    b = tl.program_id(0).to(tl.int64)
+    m = (n1 + n2) * ny
+    i = tl.arange(0, BLOCK_I)
+    j = tl.arange(0, BLOCK_J)
+    y = tl.arange(0, BLOCK_Y)
+    r = tl.arange(0, BLOCK_M)
+    in_m = r < m
+    in1 = (i[:, None] < n1) & (y[None, :] < ny)
+    in2 = (j[:, None] < n2) & (y[None, :] < ny)
+    in_pair = (i[:, None] < n1) & (j[None, :] < n2)
+    in_cell = in_pair[:, :, None] & (y[None, None, :] < ny)
+    at1 = i[:, None] * ny + y[None, :]
+    at2 = n1 * ny + j[:, None] * ny + y[None, :]
+    at_pair = i[:, None] * n2 + j[None, :]
+    at_cell = at_pair[:, :, None] * ny + y[None, None, :]
+    scratch_ptr += b * scratch_stride
+    vector_ptr = scratch_ptr + n1 * n2 * ny + 2 * n1 * n2
+    factor_ptr = vector_ptr + m
+
+    # Support and gauge (solver.Support.of): λ2 pinned at the heaviest x2 of every y.
+    p = tl.load(p_ptr + b * n1 * n2 * ny + at_cell, mask=in_cell, other=0.0)
+    p1 = tl.sum(p, axis=1)
+    p2 = tl.sum(p, axis=0)
+    on1, on2 = p1 > 0, p2 > 0
+    cell = on1[:, None, :] & on2[None, :, :]
+    pair = tl.max(cell.to(tl.int32), axis=2) > 0
+    pinned = j[:, None] == tl.argmax(p2, axis=0, tie_break_left=True)[None, :]
+    free = _to_vector(on1.to(p.dtype), (on2 & ~pinned).to(p.dtype), vector_ptr, at1, at2, in1, in2, r, in_m)
+
+    # The analytic start (solver.analytic_start) and the weighted central path.
+    py = tl.sum(p1, axis=0)
+    py_safe = tl.where(py > 0, py, 1.0)
+    lam1 = tl.where(on1, tl.log(tl.where(on1, p1, 1.0)) - tl.log(py_safe)[None, :] - 1.0, 0.0)
+    lam2 = tl.where(on2, tl.log(tl.where(on2, p2, 1.0)), 0.0)
+    w = tl.sum(tl.where(cell, p1[:, None, :] * p2[None, :, :] / py_safe[None, None, :], 0.0), axis=2)
+    g, s = pair_softmax_tile(lam1, lam2, cell, pair)
+    h = tl.where(pair, -g, 1.0)
+    weight = tl.where(pair, w, 0.0)
+    total_weight = tl.maximum(tl.sum(tl.sum(weight, axis=1), axis=0), TINY)
+
+    best_lam1, best_lam2, best_w = lam1, lam2, w
+    best_gap = tl.full((), float("inf"), p.dtype)
+    best_iteration = tl.zeros((), tl.int32)
+    stalled = tl.zeros((), tl.int32)
+    iteration = tl.zeros((), tl.int32)
+    running = tl.full((), 1, tl.int32)
+    while running == 1:
+        g, s = pair_softmax_tile(lam1, lam2, cell, pair)
+        complementarity = tl.where(pair, w * h, 0.0)
+        complementarity_sum = tl.sum(tl.sum(complementarity, axis=1), axis=0)
+        last = iteration == max_iter
+        take = (~(complementarity_sum > far)) | last  # certified only where it can decide
+        gap = tl.full((), float("nan"), p.dtype)
+        if take:
+            gap = _gap(lam1, lam2, w, g, s, p1, p2)
+        # Selections, not assignments under `if`: the compiler does not carry tensors
+        # assigned in nested branches of a loop (the interpreter does).
+        better = take & (gap < best_gap)
+        best_lam1 = tl.where(better, lam1, best_lam1)
+        best_lam2 = tl.where(better, lam2, best_lam2)
+        best_w = tl.where(better, w, best_w)
+        best_iteration = tl.where(better, iteration, best_iteration)
+        improved = gap < best_gap / 2
+        best_gap = tl.where(better, gap, best_gap)
+        stalled = tl.where(take, tl.where(gap != gap, patience, tl.where(improved, 0, stalled + 1)), stalled)
+        done = (best_gap <= tol) | ((stalled >= patience) & (best_gap <= STALL_GAP))
+        running = tl.where(done | last, 0, 1)
+        if running == 1:
+            rows = tl.sum(w[:, :, None] * s, axis=1)
+            cols = tl.sum(w[:, :, None] * s, axis=0)
+            residual1, residual2 = rows - p1, cols - p2
+            primal = tl.where(pair, g + h, 0.0)
+            mu = complementarity_sum / total_weight
+            # One factorisation for the predictor and the corrector.
+            c = tl.where(pair, w / h - w, 0.0)
+            matrix = _newton_matrix(
+                s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K
+            )
+            scale = 1.0 / tl.sqrt(tl.maximum(tl.sum(tl.where(r[:, None] == r[None, :], matrix, 0.0), axis=1), TINY))
+            _cholesky_with_shift(
+                matrix * scale[:, None] * scale[None, :], m, r, factor_ptr, REGULARIZATION, MAX_SHIFT_RAISES
+            )
+
+            # Predictor: the affine-scaling direction (μ target 0).
+            r_c = w * primal - complementarity
+            lifted = (r_c / h)[:, :, None] * s
+            rhs = _to_vector(
+                residual1 + tl.sum(lifted, axis=1),
+                residual2 + tl.sum(lifted, axis=0),
+                vector_ptr,
+                at1,
+                at2,
+                in1,
+                in2,
+                r,
+                in_m,
+            )
+            step = _factor_solve(
+                factor_ptr,
+                scale,
+                -rhs * free,
+                s,
+                w,
+                c,
+                free,
+                vector_ptr,
+                at1,
+                at2,
+                in1,
+                in2,
+                r,
+                in_m,
+                m,
+                REFINEMENT_STEPS,
+            )
+            d1, d2 = _from_vector(step, vector_ptr, at1, at2, in1, in2, r, in_m)
+            slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
+            dh_a = tl.where(pair, -primal - slope, 0.0)
+            dw_a = tl.where(pair, (r_c + w * slope) / h, 0.0)
+            alpha_a = tl.minimum(_max_step(w, dw_a), _max_step(h, dh_a))
+            mu_a = tl.sum(tl.sum(tl.where(pair, (w + alpha_a * dw_a) * (h + alpha_a * dh_a), 0.0), axis=1), axis=0)
+            mu_a = mu_a / total_weight
+            sigma = tl.minimum(tl.maximum(mu_a / tl.maximum(mu, TINY), 0.0), 1.0)
+            sigma = sigma * sigma * sigma
+            infeasibility = tl.maximum(
+                tl.max(tl.max(tl.abs(residual1), axis=1), axis=0), tl.max(tl.max(tl.abs(residual2), axis=1), axis=0)
+            )
+            sigma = tl.maximum(sigma, tl.minimum(INFEASIBILITY_CENTRING * infeasibility / tl.maximum(mu, TINY), 1.0))
+
+            # Corrector: centring plus the second-order term of the predictor.
+            r_c = sigma * mu * weight - complementarity - dw_a * dh_a + w * primal
+            lifted = (r_c / h)[:, :, None] * s
+            rhs = _to_vector(
+                residual1 + tl.sum(lifted, axis=1),
+                residual2 + tl.sum(lifted, axis=0),
+                vector_ptr,
+                at1,
+                at2,
+                in1,
+                in2,
+                r,
+                in_m,
+            )
+            step = _factor_solve(
+                factor_ptr,
+                scale,
+                -rhs * free,
+                s,
+                w,
+                c,
+                free,
+                vector_ptr,
+                at1,
+                at2,
+                in1,
+                in2,
+                r,
+                in_m,
+                m,
+                REFINEMENT_STEPS,
+            )
+            d1, d2 = _from_vector(step, vector_ptr, at1, at2, in1, in2, r, in_m)
+            slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
+            dh = tl.where(pair, -primal - slope, 0.0)
+            dw = tl.where(pair, (r_c + w * slope) / h, 0.0)
+            fraction = tl.minimum(tl.maximum(1.0 - mu, FRACTION_TO_BOUNDARY), MAX_FRACTION_TO_BOUNDARY)
+            alpha = fraction * tl.minimum(_max_step(w, dw), _max_step(h, dh))
+            alpha = tl.where(alpha == alpha, alpha, 0.0)
+
+            # Safeguard: halve steps that take λ further out than it is or than MAX_VIOLATION.
+            allowed = tl.maximum(tl.max(tl.max(g, axis=1), axis=0), MAX_VIOLATION)
+            ok = tl.zeros((), tl.int32)
+            tries = 0
+            while (tries < MAX_BACKTRACKS) & (ok == 0):
+                g_new, _ = pair_softmax_tile(lam1 + alpha * d1, lam2 + alpha * d2, cell, pair)
+                ok = (tl.sum(tl.sum((~(g_new <= allowed)).to(tl.int32), axis=1), axis=0) == 0).to(tl.int32)
+                alpha = tl.where(ok == 1, alpha, alpha / 2)
+                tries += 1
+            alpha = tl.where(ok == 1, alpha, 0.0)
+            lam1 += alpha * d1
+            lam2 += alpha * d2
+            w += alpha * dw
+            h += alpha * dh
+            iteration += 1
+
+    tl.store(lam1_ptr + b * n1 * ny + at1, best_lam1, mask=in1)
+    tl.store(lam2_ptr + b * n2 * ny + (at2 - n1 * ny), best_lam2, mask=in2)
+    tl.store(w_ptr + b * n1 * n2 + at_pair, best_w, mask=in_pair)
+    tl.store(iterations_ptr + b, best_iteration.to(tl.int64))
+    tl.store(converged_ptr + b, (best_gap <= tol).to(tl.int8))
+
+
+def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
+    """``solver.solve`` on a float64 batch of joints (B, n1, n2, ny) with
+    ``fits(n1, n2, ny)``, one program per joint."""
+    batch, n1, n2, ny = p.shape
+    if not fits(n1, n2, ny):
+        raise ValueError(f"{n1}×{n2}×{ny} joints have more than {SMALL_MAX_DUALS} dual variables")
+    p = p.contiguous()
+    m = (n1 + n2) * ny
+    lam1 = torch.empty((batch, n1, ny), dtype=p.dtype, device=p.device)
+    lam2 = torch.empty((batch, n2, ny), dtype=p.dtype, device=p.device)
+    w = torch.empty((batch, n1, n2), dtype=p.dtype, device=p.device)
+    iterations = torch.empty((batch,), dtype=torch.int64, device=p.device)
+    converged = torch.empty((batch,), dtype=torch.int8, device=p.device)
+    scratch = torch.empty((batch * scratch_size(n1, n2, ny),), dtype=p.dtype, device=p.device)
+    block_m = max(DOT_MIN, _pow2(m))
+    if batch:
+        _solve_kernel[(batch,)](
+            p,
+            lam1,
+            lam2,
+            w,
+            iterations,
+            converged,
+            scratch,
+            scratch_size(n1, n2, ny),
+            n1,
+            n2,
+            ny,
+            tol,
+            solver.CERTIFY_ABOVE * max(tol, solver.STALL_GAP),
+            max_iter,
+            patience,
+            BLOCK_I=_pow2(n1),
+            BLOCK_J=_pow2(n2),
+            BLOCK_Y=_pow2(ny),
+            BLOCK_M=block_m,
+            BLOCK_K=DOT_MIN,
+            TINY=TINY,
+            FRACTION_TO_BOUNDARY=solver.FRACTION_TO_BOUNDARY,
+            MAX_FRACTION_TO_BOUNDARY=solver.MAX_FRACTION_TO_BOUNDARY,
+            REGULARIZATION=solver.REGULARIZATION,
+            MAX_SHIFT_RAISES=solver.MAX_SHIFT_RAISES,
+            REFINEMENT_STEPS=solver.REFINEMENT_STEPS,
+            MAX_VIOLATION=solver.MAX_VIOLATION,
+            MAX_BACKTRACKS=solver.MAX_BACKTRACKS,
+            INFEASIBILITY_CENTRING=solver.INFEASIBILITY_CENTRING,
+            STALL_GAP=solver.STALL_GAP,
+            num_warps=num_warps(block_m),
+        )
+    return solver.Solution(lam1, lam2, w, iterations, converged.bool())
+
+
+def num_warps(block_m: int) -> int:
+    """Warps per program: the (M, M) matrix tiles at ~32 float64 values per thread."""
+    return max(1, min(16, block_m * block_m // (32 * 32)))
