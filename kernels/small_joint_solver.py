@@ -144,15 +144,49 @@ def _cholesky(a, m, r, factor_ptr):
 
 
 @triton.jit
-def _cholesky_with_shift(scaled, m, r, factor_ptr, REGULARIZATION: tl.constexpr, MAX_SHIFT_RAISES: tl.constexpr):
-    """``solver._cholesky_with_shift``: no shift, then REGULARIZATION, ×100 while it fails."""
-    shift = tl.zeros((), scaled.dtype)
-    ok = _cholesky(scaled, m, r, factor_ptr)
-    attempt = 1
+def _factorize(
+    s,
+    w,
+    c,
+    free,
+    scratch_ptr,
+    factor_ptr,
+    n1,
+    n2,
+    ny,
+    m,
+    r,
+    in_m,
+    at_cell,
+    in_cell,
+    at_pair,
+    in_pair,
+    BLOCK_K: tl.constexpr,
+    TINY: tl.constexpr,
+    REGULARIZATION: tl.constexpr,
+    MAX_SHIFT_RAISES: tl.constexpr,
+):
+    """``solver.DenseFactor``'s factorisation: the Newton matrix Jacobi-scaled and
+    factorised with no shift, then REGULARIZATION raised ×100 while it fails
+    (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
+    again (rare) rather than keeping a copy in registers through the first.
+    Returns the scale; the factor is at factor_ptr."""
+    shift = tl.zeros((), s.dtype)
+    scale = tl.zeros([r.shape[0]], dtype=s.dtype)
+    ok = tl.zeros((), tl.int32)
+    attempt = 0
     while (attempt < MAX_SHIFT_RAISES) & (ok == 0):
-        shift = tl.where(shift > 0, shift * 100.0, REGULARIZATION)
-        ok = _cholesky(tl.where(r[:, None] == r[None, :], scaled + shift, scaled), m, r, factor_ptr)
+        if attempt > 0:
+            shift = tl.where(shift > 0, shift * 100.0, REGULARIZATION)
+        matrix = _newton_matrix(
+            s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K
+        )
+        diagonal = r[:, None] == r[None, :]
+        scale = 1.0 / tl.sqrt(tl.maximum(tl.sum(tl.where(diagonal, matrix, 0.0), axis=1), TINY))
+        scaled = matrix * scale[:, None] * scale[None, :]
+        ok = _cholesky(tl.where(diagonal, scaled + shift, scaled), m, r, factor_ptr)
         attempt += 1
+    return scale
 
 
 @triton.jit
@@ -339,12 +373,27 @@ def _solve_kernel(
             mu = complementarity_sum / total_weight
             # One factorisation for the predictor and the corrector.
             c = tl.where(pair, w / h - w, 0.0)
-            matrix = _newton_matrix(
-                s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K
-            )
-            scale = 1.0 / tl.sqrt(tl.maximum(tl.sum(tl.where(r[:, None] == r[None, :], matrix, 0.0), axis=1), TINY))
-            _cholesky_with_shift(
-                matrix * scale[:, None] * scale[None, :], m, r, factor_ptr, REGULARIZATION, MAX_SHIFT_RAISES
+            scale = _factorize(
+                s,
+                w,
+                c,
+                free,
+                scratch_ptr,
+                factor_ptr,
+                n1,
+                n2,
+                ny,
+                m,
+                r,
+                in_m,
+                at_cell,
+                in_cell,
+                at_pair,
+                in_pair,
+                BLOCK_K,
+                TINY,
+                REGULARIZATION,
+                MAX_SHIFT_RAISES,
             )
 
             # Predictor: the affine-scaling direction (μ target 0).
@@ -504,10 +553,13 @@ def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.S
             INFEASIBILITY_CENTRING=solver.INFEASIBILITY_CENTRING,
             STALL_GAP=solver.STALL_GAP,
             num_warps=num_warps(block_m),
+            num_stages=1,  # nothing to pipeline: the loops carry their state
         )
     return solver.Solution(lam1, lam2, w, iterations, converged.bool())
 
 
 def num_warps(block_m: int) -> int:
-    """Warps per program: the (M, M) matrix tiles at ~32 float64 values per thread."""
-    return max(1, min(16, block_m * block_m // (32 * 32)))
+    """Warps per program: 4 up to 32 × 32 matrix tiles, then one more per 512 of its
+    float64 entries (16 each at 64 × 64), which keeps 2³ … 4³ and 4×4×8 free of
+    register spills on sm_90 (bench/results/triton-build-2026-12-07.md)."""
+    return max(4, min(16, block_m * block_m // 512))
