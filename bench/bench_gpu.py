@@ -4,7 +4,7 @@ r"""GPU benchmarks of fastpid (pytest-benchmark); every test skips without CUDA.
 
 See bench/README_gpu.md for the cases, the targets and how to read the JSON.
 
-Cases (backends "cuda", "triton", "torch", each skipped where it does not exist):
+Cases (backends "cuda", "triton", "torch", and "cpu" for the forward: each skipped where it does not exist):
 
 * ``test_forward``: ``fastpid.pid(P, backend=b)`` on batches of 1, 1,024 and
   65,536 Dirichlet(1) joints (``make_joints``) of 2×2×2, 5×5×5, 20×20×6 and 32×32×32, and on
@@ -81,6 +81,11 @@ BACKENDS = [
     ),
     "torch",
 ]
+# The forward also times the CPU op on a host copy ("auto"'s safe default for CUDA joints), for scale.
+FORWARD_BACKENDS = [
+    *BACKENDS,
+    pytest.param("cpu", marks=pytest.mark.skipif(backends.get("cpu").missing is not None, reason="no C++ extension")),
+]
 
 
 # ---------------------------------------------------------------- helpers
@@ -131,6 +136,7 @@ def record(benchmark, kind: str, backend: str, joints: int, shape, result, copy_
         "joint_bytes": joint_bytes(joints, shape),
         "copy_bandwidth_GBps": copy_bandwidth,
         "time_per_joint_s": None if median is None else median / joints,
+        "kernel": kernel(backend, shape),
         "device": torch.cuda.get_device_name(),
     }
     if result is not None:
@@ -140,6 +146,15 @@ def record(benchmark, kind: str, backend: str, joints: int, shape, result, copy_
             converged_fraction=float(result.converged.double().mean()),
         )
     benchmark.extra_info.update({**info, **more})
+
+
+def kernel(backend: str, shape) -> str:
+    """Which kernel a backend runs on joints of this shape."""
+    if backend == "triton":
+        from fastpid.kernels import small_joint_solver
+
+        return "one program per joint" if small_joint_solver.fits(*shape) else "fused passes"
+    return {"cuda": "one thread per joint", "cpu": "C++ op on a host copy", "torch": "torch ops"}[backend]
 
 
 # ---------------------------------------------------------------- fixtures
@@ -191,7 +206,7 @@ def free_memory():
 
 @pytest.mark.benchmark(group="gpu forward")
 @pytest.mark.parametrize("joints, shape", CASES)
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", FORWARD_BACKENDS)
 def test_forward(benchmark, copy_bandwidth, backend, joints, shape):
     P = make_joints(joints, shape)
     forward = sync(fastpid.pid)

@@ -60,6 +60,14 @@ def fits(n1: int, n2: int, ny: int) -> bool:
 
 
 @triton.jit
+def _f64(value: tl.constexpr):
+    """A Python float as a float64 scalar.  tl.maximum, tl.minimum and tl.where take
+    a Python float (a constexpr or an argument) as float32, rounded: 0.99 becomes
+    0.99000000954, which moved every step by 1e-8 against the torch solver."""
+    return tl.full((), value, tl.float64)
+
+
+@triton.jit
 def _to_vector(x1, x2, vector_ptr, at1, at2, in1, in2, r, in_m):
     """The (λ1, λ2)-shaped tiles (I, Y), (J, Y) as one vector of the m variables."""
     tl.debug_barrier()  # earlier reads of the scratch are done
@@ -177,7 +185,7 @@ def _factorize(
     attempt = 0
     while (attempt < MAX_SHIFT_RAISES) & (ok == 0):
         if attempt > 0:
-            shift = tl.where(shift > 0, shift * 100.0, REGULARIZATION)
+            shift = tl.where(shift > 0, shift * 100.0, _f64(REGULARIZATION))
         matrix = _newton_matrix(
             s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K
         )
@@ -274,11 +282,10 @@ def _solve_kernel(
     converged_ptr,
     scratch_ptr,
     scratch_stride,
+    limits_ptr,
     n1,
     n2,
     ny,
-    tol,
-    far,
     max_iter,
     patience,
     BLOCK_I: tl.constexpr,
@@ -314,6 +321,8 @@ def _solve_kernel(
     at_pair = i[:, None] * n2 + j[None, :]
     at_cell = at_pair[:, :, None] * ny + y[None, None, :]
     scratch_ptr += b * scratch_stride
+    tol = tl.load(limits_ptr)  # float64 from memory: a float argument would arrive as float32 (_f64)
+    far = tl.load(limits_ptr + 1)
     vector_ptr = scratch_ptr + n1 * n2 * ny + 2 * n1 * n2
     factor_ptr = vector_ptr + m
 
@@ -363,7 +372,7 @@ def _solve_kernel(
         improved = gap < best_gap / 2
         best_gap = tl.where(better, gap, best_gap)
         stalled = tl.where(take, tl.where(gap != gap, patience, tl.where(improved, 0, stalled + 1)), stalled)
-        done = (best_gap <= tol) | ((stalled >= patience) & (best_gap <= STALL_GAP))
+        done = (best_gap <= tol) | ((stalled >= patience) & (best_gap <= _f64(STALL_GAP)))
         running = tl.where(done | last, 0, 1)
         if running == 1:
             rows = tl.sum(w[:, :, None] * s, axis=1)
@@ -478,12 +487,12 @@ def _solve_kernel(
             slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
             dh = tl.where(pair, -primal - slope, 0.0)
             dw = tl.where(pair, (r_c + w * slope) / h, 0.0)
-            fraction = tl.minimum(tl.maximum(1.0 - mu, FRACTION_TO_BOUNDARY), MAX_FRACTION_TO_BOUNDARY)
+            fraction = tl.minimum(tl.maximum(1.0 - mu, _f64(FRACTION_TO_BOUNDARY)), _f64(MAX_FRACTION_TO_BOUNDARY))
             alpha = fraction * tl.minimum(_max_step(w, dw), _max_step(h, dh))
             alpha = tl.where(alpha == alpha, alpha, 0.0)
 
             # Safeguard: halve steps that take λ further out than it is or than MAX_VIOLATION.
-            allowed = tl.maximum(tl.max(tl.max(g, axis=1), axis=0), MAX_VIOLATION)
+            allowed = tl.maximum(tl.max(tl.max(g, axis=1), axis=0), _f64(MAX_VIOLATION))
             ok = tl.zeros((), tl.int32)
             tries = 0
             while (tries < MAX_BACKTRACKS) & (ok == 0):
@@ -507,11 +516,27 @@ def _solve_kernel(
 
 def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
     """``solver.solve`` on a float64 batch of joints (B, n1, n2, ny) with
-    ``fits(n1, n2, ny)``, one program per joint."""
+    ``fits(n1, n2, ny)``, one program per joint; batches whose scratch exceeds
+    the memory budget (``solver.memory_budget_bytes``) run in chunks."""
     batch, n1, n2, ny = p.shape
     if not fits(n1, n2, ny):
-        raise ValueError(f"{n1}×{n2}×{ny} joints have more than {SMALL_MAX_DUALS} dual variables")
-    p = p.contiguous()
+        raise ValueError(
+            f"{n1}×{n2}×{ny} joints have (n1 + n2) ny = {(n1 + n2) * ny} dual variables, "
+            f"more than the {SMALL_MAX_DUALS} that one program solves"
+        )
+    if p.dtype != torch.float64:
+        raise ValueError(f"the joints must be float64, got {p.dtype}")
+    chunk = max(1, int(solver.memory_budget_bytes() // (8 * scratch_size(n1, n2, ny))))
+    if batch <= chunk:
+        return _solve_chunk(p.contiguous(), tol, max_iter, patience)
+    parts = [
+        _solve_chunk(p[start : start + chunk].contiguous(), tol, max_iter, patience) for start in range(0, batch, chunk)
+    ]
+    return solver.Solution(*(torch.cat([getattr(part, name) for part in parts]) for name in solver.SOLUTION_FIELDS))
+
+
+def _solve_chunk(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
+    batch, n1, n2, ny = p.shape
     m = (n1 + n2) * ny
     lam1 = torch.empty((batch, n1, ny), dtype=p.dtype, device=p.device)
     lam2 = torch.empty((batch, n2, ny), dtype=p.dtype, device=p.device)
@@ -519,7 +544,6 @@ def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.S
     iterations = torch.empty((batch,), dtype=torch.int64, device=p.device)
     converged = torch.empty((batch,), dtype=torch.int8, device=p.device)
     scratch = torch.empty((batch * scratch_size(n1, n2, ny),), dtype=p.dtype, device=p.device)
-    block_m = max(DOT_MIN, _pow2(m))
     if batch:
         _solve_kernel[(batch,)](
             p,
@@ -530,36 +554,72 @@ def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.S
             converged,
             scratch,
             scratch_size(n1, n2, ny),
+            torch.tensor([tol, solver.CERTIFY_ABOVE * max(tol, solver.STALL_GAP)], dtype=p.dtype, device=p.device),
             n1,
             n2,
             ny,
-            tol,
-            solver.CERTIFY_ABOVE * max(tol, solver.STALL_GAP),
             max_iter,
             patience,
-            BLOCK_I=_pow2(n1),
-            BLOCK_J=_pow2(n2),
-            BLOCK_Y=_pow2(ny),
-            BLOCK_M=block_m,
-            BLOCK_K=DOT_MIN,
-            TINY=TINY,
-            FRACTION_TO_BOUNDARY=solver.FRACTION_TO_BOUNDARY,
-            MAX_FRACTION_TO_BOUNDARY=solver.MAX_FRACTION_TO_BOUNDARY,
-            REGULARIZATION=solver.REGULARIZATION,
-            MAX_SHIFT_RAISES=solver.MAX_SHIFT_RAISES,
-            REFINEMENT_STEPS=solver.REFINEMENT_STEPS,
-            MAX_VIOLATION=solver.MAX_VIOLATION,
-            MAX_BACKTRACKS=solver.MAX_BACKTRACKS,
-            INFEASIBILITY_CENTRING=solver.INFEASIBILITY_CENTRING,
-            STALL_GAP=solver.STALL_GAP,
-            num_warps=num_warps(block_m),
-            num_stages=1,  # nothing to pipeline: the loops carry their state
+            **_constants(n1, n2, ny),
+            **_launch_options(m),
         )
     return solver.Solution(lam1, lam2, w, iterations, converged.bool())
 
 
+def _constants(n1: int, n2: int, ny: int) -> dict:
+    """The kernel's compile-time arguments for n1 × n2 × ny joints: tile sizes and the solver's constants."""
+    return dict(
+        BLOCK_I=_pow2(n1),
+        BLOCK_J=_pow2(n2),
+        BLOCK_Y=_pow2(ny),
+        BLOCK_M=_block_m((n1 + n2) * ny),
+        BLOCK_K=DOT_MIN,
+        TINY=TINY,
+        FRACTION_TO_BOUNDARY=solver.FRACTION_TO_BOUNDARY,
+        MAX_FRACTION_TO_BOUNDARY=solver.MAX_FRACTION_TO_BOUNDARY,
+        REGULARIZATION=solver.REGULARIZATION,
+        MAX_SHIFT_RAISES=solver.MAX_SHIFT_RAISES,
+        REFINEMENT_STEPS=solver.REFINEMENT_STEPS,
+        MAX_VIOLATION=solver.MAX_VIOLATION,
+        MAX_BACKTRACKS=solver.MAX_BACKTRACKS,
+        INFEASIBILITY_CENTRING=solver.INFEASIBILITY_CENTRING,
+        STALL_GAP=solver.STALL_GAP,
+    )
+
+
+def _block_m(m: int) -> int:
+    return max(DOT_MIN, _pow2(m))
+
+
+def _launch_options(m: int) -> dict:
+    # One stage: nothing to pipeline, the loops carry their state.
+    return dict(num_warps=num_warps(_block_m(m)), num_stages=1)
+
+
 def num_warps(block_m: int) -> int:
-    """Warps per program: 4 up to 32 × 32 matrix tiles, then one more per 512 of its
-    float64 entries (16 each at 64 × 64), which keeps 2³ … 4³ and 4×4×8 free of
-    register spills on sm_90 (bench/results/triton-build-2026-12-07.md)."""
-    return max(4, min(16, block_m * block_m // 512))
+    """Warps per program: one warp for 16 × 16 matrix tiles (its reductions stay
+    within the warp: no shared memory, no barriers); 4 for 32 × 32, then one per
+    512 of the tile's float64 entries (8 at 64 × 64, 16 at 128 × 128).  Measured
+    on sm_80 and sm_90: no register spills up to 32 × 32 tiles
+    (bench/results/triton-build-2026-12-07.md, tests/test_triton.py)."""
+    return 1 if block_m <= DOT_MIN else max(4, min(16, block_m * block_m // 512))
+
+
+def compile_for(n1: int, n2: int, ny: int, capability: int):
+    """The kernel for n1 × n2 × ny joints compiled ahead of time for an NVIDIA GPU of
+    compute capability ``capability`` (80, 90, ...), with no GPU needed: its
+    ``asm["cubin"]`` and ``asm["ptx"]`` are the build evidence (register use,
+    local memory, DMMA instructions) that tests and bench/triton_build.py read."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    pointers = ("p_ptr", "lam1_ptr", "lam2_ptr", "w_ptr", "iterations_ptr", "converged_ptr", "scratch_ptr")
+    types = dict(zip(pointers, ("*fp64", "*fp64", "*fp64", "*fp64", "*i64", "*i8", "*fp64")))
+    types["limits_ptr"] = "*fp64"
+    # Python ints as Triton's launcher passes them: i32.
+    types.update(dict.fromkeys(("scratch_stride", "n1", "n2", "ny", "max_iter", "patience"), "i32"))
+    constants = _constants(n1, n2, ny)
+    types.update(dict.fromkeys(constants, "constexpr"))
+    source = ASTSource(fn=_solve_kernel, signature=types, constexprs=constants)
+    options = _launch_options((n1 + n2) * ny)
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)

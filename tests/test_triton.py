@@ -23,7 +23,17 @@ import torch
 
 import fastpid
 from fastpid import backends, solver
-from fastpid.examples import CANONICAL, degenerate_joints, dirichlet_joint, sparse_joint
+from fastpid.examples import (
+    CANONICAL,
+    boundary_joint,
+    degenerate_joints,
+    deterministic_batch,
+    dirichlet_batch,
+    dirichlet_joint,
+    near_degenerate_batch,
+    plugin_batch,
+    sparse_joint,
+)
 from fastpid.information import LN2
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -37,6 +47,7 @@ SHAPES = [(2, 2, 2), (3, 4, 5), (5, 3, 2)]
 pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 in_process = pytest.mark.skipif(not IN_PROCESS, reason="no GPU: test_interpreted_in_subprocess runs it")
 K = importlib.import_module("fastpid.kernels.broja_triton") if IN_PROCESS else None
+SMALL = importlib.import_module("fastpid.kernels.small_joint_solver") if HAS_TRITON else None
 
 
 def test_interpreted_in_subprocess():
@@ -175,6 +186,119 @@ def test_solve_matches_reference(p):
     assert (gap / LN2).max() <= 1e-8 and (gap_ref / LN2).max() <= 1e-8
 
 
+# The plug-in joint that the iteration alone leaves at a gap of 7.6 bits (tests/test_robustness.py).
+PLUGIN_NEEDS_FALLBACK = np.array([0, 11, 52, 0, 0, 31, 1, 5.0]).reshape(2, 2, 2) / 100
+
+
+def small_joint_batches():
+    """One batch per shape for the one-program-per-joint solver: the accuracy
+    families (canonical, random, sparse, skewed, boundary, degenerate, tiny cells,
+    deterministic, near-empty symbols, plug-in), ~20 joints (the interpreter runs
+    each for seconds)."""
+    rng = np.random.default_rng(23)
+    batches = {
+        "2x2x2": [CANONICAL[name] for name in ("XOR", "AND", "RDN", "UNQ")]
+        + [boundary_joint(rng, (2, 2, 2)), PLUGIN_NEEDS_FALLBACK],
+        "2x3x2-degenerate": list(degenerate_joints((2, 3, 2), rng).values()),
+        "3x4x5": [
+            dirichlet_joint(rng, (3, 4, 5), 0.5),
+            sparse_joint(rng, (3, 4, 5), 0.9),
+            boundary_joint(rng, (3, 4, 5)),
+        ],
+        "4x4x4": [
+            CANONICAL["RDNXOR"],
+            *dirichlet_batch(rng, (4, 4, 4), 1, 0.05),  # cells over many orders of magnitude
+            *deterministic_batch(rng, (4, 4, 4), 2),
+            *near_degenerate_batch(rng, (4, 4, 4), 1),
+        ],
+        "5x5x5": list(plugin_batch(rng, (5, 5, 5), 1, 200)) + list(deterministic_batch(rng, (5, 5, 5), 1)),
+    }
+    return {name: torch.tensor(np.stack(joints), device=DEVICE) for name, joints in batches.items()}
+
+
+SMALL_BATCHES = small_joint_batches()
+
+
+@in_process
+@pytest.mark.parametrize("name", list(SMALL_BATCHES))
+def test_small_joint_solver_matches_reference(name):
+    """One program per joint runs ``solver._solve_batch``'s iteration (side
+    elimination): the same convergence, iteration counts within one, values within
+    1e-9 bits and certified gaps where converged."""
+    p = SMALL_BATCHES[name]
+    tol, max_iter = 1e-8 * LN2, 100
+    ours = SMALL.solve(p, tol, max_iter, solver.PATIENCE)
+    ref = solver.solve(p, tol, max_iter, solver.PATIENCE, elimination="side")
+    support = solver.Support.of(p)
+    _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
+    _, value_ref, _ = solver.certificate(ref.lam1, ref.lam2, ref.w, support)
+    assert torch.equal(ours.converged, ref.converged), (ours.converged, ref.converged)
+    assert ((ours.iterations - ref.iterations).abs() <= 1).all(), (ours.iterations, ref.iterations)
+    converged = ours.converged
+    assert bool(converged.any())
+    assert ((value - value_ref).abs()[converged] / LN2).max() <= 1e-9
+    assert (gap[converged] <= tol).all()
+
+
+@in_process
+@pytest.mark.parametrize("name", ["3x4x5", "4x4x4"])
+def test_small_joint_solver_iterates(name):
+    """The iterates themselves after three steps (no joint stops: tol 0), in their
+    gauge-invariant form: λ1(x1, y) + λ2(x2, y) on every cell, and the pair masses w
+    (they agree to ~1e-14: the same operations in another order)."""
+    p = SMALL_BATCHES[name]
+    ours = SMALL.solve(p, 0.0, 3, solver.PATIENCE)
+    ref = solver.solve(p, 0.0, 3, solver.PATIENCE, elimination="side")
+    cell = solver.Support.of(p).cell
+    sums = [
+        (lam1[:, :, None, :] + lam2[:, None, :, :])[cell]
+        for lam1, lam2 in ((ours.lam1, ours.lam2), (ref.lam1, ref.lam2))
+    ]
+    torch.testing.assert_close(sums[0], sums[1], rtol=1e-11, atol=1e-12)
+    torch.testing.assert_close(ours.w, ref.w, rtol=1e-11, atol=1e-13)
+    assert torch.equal(ours.iterations, ref.iterations)
+
+
+@in_process
+def test_small_joint_solver_rejects():
+    """Shapes beyond SMALL_MAX_DUALS and other dtypes: a clear error, and an empty batch is empty."""
+    with pytest.raises(ValueError, match=r"6×6×12 joints have \(n1 \+ n2\) ny = 144 dual variables, more than the 128"):
+        SMALL.solve(torch.full((1, 6, 6, 12), 1 / 432, dtype=torch.float64, device=DEVICE), 1e-8, 10, 3)
+    with pytest.raises(ValueError, match="the joints must be float64, got torch.float32"):
+        SMALL.solve(torch.full((1, 2, 2, 2), 1 / 8, device=DEVICE), 1e-8, 10, 3)
+    empty = SMALL.solve(torch.zeros((0, 2, 2, 2), dtype=torch.float64, device=DEVICE), 1e-8, 10, 3)
+    assert empty.lam1.shape == (0, 2, 2) and empty.iterations.shape == (0,)
+    assert SMALL.fits(4, 4, 16) and not SMALL.fits(5, 5, 16)
+
+
+def cuobjdump() -> str | None:
+    """The cuobjdump that ships with Triton, if this installation has it."""
+    import triton
+
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    return path if os.access(path, os.X_OK) else None
+
+
+@pytest.mark.skipif(INTERPRET, reason="Triton's interpreter compiles nothing")
+@pytest.mark.skipif(not HAS_TRITON or cuobjdump() is None, reason="needs Triton's NVIDIA tools (ptxas, cuobjdump)")
+@pytest.mark.parametrize("capability", [80, 90])
+@pytest.mark.parametrize("shape", [(2, 2, 2), (2, 3, 3), (4, 4, 4), (2, 2, 8)], ids=lambda s: "x".join(map(str, s)))
+def test_small_joint_solver_builds(shape, capability, tmp_path):
+    """Build evidence without a GPU: compiled for sm_80 and sm_90, the kernel keeps
+    its state in registers (no local-memory stack: no spills) and forms the Newton
+    matrix with FP64 tensor-core instructions (DMMA).  Matrix tiles of 16 × 16
+    (one warp) and 32 × 32 (four); larger tiles spill a little
+    (bench/results/triton-build-2026-12-07.md)."""
+    kernel = SMALL.compile_for(*shape, capability)
+    cubin = tmp_path / "kernel.cubin"
+    cubin.write_bytes(kernel.asm["cubin"])
+    usage = subprocess.run([cuobjdump(), "-res-usage", str(cubin)], capture_output=True, text=True, check=True).stdout
+    sass = subprocess.run([cuobjdump(), "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+    assert "_solve_kernel" in usage and f"sm_{capability}" in sass
+    assert "STACK:0" in usage, usage
+    assert "DMMA" in sass
+
+
 def test_auto_never_picks_triton_on_cpu():
     """ "triton" is named explicitly, never "auto"'s choice; on the CPU only under the interpreter."""
     cpu = torch.device("cpu")
@@ -191,12 +315,11 @@ def test_auto_never_picks_triton_on_cpu():
 def pid_joints():
     rng = np.random.default_rng(11)
     joints = [(name, CANONICAL[name]) for name in ("XOR", "AND", "RDNXOR", "SUM")]
-    # The last: a plug-in joint that the iteration alone leaves at a gap of 7.6 bits
-    # (tests/test_robustness.py): the fallbacks follow the Triton iteration too.
+    # The last: the fallbacks follow the Triton iteration too.
     return joints + [
         ("dirichlet_3x4x5", dirichlet_joint(rng, (3, 4, 5), 0.5)),
         ("sparse_2x3x4", sparse_joint(rng, (2, 3, 4), 0.5)),
-        ("plugin_needs_fallback_2x2x2", np.array([0, 11, 52, 0, 0, 31, 1, 5.0]).reshape(2, 2, 2) / 100),
+        ("plugin_needs_fallback_2x2x2", PLUGIN_NEEDS_FALLBACK),
     ]
 
 
