@@ -35,6 +35,11 @@ indexing registers); the cell passes (softmax, marginals, certificate) ~30 N.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import tempfile
+
 import torch
 import triton
 import triton.language as tl
@@ -572,7 +577,7 @@ def _constants(n1: int, n2: int, ny: int) -> dict:
         BLOCK_I=_pow2(n1),
         BLOCK_J=_pow2(n2),
         BLOCK_Y=_pow2(ny),
-        BLOCK_M=_block_m((n1 + n2) * ny),
+        BLOCK_M=matrix_tile((n1 + n2) * ny),
         BLOCK_K=DOT_MIN,
         TINY=TINY,
         FRACTION_TO_BOUNDARY=solver.FRACTION_TO_BOUNDARY,
@@ -587,13 +592,14 @@ def _constants(n1: int, n2: int, ny: int) -> dict:
     )
 
 
-def _block_m(m: int) -> int:
+def matrix_tile(m: int) -> int:
+    """The side of the register tile that holds the m × m Newton matrix."""
     return max(DOT_MIN, _pow2(m))
 
 
 def _launch_options(m: int) -> dict:
     # One stage: nothing to pipeline, the loops carry their state.
-    return dict(num_warps=num_warps(_block_m(m)), num_stages=1)
+    return dict(num_warps=num_warps(matrix_tile(m)), num_stages=1)
 
 
 def num_warps(block_m: int) -> int:
@@ -623,3 +629,29 @@ def compile_for(n1: int, n2: int, ny: int, capability: int):
     source = ASTSource(fn=_solve_kernel, signature=types, constexprs=constants)
     options = _launch_options((n1 + n2) * ny)
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
+
+
+def build_evidence(n1: int, n2: int, ny: int, capability: int) -> dict:
+    """``compile_for``'s cubin read with the cuobjdump that ships with Triton:
+    registers and stack bytes per thread, and the count of DMMA (FP64 tensor-core),
+    local-memory load (LDL) and store (STL) instructions in its SASS."""
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.TemporaryDirectory() as folder:
+        cubin = os.path.join(folder, "kernel.cubin")
+        with open(cubin, "wb") as file:
+            file.write(compile_for(n1, n2, ny, capability).asm["cubin"])
+        usage, sass = (
+            subprocess.run([tool, option, cubin], capture_output=True, text=True, check=True).stdout
+            for option in ("-res-usage", "-sass")
+        )
+    registers, stack = re.search(r"_solve_kernel:\s*REG:(\d+) STACK:(\d+)", usage).groups()
+    return {
+        "architecture": re.search(r"code for (sm_\d+)", sass).group(1),
+        "matrix_tile": matrix_tile((n1 + n2) * ny),
+        "num_warps": num_warps(matrix_tile((n1 + n2) * ny)),
+        "registers": int(registers),
+        "stack_bytes": int(stack),
+        "dmma": len(re.findall(r"\bDMMA\b", sass)),
+        "local_loads": len(re.findall(r"\bLDL\b", sass)),
+        "local_stores": len(re.findall(r"\bSTL\b", sass)),
+    }
