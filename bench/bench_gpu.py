@@ -208,6 +208,8 @@ def free_memory():
 @pytest.mark.parametrize("joints, shape", CASES)
 @pytest.mark.parametrize("backend", FORWARD_BACKENDS)
 def test_forward(benchmark, copy_bandwidth, backend, joints, shape):
+    if backend == "cpu" and shape[0] >= 32:
+        pytest.skip("the CPU op at 32³ and above: bench/results/cpu-*.md (minutes here)")
     P = make_joints(joints, shape)
     forward = sync(fastpid.pid)
     kwargs = {"backend": backend, "tol": TOL}
@@ -250,6 +252,45 @@ def test_backward(benchmark, copy_bandwidth, backend, joints, shape):
         copy_bandwidth,
         forward_median_s=forward_median,
         backward_over_forward=None if both is None else (both - forward_median) / forward_median,
+    )
+
+
+# ---------------------------------------------------------------- the two Triton solvers
+
+
+SMALL_SHAPES = [shape for shape in BATCH_SHAPES if shape in ((2, 2, 2), (5, 5, 5))]  # small_joint_solver.fits
+
+
+@pytest.mark.benchmark(group="gpu triton solvers")
+@pytest.mark.skipif(backends.get("triton").missing is not None, reason="triton not installed")
+@pytest.mark.parametrize("joints", BATCH_SIZES)
+@pytest.mark.parametrize("shape", SMALL_SHAPES, ids=lambda shape: "x".join(map(str, shape)))
+@pytest.mark.parametrize("kernel", ["one program per joint", "fused passes"])
+def test_triton_solvers(benchmark, copy_bandwidth, kernel, joints, shape):
+    """The solve alone by each of the "triton" backend's solvers on batches of small
+    joints: where one program per joint stops paying (``fastpid.kernels.one_program_per_joint``)."""
+    from fastpid import solver
+    from fastpid.kernels import TRITON_PASSES, small_joint_solver
+
+    P = make_joints(joints, shape)
+    tol = TOL * np.log(2)
+    if kernel == "one program per joint":
+        solve = sync(lambda: small_joint_solver.solve(P, tol, 100, solver.PATIENCE))
+    else:
+        solve = sync(lambda: solver.solve(P, tol, 100, solver.PATIENCE, passes=TRITON_PASSES))
+    solution = benchmark.pedantic(solve, rounds=rounds_for(wall(solve)), iterations=1)
+    record(
+        benchmark,
+        "solve",
+        "triton",
+        joints,
+        shape,
+        None,
+        copy_bandwidth,
+        kernel=kernel,
+        resident_programs=small_joint_solver.resident_programs(P.device, *shape),
+        iterations_max=int(solution.iterations.max()),
+        converged_fraction=float(solution.converged.double().mean()),
     )
 
 

@@ -36,6 +36,18 @@ cells, m = (n1 + n2) ny dual variables per joint):
   ``LATENCY_WARPS`` a scheduler needs to hide FP64 latency, with residency
   capped by the kernel's registers per thread.
 
+* "triton" on small joints (``kernels/small_joint_solver.py``: one program per
+  joint, the iteration on chip): bound by latency, not by bytes or flops.  Each
+  iteration is a chain of dependent column steps: m in the Cholesky
+  factorisation and m per triangular solve, 2 (L and Lᵀ) × (1 +
+  REFINEMENT_STEPS) solves per direction, 2 directions.  A step costs two
+  reductions over the program's threads (warp shuffles, and through shared
+  memory with a barrier when the program has several warps), an L1 load, a
+  float64 division and the selections around them (``STEP_CYCLES``).  The
+  programs resident per SM follow from the registers of the build
+  (bench/results/triton-build-2026-12-07.md: ~255 per thread, allocated in
+  units of 256 per thread per warp); a batch runs in waves of SMS × that.
+
 Memory per batch: "torch" holds ``solver.working_set_bytes`` per joint and
 solves in chunks within the budget (``FASTPID_MEMORY_GIB``, set here to what
 the card leaves); "cuda" allocates ``workspace_bytes`` per joint for the whole
@@ -64,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import roofline  # noqa: E402
 
 from fastpid import solver  # noqa: E402
+from fastpid.kernels import small_joint_solver  # noqa: E402
 
 BANDWIDTH = 3.35e12  # B/s, HBM3 (H100 SXM5, nominal)
 L2_BANDWIDTH = 5.5e12  # B/s, L2 (H100 SXM5; measured figures in the literature are 5-7 TB/s)
@@ -78,6 +91,13 @@ KERNEL_REGISTERS = 96  # per thread, the solve kernel built for sm_90 (ptxas -v,
 THREADS_PER_BLOCK = 64
 SECTOR_WORDS = 4  # a 32-byte sector per uncoalesced 8-byte word
 LAUNCH_S = 5e-6  # s, one dependent kernel launch
+CLOCK_HZ = 1.98e9  # H100 SXM5 boost clock
+# Cycles of one dependent column step of the per-joint Triton program: two 32-lane shuffle
+# reductions (5 × ~25 cycles each), an L1 load (~40), a float64 division (~40) and ~50 of
+# selections; several warps add a shared-memory round and a barrier (~150) to each reduction.
+STEP_CYCLES = {"one warp": 2 * 125 + 40 + 40 + 50, "several warps": 2 * (125 + 150) + 40 + 40 + 50}
+PROGRAM_REGISTERS = 256  # per thread, as allocated (the build's 220-255)
+MAX_PROGRAMS_PER_SM = 32  # resident thread blocks per SM (sm_90)
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)
 PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_matrix": 1}
 TORCH_BUDGET = 64 * 2**30  # FASTPID_MEMORY_GIB=64 on an 80 GB card: the rest for the inputs and the allocator
@@ -205,6 +225,20 @@ def thread_per_joint_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     }
 
 
+def program_per_joint_seconds(batch: int, n1: int, n2: int, ny: int) -> float | None:
+    """Predicted forward time of the per-joint Triton program on a batch (module
+    docstring), or None for joints it does not take (``small_joint_solver.fits``)."""
+    if not small_joint_solver.fits(n1, n2, ny):
+        return None
+    m = (n1 + n2) * ny
+    warps = small_joint_solver.num_warps(small_joint_solver.matrix_tile(m))
+    steps = m * (1 + 2 * 2 * (1 + solver.REFINEMENT_STEPS))
+    iteration_s = steps * STEP_CYCLES["one warp" if warps == 1 else "several warps"] / CLOCK_HZ
+    per_sm = min(MAX_PROGRAMS_PER_SM, REGISTERS_PER_SM // (PROGRAM_REGISTERS * 32 * warps))
+    waves = -(-batch // (SMS * per_sm))
+    return waves * ITERATIONS * iteration_s + LAUNCH_S
+
+
 def _side_workspace(n1: int, n2: int, ny: int) -> int:
     """Bytes of one joint's workspace in the CUDA build (side elimination), from the op."""
     previous = os.environ.get("FASTPID_ELIMINATION")
@@ -243,6 +277,7 @@ def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float])
         "torch_memory": torch_memory,
         "chunks": chunks,
         "triton_s": fused_s,
+        "program_s": program_per_joint_seconds(batch, n1, n2, ny),
         "cuda_flops": cuda["flops"],
         "cuda_bytes": cuda["bytes"],
         "cuda_rate": cuda["rate"],
@@ -256,13 +291,15 @@ def table(launches: dict[str, float]) -> str:
     lines = [
         "| joints | shape | m | elimination | fused passes: MB, Mflop / iter | system: MB, Gflop / iter "
         "| torch memory (chunks) | triton: per iter | triton: forward / joint "
-        "| cuda: MB, Gflop / iter | cuda: FP64 rate | cuda memory | cuda: per iter | cuda: forward / joint |",
-        "| ---: | --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+        "| cuda: MB, Gflop / iter | cuda: FP64 rate | cuda memory | cuda: per iter | cuda: forward / joint "
+        "| triton, one program per joint: forward | forward / joint |",
+        "| ---: | --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for batch, shape in CASES:
         row = predict(batch, shape, launches)
         fits = "" if row["cuda_fits"] else ", does not fit"
         cuda = ("–", "–") if not row["cuda_fits"] else (_time(row["cuda_s"]), _time(ITERATIONS * row["cuda_s"] / batch))
+        program = ("–", "–") if row["program_s"] is None else (_time(row["program_s"]), _time(row["program_s"] / batch))
         lines.append(
             f"| {batch:,} | {'×'.join(map(str, shape))} | {row['m']:,} | {row['elimination']} | "
             f"{row['pass_bytes'] / 1e6:.3g}, {row['pass_flops'] / 1e6:.3g} | "
@@ -270,7 +307,7 @@ def table(launches: dict[str, float]) -> str:
             f"{_bytes(row['torch_memory'])} ({row['chunks']:,}) | "
             f"{_time(row['triton_s'])} | {_time(ITERATIONS * row['triton_s'] / batch)} | "
             f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {row['cuda_rate'] / 1e12:.3g} TFLOP/s | "
-            f"{_bytes(row['cuda_memory'])}{fits} | {cuda[0]} | {cuda[1]} |"
+            f"{_bytes(row['cuda_memory'])}{fits} | {cuda[0]} | {cuda[1]} | {program[0]} | {program[1]} |"
         )
     return "\n".join(lines)
 

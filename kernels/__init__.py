@@ -49,13 +49,26 @@ def interpreting() -> bool:
 
 
 def solve(p, tol: float, max_iter: int, patience: int) -> solver.Solution:
-    """Small joints (``small_joint_solver.fits``, where the side elimination is the
-    one to use): one program per joint runs the whole iteration.  Larger joints:
-    the reference iteration with fused Triton passes (``TRITON_PASSES``)."""
-    _, n1, n2, ny = p.shape
-    if small_joint_solver.fits(n1, n2, ny) and solver.default_elimination(n1, n2, ny) == "side":
+    """One program per joint (``small_joint_solver``) where ``one_program_per_joint``
+    says so; else the reference iteration with fused Triton passes (``TRITON_PASSES``)."""
+    if one_program_per_joint(p.shape, p.device):
         return small_joint_solver.solve(p, tol, max_iter, patience)
     return solver.solve(p, tol, max_iter, patience, passes=TRITON_PASSES)
+
+
+def one_program_per_joint(shape, device) -> bool:
+    """Whether a batch of this shape (B, n1, n2, ny) runs one program per joint: small
+    joints (``small_joint_solver.fits``, the side elimination's), in a batch that the
+    GPU runs in one wave (``small_joint_solver.resident_programs``; any batch under
+    the interpreter).  Beyond one wave the per-joint programs run wave after wave
+    while the fused passes take the whole batch in each launch: the prediction
+    (bench/results/gpu-prediction-2026-12-07.md) puts the crossover at one to a
+    few waves; bench/bench_gpu.py times both to set it."""
+    batch, n1, n2, ny = shape
+    if not small_joint_solver.fits(n1, n2, ny) or solver.default_elimination(n1, n2, ny) != "side":
+        return False
+    wave = small_joint_solver.resident_programs(device, n1, n2, ny)
+    return wave is None or batch <= wave
 
 
 def backend() -> backends.Backend:

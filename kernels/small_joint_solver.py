@@ -49,6 +49,8 @@ from fastpid import solver
 from .broja_triton import _pow2, pair_softmax_tile
 
 SMALL_MAX_DUALS = 128  # (n1 + n2) ny up to this: one program per joint
+REGISTERS_PER_SM = 65536  # sm_80 and sm_90
+PROGRAM_REGISTERS = 256  # per thread as allocated (the build's 220-255, bench/results/triton-build-2026-12-07.md)
 TINY = torch.finfo(torch.float64).tiny
 DOT_MIN = 16  # tl.dot's smallest operand side: the matrix tile and the pairs per product
 
@@ -609,6 +611,17 @@ def num_warps(block_m: int) -> int:
     on sm_80 and sm_90: no register spills up to 32 × 32 tiles
     (bench/results/triton-build-2026-12-07.md, tests/test_triton.py)."""
     return 1 if block_m <= DOT_MIN else max(4, min(16, block_m * block_m // 512))
+
+
+def resident_programs(device: torch.device, n1: int, n2: int, ny: int) -> int | None:
+    """Programs for n1 × n2 × ny joints that ``device`` runs at once (one wave): its
+    multiprocessors × the programs the registers allow on each; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    registers = getattr(properties, "regs_per_multiprocessor", REGISTERS_PER_SM)
+    warps = num_warps(matrix_tile((n1 + n2) * ny))
+    return properties.multi_processor_count * max(1, registers // (PROGRAM_REGISTERS * 32 * warps))
 
 
 def compile_for(n1: int, n2: int, ny: int, capability: int):

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -289,6 +290,29 @@ def test_small_joint_solver_rejects():
     empty = SMALL.solve(torch.zeros((0, 2, 2, 2), dtype=torch.float64, device=DEVICE), 1e-8, 10, 3)
     assert empty.lam1.shape == (0, 2, 2) and empty.iterations.shape == (0,)
     assert SMALL.fits(4, 4, 16) and not SMALL.fits(5, 5, 16)
+
+
+def test_one_program_per_joint_within_one_wave(monkeypatch):
+    """The "triton" backend runs one program per joint for small joints in batches of
+    at most one wave of resident programs (an H100's 132 SMs: 8 one-warp programs,
+    2 four-warp or 1 eight-warp program per SM), else the fused passes; under the
+    interpreter (CPU tensors) any batch of small joints."""
+    kernels = importlib.import_module("fastpid.kernels")
+    h100 = types.SimpleNamespace(multi_processor_count=132, regs_per_multiprocessor=65536)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: h100)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert [SMALL.resident_programs(cuda, *shape) for shape in [(2, 2, 2), (4, 4, 4), (5, 5, 5)]] == [1056, 264, 132]
+    assert SMALL.resident_programs(cpu, 5, 5, 5) is None
+    assert kernels.one_program_per_joint((1056, 2, 2, 2), cuda) and not kernels.one_program_per_joint(
+        (1057, 2, 2, 2), cuda
+    )
+    assert kernels.one_program_per_joint((132, 5, 5, 5), cuda) and not kernels.one_program_per_joint(
+        (133, 5, 5, 5), cuda
+    )
+    assert kernels.one_program_per_joint((65536, 5, 5, 5), cpu)
+    assert not kernels.one_program_per_joint((1, 20, 20, 6), cuda) and not kernels.one_program_per_joint(
+        (1, 20, 20, 6), cpu
+    )
 
 
 def has_nvidia_tools() -> bool:
