@@ -40,8 +40,8 @@ cells, m = (n1 + n2) ny dual variables per joint):
   joint, the iteration on chip): bound by latency, not by bytes or flops.  Each
   iteration is a chain of dependent column steps: m in the Cholesky
   factorisation and m per triangular solve, 2 (L and Lᵀ) × (1 +
-  REFINEMENT_STEPS) solves per direction, 2 directions.  A step costs two
-  reductions over the program's threads (warp shuffles, and through shared
+  REFINEMENT_STEPS) solves per direction, 2 directions.  A step costs one
+  reduction over the program's threads (warp shuffles, and through shared
   memory with a barrier when the program has several warps), an L1 load, a
   float64 division and the selections around them (``STEP_CYCLES``).  The
   programs resident per SM follow from the registers of the build
@@ -92,10 +92,10 @@ THREADS_PER_BLOCK = 64
 SECTOR_WORDS = 4  # a 32-byte sector per uncoalesced 8-byte word
 LAUNCH_S = 5e-6  # s, one dependent kernel launch
 CLOCK_HZ = 1.98e9  # H100 SXM5 boost clock
-# Cycles of one dependent column step of the per-joint Triton program: two 32-lane shuffle
-# reductions (5 × ~25 cycles each), an L1 load (~40), a float64 division (~40) and ~50 of
-# selections; several warps add a shared-memory round and a barrier (~150) to each reduction.
-STEP_CYCLES = {"one warp": 2 * 125 + 40 + 40 + 50, "several warps": 2 * (125 + 150) + 40 + 40 + 50}
+# Cycles of one dependent column step of the per-joint Triton program: one 32-lane shuffle
+# reduction (5 × ~25 cycles), an L1 load (~40), a float64 division or square root (~40) and
+# ~50 of selections; several warps add a shared-memory round and a barrier (~150).
+STEP_CYCLES = {"one warp": 125 + 40 + 40 + 50, "several warps": 125 + 150 + 40 + 40 + 50}
 PROGRAM_REGISTERS = 256  # per thread, as allocated (the build's 220-255)
 MAX_PROGRAMS_PER_SM = 32  # resident thread blocks per SM (sm_90)
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)

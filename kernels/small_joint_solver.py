@@ -147,13 +147,17 @@ def _cholesky(a, m, r, factor_ptr):
     returns whether every pivot was positive."""
     tl.debug_barrier()  # earlier solves' reads of the factor are done
     ok = tl.full((), 1, tl.int32)
+    # The diagonal kept apart, updated as the tile's is: the pivot is then read
+    # alongside the column, not from it (one reduction deep, not two).
+    diagonal = tl.sum(tl.where(r[:, None] == r[None, :], a, 0.0), axis=1)
     for k in range(m):
         column = tl.sum(tl.where(r[None, :] == k, a, 0.0), axis=1)
-        pivot = tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        pivot = tl.sum(tl.where(r == k, diagonal, 0.0), axis=0)
         ok = ok & (pivot > 0).to(tl.int32)
         column = tl.where(r >= k, column / tl.sqrt(tl.where(pivot > 0, pivot, 1.0)), 0.0)
         tl.store(factor_ptr + k * m + r, column, mask=r < m)
         a = a - column[:, None] * column[None, :]
+        diagonal = diagonal - column * column
     tl.debug_barrier()
     return ok
 
@@ -207,16 +211,18 @@ def _factorize(
 @triton.jit
 def _cholesky_solve(factor_ptr, b, m, r):
     """x with L Lᵀ x = b, L the factor at factor_ptr: forward, then backward substitution."""
+    # Each step is one link of a serial chain (bench/gpu_model.py: the chains bound
+    # the program): one reduction per step, the pivot a scalar load.
     x = b
     for k in range(m):
         column = tl.load(factor_ptr + k * m + r, mask=r < m, other=0.0)
-        xk = tl.sum(tl.where(r == k, x, 0.0), axis=0) / tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        xk = tl.sum(tl.where(r == k, x, 0.0), axis=0) / tl.load(factor_ptr + k * m + k)
         x = tl.where(r == k, xk, tl.where(r > k, x - column * xk, x))
     for step in range(m):
         k = m - 1 - step
         column = tl.load(factor_ptr + k * m + r, mask=r < m, other=0.0)
-        later = tl.sum(tl.where(r > k, column * x, 0.0), axis=0)
-        xk = (tl.sum(tl.where(r == k, x, 0.0), axis=0) - later) / tl.sum(tl.where(r == k, column, 0.0), axis=0)
+        residual = tl.sum(tl.where(r == k, x, tl.where(r > k, -column * x, 0.0)), axis=0)  # x_k − Σ_{i>k} L_ik x_i
+        xk = residual / tl.load(factor_ptr + k * m + k)
         x = tl.where(r == k, xk, x)
     return x
 
