@@ -160,7 +160,7 @@ def _forward(
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
     int64; converged (...) bool."""
-    outputs = backends.get(backend).forward(p, normalize, tol, max_iter)
+    outputs = backends.get(backends.resolve(backend, p.device)).forward(p, normalize, tol, max_iter)
     converged = outputs[-1]
     if not bool(converged if converged.dim() == 0 else converged.all()):  # one joint: no reduction
         outputs = _refine(p, outputs, tol, max_iter)
@@ -273,9 +273,9 @@ def envelope_gradient(
     return (grad - (grad * p).sum((-3, -2, -1), keepdim=True)) / total
 
 
-def _gradient(backend: str):
-    """``backend``'s fused backward, or ``envelope_gradient`` where it has none."""
-    return backends.get(backend).gradient or envelope_gradient
+def _gradient(backend: str, device: torch.device):
+    """``backend``'s fused backward for joints on ``device``, or ``envelope_gradient`` where it has none."""
+    return backends.get(backends.resolve(backend, device)).gradient or envelope_gradient
 
 
 def atom_jacobian(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, backend: str) -> torch.Tensor:
@@ -285,7 +285,7 @@ def atom_jacobian(p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, backe
     (autograd would make one backward pass per atom)."""
     one_hot = torch.eye(5, dtype=torch.float64, device=p.device)
     batch = p.shape[:-3]
-    grad = _gradient(backend)(
+    grad = _gradient(backend, p.device)(
         p.unsqueeze(-4).expand(*batch, 5, *p.shape[-3:]),
         lam1.unsqueeze(-3).expand(*batch, 5, *lam1.shape[-2:]),
         lam2.unsqueeze(-3).expand(*batch, 5, *lam2.shape[-2:]),
@@ -311,8 +311,25 @@ def _backward(ctx, grad_atoms, *_):
             "variables, whose derivative with respect to P is not computed; use create_graph=False"
         )
     raw, lam1, lam2 = ctx.saved_tensors
-    grad = _gradient(ctx.backend)(raw, lam1, lam2, grad_atoms.to(torch.float64))
+    gradient = broja_gradient if torch.compiler.is_compiling() else _backend_gradient
+    grad = gradient(raw, lam1, lam2, grad_atoms.to(torch.float64), ctx.backend)
     return grad.to(raw.dtype), None, None, None, None, None
+
+
+def _backend_gradient(
+    p: torch.Tensor, lam1: torch.Tensor, lam2: torch.Tensor, grad_atoms: torch.Tensor, backend: str
+) -> torch.Tensor:
+    return _gradient(backend, p.device)(p, lam1, lam2, grad_atoms)
+
+
+# The backward as an op of its own where torch.compile traces it: a backend's fused
+# backward may be a kernel launch (Triton) that fake tensors cannot run.
+broja_gradient = torch.library.custom_op("fastpid::broja_gradient", _backend_gradient, mutates_args=())
+
+
+@broja_gradient.register_fake
+def _broja_gradient_fake(p, lam1, lam2, grad_atoms, backend):
+    return torch.empty_like(p, dtype=torch.float64)
 
 
 broja.register_autograd(_backward, setup_context=_setup_context)
@@ -372,7 +389,9 @@ def pid(
     check_options(tol, max_iter)
     tensor, from_numpy = as_joint_tensor(P, normalize)
     check_layout(tensor)
-    name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
+    # torch.compile cannot trace the lookup of a plug-in backend (importlib.metadata): there
+    # the op takes the name as given and resolves it when it runs.
+    name = backend if torch.compiler.is_compiling() else backends.resolve(backend, tensor.device, tuple(tensor.shape))
     # The op where torch.compile traces; its autograd function where autograd alone needs it; else the
     # forward itself (the op's dispatch has a cost of its own: docs/performance.md).
     if torch.compiler.is_compiling():

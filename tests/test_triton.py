@@ -292,6 +292,36 @@ def test_small_joint_solver_rejects():
     assert SMALL.fits(4, 4, 16) and not SMALL.fits(5, 5, 16)
 
 
+@in_process
+def test_torch_compile_traces_backend_triton():
+    """``torch.compile(fullgraph=True)`` over ``fastpid.pid(backend="triton")``, forward and
+    backward: one graph (the plug-in is resolved when the op runs, its fused backward is
+    an op of its own), the same values and gradient as eager."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    gen = torch.Generator().manual_seed(17)
+    P = torch.rand(2, 2, 3, 2, generator=gen, dtype=torch.float64) + 0.05
+    P = (P / P.sum((1, 2, 3), keepdim=True)).to(DEVICE)
+
+    def objective(P):
+        result = fastpid.pid(P, backend="triton")
+        return (result.synergy + 2 * result.unique1).sum()
+
+    counter = CompileCounterWithBackend("aot_eager")
+    torch._dynamo.reset()
+    values, grads = [], []
+    for function in (torch.compile(objective, backend=counter, fullgraph=True), objective):
+        leaf = P.clone().requires_grad_()
+        value = function(leaf)
+        value.backward()
+        values.append(value.detach())
+        grads.append(leaf.grad)
+    torch._dynamo.reset()
+    assert counter.frame_count == 1
+    torch.testing.assert_close(values[0], values[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
 def test_one_program_per_joint_within_one_wave(monkeypatch):
     """The "triton" backend runs one program per joint for small joints in batches of
     at most one wave of resident programs (an H100's 132 SMs: 8 one-warp programs,
