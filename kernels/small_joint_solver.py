@@ -75,8 +75,11 @@ def _f64(value: tl.constexpr):
 
 
 @triton.jit
-def _to_vector(x1, x2, vector_ptr, at1, at2, in1, in2, r, in_m):
-    """The (λ1, λ2)-shaped tiles (I, Y), (J, Y) as one vector of the m variables."""
+def _to_vector(x1, x2, layout):
+    """The (λ1, λ2)-shaped tiles (I, Y), (J, Y) as one vector of the m variables.
+    ``layout`` = (vector_ptr, at1, at2, in1, in2, r, in_m): the scratch vector, where
+    each tile entry sits in it and which are in range, the vector's index and range."""
+    vector_ptr, at1, at2, in1, in2, r, in_m = layout
     tl.debug_barrier()  # earlier reads of the scratch are done
     tl.store(vector_ptr + at1, x1, mask=in1)
     tl.store(vector_ptr + at2, x2, mask=in2)
@@ -85,8 +88,9 @@ def _to_vector(x1, x2, vector_ptr, at1, at2, in1, in2, r, in_m):
 
 
 @triton.jit
-def _from_vector(vector, vector_ptr, at1, at2, in1, in2, r, in_m):
+def _from_vector(vector, layout):
     """``_to_vector``'s inverse."""
+    vector_ptr, at1, at2, in1, in2, r, in_m = layout
     tl.debug_barrier()
     tl.store(vector_ptr + r, vector, mask=in_m)
     tl.debug_barrier()
@@ -94,9 +98,7 @@ def _from_vector(vector, vector_ptr, at1, at2, in1, in2, r, in_m):
 
 
 @triton.jit
-def _newton_matrix(
-    s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K: tl.constexpr
-):
+def _newton_matrix(s, w, c, free, cells, BLOCK_K: tl.constexpr):
     """``solver.newton_matrix``: M = Σ_k E_kᵀ [diag(q_k) + c_k s_k s_kᵀ] E_k on (λ1, λ2),
     q_k = w_k s_k, with the gauge's and the empty marginals' variables replaced
     by identity rows; variable r is λ1(r // ny, r % ny) below n1 ny, else
@@ -108,6 +110,7 @@ def _newton_matrix(
     U (m × K) with column k = u_k = E_kᵀ s_k (s_k at pair k's variables, gathered
     from s in the scratch), V (m × N) with column (k, y) the pattern of pair k's
     two variables of target value y."""
+    scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair = cells
     w_ptr = scratch_ptr + n1 * n2 * ny
     c_ptr = w_ptr + n1 * n2
     tl.debug_barrier()
@@ -168,18 +171,9 @@ def _factorize(
     w,
     c,
     free,
-    scratch_ptr,
+    cells,
     factor_ptr,
-    n1,
-    n2,
-    ny,
     m,
-    r,
-    in_m,
-    at_cell,
-    in_cell,
-    at_pair,
-    in_pair,
     BLOCK_K: tl.constexpr,
     TINY: tl.constexpr,
     REGULARIZATION: tl.constexpr,
@@ -190,6 +184,7 @@ def _factorize(
     (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
     again (rare) rather than keeping a copy in registers through the first.
     Returns the scale; the factor is at factor_ptr."""
+    r = cells[4]
     shift = tl.zeros((), s.dtype)
     scale = tl.zeros([r.shape[0]], dtype=s.dtype)
     ok = tl.zeros((), tl.int32)
@@ -197,9 +192,7 @@ def _factorize(
     while (attempt < MAX_SHIFT_RAISES) & (ok == 0):
         if attempt > 0:
             shift = tl.where(shift > 0, shift * 100.0, _f64(REGULARIZATION))
-        matrix = _newton_matrix(
-            s, w, c, free, scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair, BLOCK_K
-        )
+        matrix = _newton_matrix(s, w, c, free, cells, BLOCK_K)
         diagonal = r[:, None] == r[None, :]
         scale = 1.0 / tl.sqrt(tl.maximum(tl.sum(tl.where(diagonal, matrix, 0.0), axis=1), TINY))
         scaled = matrix * scale[:, None] * scale[None, :]
@@ -228,28 +221,44 @@ def _cholesky_solve(factor_ptr, b, m, r):
 
 
 @triton.jit
-def _newton_product(x, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m):
+def _newton_product(x, s, w, c, free, layout):
     """M x without forming M (``solver.newton_product``), identity on the variables that are not free."""
-    x1, x2 = _from_vector(x * free, vector_ptr, at1, at2, in1, in2, r, in_m)
+    x1, x2 = _from_vector(x * free, layout)
     along = x1[:, None, :] + x2[None, :, :]
     slope = tl.sum(s * along, axis=2)
     per_cell = w[:, :, None] * s * along + (c * slope)[:, :, None] * s
-    product = _to_vector(tl.sum(per_cell, axis=1), tl.sum(per_cell, axis=0), vector_ptr, at1, at2, in1, in2, r, in_m)
+    product = _to_vector(tl.sum(per_cell, axis=1), tl.sum(per_cell, axis=0), layout)
     return product * free + (1.0 - free) * x
 
 
 @triton.jit
-def _factor_solve(
-    factor_ptr, scale, rhs, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m, m, REFINEMENT_STEPS: tl.constexpr
-):
+def _factor_solve(factor_ptr, scale, rhs, s, w, c, free, layout, m, REFINEMENT_STEPS: tl.constexpr):
     """``solver.DenseFactor.solve``: the Jacobi-scaled system, refined against the
     unshifted matrix (its products from the cells, as the C++ solver's)."""
+    r = layout[5]
     b = rhs * scale
     x = _cholesky_solve(factor_ptr, b, m, r)
     for _ in tl.static_range(REFINEMENT_STEPS):
-        product = scale * _newton_product(scale * x, s, w, c, free, vector_ptr, at1, at2, in1, in2, r, in_m)
+        product = scale * _newton_product(scale * x, s, w, c, free, layout)
         x += _cholesky_solve(factor_ptr, b - product, m, r)
     return x * scale
+
+
+@triton.jit
+def _newton_direction(r_c, factor, iterate, residual, layout, REFINEMENT_STEPS: tl.constexpr):
+    """``solver.newton_direction``: Δλ1, Δλ2, Δw, Δh for the complementarity target r_c,
+    with factor = (factor_ptr, scale, m) of ``_factorize``, iterate = (w, h, s, c, free,
+    pair, primal) and residual = the marginals' residuals (r1, r2)."""
+    factor_ptr, scale, m = factor
+    w, h, s, c, free, pair, primal = iterate
+    residual1, residual2 = residual
+    r_c = r_c + w * primal
+    lifted = (r_c / h)[:, :, None] * s
+    rhs = _to_vector(residual1 + tl.sum(lifted, axis=1), residual2 + tl.sum(lifted, axis=0), layout)
+    step = _factor_solve(factor_ptr, scale, -rhs * free, s, w, c, free, layout, m, REFINEMENT_STEPS)
+    d1, d2 = _from_vector(step, layout)
+    slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
+    return d1, d2, tl.where(pair, (r_c + w * slope) / h, 0.0), tl.where(pair, -primal - slope, 0.0)
 
 
 @triton.jit
@@ -347,7 +356,9 @@ def _solve_kernel(
     cell = on1[:, None, :] & on2[None, :, :]
     pair = tl.max(cell.to(tl.int32), axis=2) > 0
     pinned = j[:, None] == tl.argmax(p2, axis=0, tie_break_left=True)[None, :]
-    free = _to_vector(on1.to(p.dtype), (on2 & ~pinned).to(p.dtype), vector_ptr, at1, at2, in1, in2, r, in_m)
+    layout = (vector_ptr, at1, at2, in1, in2, r, in_m)  # the (λ1, λ2) tiles ↔ one vector (_to_vector)
+    cells = (scratch_ptr, n1, n2, ny, r, in_m, at_cell, in_cell, at_pair, in_pair)  # for _newton_matrix
+    free = _to_vector(on1.to(p.dtype), (on2 & ~pinned).to(p.dtype), layout)
 
     # The analytic start (solver.analytic_start) and the weighted central path.
     py = tl.sum(p1, axis=0)
@@ -395,111 +406,28 @@ def _solve_kernel(
             mu = complementarity_sum / total_weight
             # One factorisation for the predictor and the corrector.
             c = tl.where(pair, w / h - w, 0.0)
-            scale = _factorize(
-                s,
-                w,
-                c,
-                free,
-                scratch_ptr,
-                factor_ptr,
-                n1,
-                n2,
-                ny,
-                m,
-                r,
-                in_m,
-                at_cell,
-                in_cell,
-                at_pair,
-                in_pair,
-                BLOCK_K,
-                TINY,
-                REGULARIZATION,
-                MAX_SHIFT_RAISES,
-            )
+            scale = _factorize(s, w, c, free, cells, factor_ptr, m, BLOCK_K, TINY, REGULARIZATION, MAX_SHIFT_RAISES)
 
-            # Predictor: the affine-scaling direction (μ target 0).
-            r_c = w * primal - complementarity
-            lifted = (r_c / h)[:, :, None] * s
-            rhs = _to_vector(
-                residual1 + tl.sum(lifted, axis=1),
-                residual2 + tl.sum(lifted, axis=0),
-                vector_ptr,
-                at1,
-                at2,
-                in1,
-                in2,
-                r,
-                in_m,
-            )
-            step = _factor_solve(
-                factor_ptr,
-                scale,
-                -rhs * free,
-                s,
-                w,
-                c,
-                free,
-                vector_ptr,
-                at1,
-                at2,
-                in1,
-                in2,
-                r,
-                in_m,
-                m,
-                REFINEMENT_STEPS,
-            )
-            d1, d2 = _from_vector(step, vector_ptr, at1, at2, in1, in2, r, in_m)
-            slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
-            dh_a = tl.where(pair, -primal - slope, 0.0)
-            dw_a = tl.where(pair, (r_c + w * slope) / h, 0.0)
-            alpha_a = tl.minimum(_max_step(w, dw_a), _max_step(h, dh_a))
-            mu_a = tl.sum(tl.sum(tl.where(pair, (w + alpha_a * dw_a) * (h + alpha_a * dh_a), 0.0), axis=1), axis=0)
-            mu_a = mu_a / total_weight
-            sigma = tl.minimum(tl.maximum(mu_a / tl.maximum(mu, TINY), 0.0), 1.0)
-            sigma = sigma * sigma * sigma
-            infeasibility = tl.maximum(
-                tl.max(tl.max(tl.abs(residual1), axis=1), axis=0), tl.max(tl.max(tl.abs(residual2), axis=1), axis=0)
-            )
-            sigma = tl.maximum(sigma, tl.minimum(INFEASIBILITY_CENTRING * infeasibility / tl.maximum(mu, TINY), 1.0))
-
-            # Corrector: centring plus the second-order term of the predictor.
-            r_c = sigma * mu * weight - complementarity - dw_a * dh_a + w * primal
-            lifted = (r_c / h)[:, :, None] * s
-            rhs = _to_vector(
-                residual1 + tl.sum(lifted, axis=1),
-                residual2 + tl.sum(lifted, axis=0),
-                vector_ptr,
-                at1,
-                at2,
-                in1,
-                in2,
-                r,
-                in_m,
-            )
-            step = _factor_solve(
-                factor_ptr,
-                scale,
-                -rhs * free,
-                s,
-                w,
-                c,
-                free,
-                vector_ptr,
-                at1,
-                at2,
-                in1,
-                in2,
-                r,
-                in_m,
-                m,
-                REFINEMENT_STEPS,
-            )
-            d1, d2 = _from_vector(step, vector_ptr, at1, at2, in1, in2, r, in_m)
-            slope = tl.sum(s * (d1[:, None, :] + d2[None, :, :]), axis=2)
-            dh = tl.where(pair, -primal - slope, 0.0)
-            dw = tl.where(pair, (r_c + w * slope) / h, 0.0)
+            # The predictor, the affine-scaling direction (μ target 0), then the corrector:
+            # centring plus the predictor's second-order term.
+            factor = (factor_ptr, scale, m)
+            iterate = (w, h, s, c, free, pair, primal)
+            residual = (residual1, residual2)
+            target = -complementarity
+            for corrector in tl.static_range(2):
+                d1, d2, dw, dh = _newton_direction(target, factor, iterate, residual, layout, REFINEMENT_STEPS)
+                if corrector == 0:
+                    alpha_a = tl.minimum(_max_step(w, dw), _max_step(h, dh))
+                    mu_a = tl.sum(tl.sum(tl.where(pair, (w + alpha_a * dw) * (h + alpha_a * dh), 0.0), axis=1), axis=0)
+                    sigma = tl.minimum(tl.maximum(mu_a / total_weight / tl.maximum(mu, TINY), 0.0), 1.0)
+                    sigma = sigma * sigma * sigma
+                    infeasibility = tl.maximum(
+                        tl.max(tl.max(tl.abs(residual1), axis=1), axis=0),
+                        tl.max(tl.max(tl.abs(residual2), axis=1), axis=0),
+                    )
+                    centring = INFEASIBILITY_CENTRING * infeasibility / tl.maximum(mu, TINY)
+                    sigma = tl.maximum(sigma, tl.minimum(centring, 1.0))
+                    target = sigma * mu * weight - complementarity - dw * dh
             fraction = tl.minimum(tl.maximum(1.0 - mu, _f64(FRACTION_TO_BOUNDARY)), _f64(MAX_FRACTION_TO_BOUNDARY))
             alpha = fraction * tl.minimum(_max_step(w, dw), _max_step(h, dh))
             alpha = tl.where(alpha == alpha, alpha, 0.0)
