@@ -293,6 +293,23 @@ def test_small_joint_solver_rejects():
 
 
 @in_process
+def test_gradcheck_backend_triton():
+    """``torch.autograd.gradcheck`` in float64 of all five outputs through
+    ``fastpid.pid(backend="triton")`` (one program per joint, then the fused backward),
+    on an interior joint solved to 1e-13 bits (finite differences divide the solver's
+    error by the step: tests/test_gradients.py)."""
+    rng = np.random.default_rng(29)
+    P = np.maximum(rng.dirichlet(np.full(8, 2.0)), 1e-3).reshape(2, 2, 2)
+    P = torch.tensor(P / P.sum(), device=DEVICE, requires_grad=True)
+
+    def outputs(P):
+        result = fastpid.pid(P, backend="triton", tol=1e-13)
+        return tuple(getattr(result, name) for name in ("redundancy", "unique1", "unique2", "synergy", "mi"))
+
+    assert torch.autograd.gradcheck(outputs, (P,), eps=1e-6, atol=1e-5, rtol=1e-3)
+
+
+@in_process
 def test_torch_compile_traces_backend_triton():
     """``torch.compile(fullgraph=True)`` over ``fastpid.pid(backend="triton")``, forward and
     backward: one graph (the plug-in is resolved when the op runs, its fused backward is
