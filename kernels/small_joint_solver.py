@@ -12,13 +12,17 @@ from its start to its certificate, the iteration's state in registers:
     w, h, the pair slacks       (I, J)          25
     the Newton matrix, factor   (M, M)          50 × 50 (padded to 64 × 64)
 
-with I, J, Y, M the sizes n1, n2, ny, m = (n1 + n2) ny padded to powers of two.
-The Newton matrix is factorised whole (``solver.DenseFactor``: Jacobi scaling,
-Cholesky with the shift raised where it fails, two refinement steps), column by
-column in registers.  Register tiles cannot be indexed by a computed position,
-so the three places that regroup values (cells → matrix entries, the (λ1, λ2)
-tiles ↔ one vector of m variables) go through a small per-joint scratch in
-global memory (N + 2K + 2m floats; it stays in L1/L2), fenced by barriers.
+with I, J, Y, M the sizes n1, n2, ny, m = (n1 + n2) ny padded to powers of two
+(M at least 16, ``tl.dot``'s smallest side).  The Newton matrix is formed by two
+``tl.dot`` products (DMMA in float64 on sm_80/sm_90) and factorised whole
+(``solver.DenseFactor``: Jacobi scaling, Cholesky with the shift raised where it
+fails, two refinement steps), column by column in registers.  Register tiles
+cannot be indexed by a computed position, so the places that regroup values
+(cells → matrix entries, the (λ1, λ2) tiles ↔ one vector of m variables, the
+factor's columns) go through a small per-joint scratch in global memory
+(``scratch_size``: N + 2 n1 n2 + m + m² floats; it stays in L1/L2), fenced by
+barriers.  The Triton pitfalls met on the way (float literals taken as float32,
+tensors assigned under nested branches of a loop) are in docs/gpu.md.
 
 Same steps, step rules, stopping rules and best-iterate bookkeeping as
 ``solver._solve_batch`` (the side elimination's matrix; the pair elimination is
@@ -28,9 +32,11 @@ fixed number of steps and the iteration counts.  float64 only, like the solver.
 
 Cost per Newton step of an m-variable joint: forming the matrix
 ~4 max(n1, n2) m² gathered loads (L1), its Cholesky factorisation ~m³ / 3 flops
-and each of the ~6 triangular-solve pairs ~2 m² (the column extractions from
-the register tile cost ~m³ / 2 compare-and-add each pair, the price of not
+and each of the 6 triangular-solve pairs ~2 m² (the column extractions from
+the register tile cost ~m² compare-and-add each solve, the price of not
 indexing registers); the cell passes (softmax, marginals, certificate) ~30 N.
+Time is another matter: the factorisation and each solve are chains of m
+dependent steps, one reduction deep each (bench/gpu_model.py).
 """
 
 from __future__ import annotations
