@@ -239,9 +239,12 @@ def small_joint_solution(name: str, tol: float, max_iter: int) -> solver.Solutio
 @pytest.mark.parametrize("name", list(SMALL_BATCHES))
 def test_small_joint_solver_matches_reference(name, reference):
     """One program per joint runs ``solver._solve_batch``'s iteration (side
-    elimination): against the torch solver and the C++ per-joint solver, the same
-    convergence, and where converged iteration counts within one, values within
-    1e-9 bits and certified gaps."""
+    elimination).  Against the torch solver, whose steps it mirrors: the same
+    convergence and, where converged, iteration counts within one and values within
+    1e-9 bits.  Against the C++ per-joint solver: the same convergence and, where
+    converged, values within the two certified gaps (its steps differ: 13 iterations
+    against 10 and values 1.7e-9 bits apart on Dirichlet(0.02) joints, both certified
+    to 1e-8 bits).  Every converged gap within tol."""
     if reference == "cpu" and backends.get("cpu").missing is not None:
         pytest.skip("no C++ extension in this build")
     p = SMALL_BATCHES[name]
@@ -250,14 +253,19 @@ def test_small_joint_solver_matches_reference(name, reference):
     ref = REFERENCE_SOLVERS[reference](p, tol, max_iter)
     support = solver.Support.of(p)
     _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
-    _, value_ref, _ = solver.certificate(ref.lam1.to(p.device), ref.lam2.to(p.device), ref.w.to(p.device), support)
+    _, value_ref, gap_ref = solver.certificate(
+        ref.lam1.to(p.device), ref.lam2.to(p.device), ref.w.to(p.device), support
+    )
     converged_ref, iterations_ref = ref.converged.to(p.device), ref.iterations.to(p.device)
     assert torch.equal(ours.converged, converged_ref), (ours.converged, converged_ref)
     converged = ours.converged
     assert bool(converged.any())
-    # Where neither converges the solvers may keep different best iterates (the C++ one stops earlier).
-    assert ((ours.iterations - iterations_ref).abs()[converged] <= 1).all(), (ours.iterations, iterations_ref)
-    assert ((value - value_ref).abs()[converged] / LN2).max() <= 1e-9
+    difference = (value - value_ref).abs()[converged]
+    if reference == "torch":
+        assert ((ours.iterations - iterations_ref).abs()[converged] <= 1).all(), (ours.iterations, iterations_ref)
+        assert (difference / LN2).max() <= 1e-9
+    else:
+        assert (difference <= (gap + gap_ref)[converged] + 1e-12 * LN2).all()
     assert (gap[converged] <= tol).all()
 
 
