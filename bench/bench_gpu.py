@@ -136,7 +136,7 @@ def record(benchmark, kind: str, backend: str, joints: int, shape, result, copy_
         "joint_bytes": joint_bytes(joints, shape),
         "copy_bandwidth_GBps": copy_bandwidth,
         "time_per_joint_s": None if median is None else median / joints,
-        "kernel": kernel(backend, shape),
+        "kernel": kernel(backend, joints, shape),
         "device": torch.cuda.get_device_name(),
     }
     if result is not None:
@@ -148,13 +148,15 @@ def record(benchmark, kind: str, backend: str, joints: int, shape, result, copy_
     benchmark.extra_info.update({**info, **more})
 
 
-def kernel(backend: str, shape) -> str:
-    """Which kernel a backend runs on joints of this shape."""
+def kernel(backend: str, joints: int, shape) -> str:
+    """Which kernel a backend runs on a batch of ``joints`` of this shape."""
     if backend == "triton":
-        from fastpid.kernels import small_joint_solver
+        from fastpid.kernels import one_program_per_joint
 
-        return "one program per joint" if small_joint_solver.fits(*shape) else "fused passes"
-    return {"cuda": "one thread per joint", "cpu": "C++ op on a host copy", "torch": "torch ops"}[backend]
+        per_joint = one_program_per_joint((joints, *shape), torch.device("cuda"))
+        return "one program per joint" if per_joint else "fused passes"
+    kernels = {"cuda": "one thread per joint", "cpu": "C++ op on a host copy", "torch": "torch ops"}
+    return kernels.get(backend, backend)  # the references name themselves
 
 
 # ---------------------------------------------------------------- fixtures
