@@ -347,6 +347,40 @@ def test_torch_compile_traces_backend_triton():
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.skipif(not INTERPRET, reason="the interpreted run stands in for the GPU (bench_gpu.py runs there)")
+def test_gpu_benchmarks_run(monkeypatch):
+    """The prepared device run's Triton benchmarks (bench/bench_gpu.py), run here on tiny
+    CPU batches with the CUDA calls stubbed: a fault in them would cost a GPU session."""
+    bench = importlib.import_module("bench.bench_gpu")
+
+    def make_joints(joints, shape, seed=0):
+        p = torch.rand(joints, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.01
+        return p / p.sum((1, 2, 3), keepdim=True)
+
+    h100 = types.SimpleNamespace(multi_processor_count=132, regs_per_multiprocessor=65536)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *args: "cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *args: h100)
+    monkeypatch.setattr(bench, "make_joints", make_joints)
+
+    class Benchmark:  # pytest-benchmark's fixture, reduced to what the tests call
+        stats, extra_info = None, {}
+
+        def pedantic(self, function, args=(), kwargs=None, rounds=1, iterations=1, warmup_rounds=0):
+            return function(*args, **(kwargs or {}))
+
+    for kernel in ("one program per joint", "fused passes"):
+        benchmark = Benchmark()
+        benchmark.extra_info = {}
+        bench.test_triton_solvers(benchmark, 1.0, kernel, 2, (2, 2, 2))
+        assert benchmark.extra_info["kernel"] == kernel and benchmark.extra_info["converged_fraction"] == 1.0
+    for test in (bench.test_forward, bench.test_backward):
+        benchmark = Benchmark()
+        benchmark.extra_info = {}
+        test(benchmark, 1.0, "triton", 2, (2, 2, 2))
+        assert benchmark.extra_info["kernel"] == "one program per joint", benchmark.extra_info
+
+
 def test_one_program_per_joint_within_one_wave(monkeypatch):
     """The "triton" backend runs one program per joint for small joints in batches of
     at most one wave of resident programs (an H100's 132 SMs: 8 one-warp programs,
