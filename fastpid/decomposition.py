@@ -150,8 +150,8 @@ def _forward(
     r"""BROJA PID of joints ``p`` of shape (..., n1, n2, ny), float32 or float64.
 
     Checks ``p`` (``check_joint``: errors name the first bad joint), rescales it
-    to sum 1, solves in float64 with ``backend`` (a name in
-    ``backends.names()``) to a gap of ``tol`` nats in at most ``max_iter``
+    to sum 1, solves in float64 with ``backend`` ("auto" or a name in
+    ``backends.names()``, resolved for ``p``'s device) to a gap of ``tol`` nats in at most ``max_iter``
     iterations and certifies the solution; joints still above ``tol`` go to
     ``fastpid.fallback.refine``, and any left above it then raise
     ``ConvergenceError`` (``strict``) or give one ``ConvergenceWarning``.
@@ -160,7 +160,9 @@ def _forward(
     atoms (..., 5) R, U1, U2, S, MI in bits; gap (...) in bits; q (..., n1, n2, ny);
     λ1 (..., n1, ny) and λ2 (..., n2, ny), the dual solution; iterations (...)
     int64; converged (...) bool."""
-    outputs = backends.get(backends.resolve(backend, p.device)).forward(p, normalize, tol, max_iter)
+    # Resolved here, in the op, not by its callers: torch.compile cannot trace the
+    # lookup of a plug-in backend (importlib.metadata).
+    outputs = backends.get(backends.resolve(backend, p.device, tuple(p.shape))).forward(p, normalize, tol, max_iter)
     converged = outputs[-1]
     if not bool(converged if converged.dim() == 0 else converged.all()):  # one joint: no reduction
         outputs = _refine(p, outputs, tol, max_iter)
@@ -389,9 +391,6 @@ def pid(
     check_options(tol, max_iter)
     tensor, from_numpy = as_joint_tensor(P, normalize)
     check_layout(tensor)
-    # torch.compile cannot trace the lookup of a plug-in backend (importlib.metadata): there
-    # the op takes the name as given and resolves it when it runs.
-    name = backend if torch.compiler.is_compiling() else backends.resolve(backend, tensor.device, tuple(tensor.shape))
     # The op where torch.compile traces; its autograd function where autograd alone needs it; else the
     # forward itself (the op's dispatch has a cost of its own: docs/performance.md).
     if torch.compiler.is_compiling():
@@ -400,7 +399,7 @@ def pid(
         forward = _EagerBroja.apply
     else:
         forward = _forward
-    outputs = forward(tensor, normalize, name, tol * LN2, max_iter, strict)
+    outputs = forward(tensor, normalize, backend, tol * LN2, max_iter, strict)
     dtype = P.dtype if isinstance(P, torch.Tensor) and P.dtype in (torch.float16, torch.bfloat16) else tensor.dtype
     result = _result(outputs, dtype, return_q)
     return result.numpy() if from_numpy else result
@@ -432,7 +431,6 @@ def pid_with_jacobian(
     check_options(tol, max_iter)
     tensor, _ = as_joint_tensor(P, False)
     check_layout(tensor)
-    name = backends.resolve(backend, tensor.device, tuple(tensor.shape))
-    outputs = _forward(tensor, False, name, tol * LN2, max_iter)
+    outputs = _forward(tensor, False, backend, tol * LN2, max_iter)
     _, _, _, lam1, lam2, _, _ = outputs
-    return _result(outputs, tensor.dtype, False), atom_jacobian(tensor, lam1, lam2, name)
+    return _result(outputs, tensor.dtype, False), atom_jacobian(tensor, lam1, lam2, backend)
