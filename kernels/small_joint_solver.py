@@ -572,9 +572,8 @@ def compile_for(n1: int, n2: int, ny: int, capability: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    pointers = ("p_ptr", "lam1_ptr", "lam2_ptr", "w_ptr", "iterations_ptr", "converged_ptr", "scratch_ptr")
-    types = dict(zip(pointers, ("*fp64", "*fp64", "*fp64", "*fp64", "*i64", "*i8", "*fp64")))
-    types["limits_ptr"] = "*fp64"
+    types = dict.fromkeys(("p_ptr", "lam1_ptr", "lam2_ptr", "w_ptr", "scratch_ptr", "limits_ptr"), "*fp64")
+    types.update(iterations_ptr="*i64", converged_ptr="*i8")
     # Python ints as Triton's launcher passes them: i32.
     types.update(dict.fromkeys(("scratch_stride", "n1", "n2", "ny", "max_iter", "patience"), "i32"))
     constants = _constants(n1, n2, ny)
