@@ -20,7 +20,7 @@ if ! timeout 200 python3 -m pip install --no-build-isolation --no-deps -e . > "$
   exit 1
 fi
 CUOBJDUMP=$(command -v cuobjdump || python3 -c \
-  "import os, triton; print(os.path.dirname(triton.__file__) + '/backends/nvidia/bin/cuobjdump')")
+  "from fastpid.kernels.small_joint_solver import nvidia_tool; print(nvidia_tool('cuobjdump'))")
 "$CUOBJDUMP" --list-elf fastpid/_C*.so > "$OUT/cubins.txt" 2>&1
 # Left to CI (no GPU needed): the sm_80 + sm_90 cubin check (built here for sm_90 only) and the
 # ahead-of-time build evidence of the Triton per-joint solver.

@@ -583,11 +583,18 @@ def compile_for(n1: int, n2: int, ny: int, capability: int):
     return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
 
 
+def nvidia_tool(name: str) -> str | None:
+    """The NVIDIA tool ``name`` (ptxas, cuobjdump) that ships with Triton, or None
+    where this installation lacks it."""
+    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+    return path if os.access(path, os.X_OK) else None
+
+
 def build_evidence(n1: int, n2: int, ny: int, capability: int) -> dict:
     """``compile_for``'s cubin read with the cuobjdump that ships with Triton:
     registers and stack bytes per thread, and the count of DMMA (FP64 tensor-core),
     local-memory load (LDL) and store (STL) instructions in its SASS."""
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    tool = nvidia_tool("cuobjdump")
     with tempfile.TemporaryDirectory() as folder:
         cubin = os.path.join(folder, "kernel.cubin")
         with open(cubin, "wb") as file:

@@ -404,16 +404,11 @@ def test_one_program_per_joint_within_one_wave(monkeypatch):
     )
 
 
-def has_nvidia_tools() -> bool:
-    """Whether this installation's Triton ships ptxas and cuobjdump (build_evidence needs them)."""
-    import triton
-
-    folder = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    return all(os.access(os.path.join(folder, tool), os.X_OK) for tool in ("ptxas", "cuobjdump"))
-
-
 @pytest.mark.skipif(INTERPRET, reason="Triton's interpreter compiles nothing")
-@pytest.mark.skipif(not HAS_TRITON or not has_nvidia_tools(), reason="needs Triton's NVIDIA tools (ptxas, cuobjdump)")
+@pytest.mark.skipif(
+    not HAS_TRITON or not (SMALL.nvidia_tool("ptxas") and SMALL.nvidia_tool("cuobjdump")),
+    reason="needs Triton's NVIDIA tools (ptxas, cuobjdump)",
+)
 @pytest.mark.parametrize("capability", [80, 90])
 @pytest.mark.parametrize("shape", [(2, 2, 2), (2, 3, 3), (4, 4, 4), (2, 2, 8)], ids=lambda s: "x".join(map(str, s)))
 def test_small_joint_solver_builds(shape, capability):
