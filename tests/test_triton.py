@@ -289,6 +289,26 @@ def test_small_joint_solver_iterates(name):
 
 
 @in_process
+def test_small_joint_solver_chunks(monkeypatch):
+    """A batch whose scratch exceeds the memory budget runs in chunks, with the same
+    results: a budget of four joints' scratch splits six joints into 4 + 2."""
+    name = "2x3x2-degenerate"
+    p = SMALL_BATCHES[name]
+    scratch = 8 * SMALL.scratch_size(*p.shape[1:])
+    monkeypatch.setenv("FASTPID_MEMORY_GIB", repr(4.5 * scratch / 2**30))
+    chunks = []
+    solve_chunk = SMALL._solve_chunk
+    monkeypatch.setattr(
+        SMALL, "_solve_chunk", lambda chunk, *args: chunks.append(len(chunk)) or solve_chunk(chunk, *args)
+    )
+    chunked = SMALL.solve(p, 1e-8 * LN2, 100, solver.PATIENCE)
+    assert chunks == [4, 2]
+    whole = small_joint_solution(name, 1e-8 * LN2, 100)
+    for field in solver.SOLUTION_FIELDS:
+        assert torch.equal(getattr(chunked, field), getattr(whole, field)), field
+
+
+@in_process
 def test_small_joint_solver_rejects():
     """Shapes beyond SMALL_MAX_DUALS and other dtypes: a clear error, and an empty batch is empty."""
     with pytest.raises(ValueError, match=r"6×6×12 joints have \(n1 \+ n2\) ny = 144 dual variables, more than the 128"):
