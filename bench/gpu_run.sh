@@ -20,13 +20,13 @@ if ! timeout 180 python3 -m pip install --no-build-isolation --no-deps -e . > "$
   exit 1
 fi
 CUOBJDUMP=$(command -v cuobjdump || python3 -c \
-  "from fastpid.kernels.small_joint_solver import nvidia_tool; print(nvidia_tool('cuobjdump'))")
+  "from fastpid.kernels.build import nvidia_tool; print(nvidia_tool('cuobjdump'))")
 "$CUOBJDUMP" --list-elf fastpid/_C*.so > "$OUT/cubins.txt" 2>&1
 # Left to CI (no GPU needed): the sm_80 + sm_90 cubin check (built here for sm_90 only) and the
-# ahead-of-time build evidence of the Triton per-joint solver.
+# ahead-of-time build evidence of the Triton kernels.
 timeout 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_build.py tests/test_forward.py \
   tests/test_backward.py tests/test_triton.py tests/test_layout.py tests/test_eliminations.py \
-  -k "not cvxpy and not sm80_and_sm90 and not solver_builds" > "$OUT/tests.log" 2>&1
+  -k "not cvxpy and not sm80_and_sm90 and not builds" > "$OUT/tests.log" 2>&1
 echo "tests: $(tail -1 "$OUT/tests.log")"
 # The benchmarks in three parts, most wanted first, each with its own JSON: a part
 # cut off by its timeout loses only itself.

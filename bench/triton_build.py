@@ -1,11 +1,12 @@
-"""Build evidence of the one-program-per-joint Triton solver, without a GPU.
+"""Build evidence of the Triton kernels, without a GPU.
 
     python bench/triton_build.py > bench/results/triton-build-<date>.md
 
-Compiles ``fastpid.kernels.small_joint_solver``'s kernel ahead of time for
-sm_80 and sm_90 at each shape (``compile_for``) and tabulates what the cubin
-says (``build_evidence``): registers and stack per thread, DMMA (FP64 tensor
-core) and local-memory instructions in the SASS.
+Compiles ahead of time for sm_80 and sm_90 (``fastpid.kernels.build``) the
+one-program-per-joint solver at each of SHAPES (``small_joint_solver.compile_for``)
+and the fused passes and backward at each of FUSED_SHAPES (the launches their host
+wrappers make, recorded), and tabulates what the cubins say: registers and stack
+per thread, DMMA (FP64 tensor core) and local-memory instructions in the SASS.
 """
 
 from __future__ import annotations
@@ -13,16 +14,35 @@ from __future__ import annotations
 import datetime
 import subprocess
 
+import torch
 import triton
 
-from fastpid.kernels import small_joint_solver
+from fastpid import solver
+from fastpid.kernels import broja_triton, build, small_joint_solver
 
 SHAPES = [(2, 2, 2), (2, 3, 3), (4, 4, 2), (3, 3, 3), (4, 4, 4), (2, 2, 8), (8, 8, 2), (5, 5, 5), (4, 4, 8), (8, 8, 8)]
+FUSED_SHAPES = [(5, 5, 5), (20, 20, 6), (32, 32, 32)]
+
+
+def fused_launches(shape) -> list:
+    """The launches of the fused passes and backward on a batch of two joints of ``shape``."""
+    n1, n2, ny = shape
+    p = torch.rand(2, *shape, dtype=torch.float64)
+    support = solver.Support.of(p / p.sum((1, 2, 3), keepdim=True))
+    lam1, lam2 = torch.zeros(2, n1, ny, dtype=torch.float64), torch.zeros(2, n2, ny, dtype=torch.float64)
+    w = torch.ones(2, n1, n2, dtype=torch.float64)
+    with build.recorded_launches() as launches:
+        broja_triton.pair_softmax(lam1, lam2, support)
+        broja_triton.weighted_marginals(w, p)
+        broja_triton.newton_matrix(w, w, p, support)
+        broja_triton.certificate(lam1, lam2, w, support)
+        broja_triton.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
+    return launches
 
 
 def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    print(f"# Triton build: the one-program-per-joint solver's resources, {datetime.date.today()}\n")
+    print(f"# Triton build: the kernels' resources, {datetime.date.today()}\n")
     print(f"Commit {commit}, Triton {triton.__version__}; `python bench/triton_build.py` (no GPU needed).\n")
     print("| joint | dual variables m | matrix tile | warps | arch | registers | stack (B) | DMMA | LDL / STL |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -35,6 +55,18 @@ def main() -> None:
                 f"| {n1}×{n2}×{ny} | {m} | {tile} × {tile} | {e['num_warps']} | {e['architecture']} | "
                 f"{e['registers']} | {e['stack_bytes']} | {e['dmma']} | {e['local_loads']} / {e['local_stores']} |"
             )
+    print("\nThe fused passes and backward (`kernels/broja_triton.py`), as launched on two joints of each shape:\n")
+    print("| joint | kernel | warps | arch | registers | stack (B) | LDL / STL |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for shape in FUSED_SHAPES:
+        for kernel, signature, constexprs, options in fused_launches(shape):
+            for capability in (80, 90):
+                e = build.evidence(build.compile_kernel(kernel, signature, constexprs, options, capability))
+                print(
+                    f"| {'×'.join(map(str, shape))} | `{kernel.__name__}` | {options.get('num_warps', 4)} | "
+                    f"{e['architecture']} | {e['registers']} | {e['stack_bytes']} | "
+                    f"{e['local_loads']} / {e['local_stores']} |"
+                )
 
 
 if __name__ == "__main__":

@@ -41,17 +41,13 @@ dependent steps, one reduction deep each (bench/gpu_model.py).
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import tempfile
-
 import torch
 import triton
 import triton.language as tl
 
 from fastpid import solver
 
+from . import build
 from .broja_triton import _pow2, pair_softmax_tile
 
 SMALL_MAX_DUALS = 128  # (n1 + n2) ny up to this: one program per joint
@@ -566,51 +562,18 @@ def resident_programs(device: torch.device, n1: int, n2: int, ny: int) -> int | 
 
 def compile_for(n1: int, n2: int, ny: int, capability: int):
     """The kernel for n1 × n2 × ny joints compiled ahead of time for an NVIDIA GPU of
-    compute capability ``capability`` (80, 90, ...), with no GPU needed: its
-    ``asm["cubin"]`` and ``asm["ptx"]`` are the build evidence (register use,
-    local memory, DMMA instructions) that tests and bench/triton_build.py read."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    types = dict.fromkeys(("p_ptr", "lam1_ptr", "lam2_ptr", "w_ptr", "scratch_ptr", "limits_ptr"), "*fp64")
-    types.update(iterations_ptr="*i64", converged_ptr="*i8")
+    compute capability ``capability`` (80, 90, ...), with no GPU needed
+    (``build.compile_kernel``)."""
+    signature = dict.fromkeys(("p_ptr", "lam1_ptr", "lam2_ptr", "w_ptr", "scratch_ptr", "limits_ptr"), "*fp64")
+    signature.update(iterations_ptr="*i64", converged_ptr="*i8")
     # Python ints as Triton's launcher passes them: i32.
-    types.update(dict.fromkeys(("scratch_stride", "n1", "n2", "ny", "max_iter", "patience"), "i32"))
+    signature.update(dict.fromkeys(("scratch_stride", "n1", "n2", "ny", "max_iter", "patience"), "i32"))
     constants = _constants(n1, n2, ny)
-    types.update(dict.fromkeys(constants, "constexpr"))
-    source = ASTSource(fn=_solve_kernel, signature=types, constexprs=constants)
-    options = _launch_options((n1 + n2) * ny)
-    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=options)
-
-
-def nvidia_tool(name: str) -> str | None:
-    """The NVIDIA tool ``name`` (ptxas, cuobjdump) that ships with Triton, or None
-    where this installation lacks it."""
-    path = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
-    return path if os.access(path, os.X_OK) else None
+    signature.update(dict.fromkeys(constants, "constexpr"))
+    return build.compile_kernel(_solve_kernel, signature, constants, _launch_options((n1 + n2) * ny), capability)
 
 
 def build_evidence(n1: int, n2: int, ny: int, capability: int) -> dict:
-    """``compile_for``'s cubin read with the cuobjdump that ships with Triton:
-    registers and stack bytes per thread, and the count of DMMA (FP64 tensor-core),
-    local-memory load (LDL) and store (STL) instructions in its SASS."""
-    tool = nvidia_tool("cuobjdump")
-    with tempfile.TemporaryDirectory() as folder:
-        cubin = os.path.join(folder, "kernel.cubin")
-        with open(cubin, "wb") as file:
-            file.write(compile_for(n1, n2, ny, capability).asm["cubin"])
-        usage, sass = (
-            subprocess.run([tool, option, cubin], capture_output=True, text=True, check=True).stdout
-            for option in ("-res-usage", "-sass")
-        )
-    registers, stack = re.search(r"_solve_kernel:\s*REG:(\d+) STACK:(\d+)", usage).groups()
-    return {
-        "architecture": re.search(r"code for (sm_\d+)", sass).group(1),
-        "matrix_tile": matrix_tile((n1 + n2) * ny),
-        "num_warps": num_warps(matrix_tile((n1 + n2) * ny)),
-        "registers": int(registers),
-        "stack_bytes": int(stack),
-        "dmma": len(re.findall(r"\bDMMA\b", sass)),
-        "local_loads": len(re.findall(r"\bLDL\b", sass)),
-        "local_stores": len(re.findall(r"\bSTL\b", sass)),
-    }
+    """``build.evidence`` of ``compile_for``'s kernel, with its matrix tile and warps."""
+    tile = matrix_tile((n1 + n2) * ny)
+    return {**build.evidence(compile_for(n1, n2, ny, capability)), "matrix_tile": tile, "num_warps": num_warps(tile)}

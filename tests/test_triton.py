@@ -50,6 +50,7 @@ pytestmark = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed"
 in_process = pytest.mark.skipif(not IN_PROCESS, reason="no GPU: test_interpreted_in_subprocess runs it")
 K = importlib.import_module("fastpid.kernels.broja_triton") if IN_PROCESS else None
 SMALL = importlib.import_module("fastpid.kernels.small_joint_solver") if HAS_TRITON else None
+BUILD = importlib.import_module("fastpid.kernels.build") if HAS_TRITON else None
 
 
 def test_interpreted_in_subprocess():
@@ -424,13 +425,17 @@ def test_one_program_per_joint_within_one_wave(monkeypatch):
     )
 
 
-@pytest.mark.skipif(INTERPRET, reason="Triton's interpreter compiles nothing")
-@pytest.mark.skipif(
-    not HAS_TRITON or not (SMALL.nvidia_tool("ptxas") and SMALL.nvidia_tool("cuobjdump")),
+compiled = pytest.mark.skipif(INTERPRET, reason="Triton's interpreter compiles nothing")
+with_nvidia_tools = pytest.mark.skipif(
+    not HAS_TRITON or not (BUILD.nvidia_tool("ptxas") and BUILD.nvidia_tool("cuobjdump")),
     reason="needs Triton's NVIDIA tools (ptxas, cuobjdump)",
 )
+
+
 @pytest.mark.parametrize("capability", [80, 90])
 @pytest.mark.parametrize("shape", [(2, 2, 2), (2, 3, 3), (4, 4, 4), (2, 2, 8)], ids=lambda s: "x".join(map(str, s)))
+@compiled
+@with_nvidia_tools
 def test_small_joint_solver_builds(shape, capability):
     """Build evidence without a GPU: compiled for sm_80 and sm_90, the kernel keeps
     its state in registers (no local-memory stack: no spills) and forms the Newton
@@ -441,6 +446,41 @@ def test_small_joint_solver_builds(shape, capability):
     assert evidence["architecture"] == f"sm_{capability}"
     assert evidence["stack_bytes"] == 0 and evidence["local_loads"] == evidence["local_stores"] == 0, evidence
     assert evidence["registers"] <= 255 and evidence["dmma"] > 0, evidence
+
+
+@compiled
+@with_nvidia_tools
+@pytest.mark.parametrize("capability", [80, 90])
+@pytest.mark.parametrize("shape", [(5, 5, 5), (20, 20, 6)], ids=lambda s: "x".join(map(str, s)))
+def test_fused_kernels_builds(shape, capability):
+    """Build evidence without a GPU for the fused passes and the fused backward: the
+    launches their host wrappers make on a batch of this shape (recorded, not run),
+    compiled for sm_80 and sm_90, all five kernels with no local-memory stack."""
+    support, lam1, lam2, w, h = random_batch(shape, 2, torch.float64, seed=19)
+    _, s = solver.pair_softmax(lam1, lam2, support)
+    p = torch.rand(2, *shape, dtype=torch.float64)
+    fused = importlib.import_module("fastpid.kernels.broja_triton")
+    with BUILD.recorded_launches() as launches:
+        fused.pair_softmax(lam1, lam2, support)
+        fused.weighted_marginals(w, s)
+        fused.newton_matrix(w, h, s, support)
+        fused.certificate(lam1, lam2, w, support)
+        fused.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
+    names = [kernel.__name__ for kernel, *_ in launches]
+    assert names == [
+        "_pair_softmax_kernel",
+        "_weighted_marginals_kernel",
+        "_newton_matrix_kernel",
+        "_certificate_kernel",
+        "_envelope_gradient_kernel",
+    ]
+    for kernel, signature, constexprs, options in launches:
+        evidence = BUILD.evidence(BUILD.compile_kernel(kernel, signature, constexprs, options, capability))
+        assert evidence["architecture"] == f"sm_{capability}"
+        assert evidence["stack_bytes"] == 0 and evidence["local_loads"] == evidence["local_stores"] == 0, (
+            kernel.__name__,
+            evidence,
+        )
 
 
 def test_auto_never_picks_triton_on_cpu():
