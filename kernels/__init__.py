@@ -4,6 +4,8 @@
 BROJA iteration (``fastpid.solver.Passes``) and ``envelope_gradient``, its
 fused backward.  ``fastpid.kernels.small_joint_solver``: one program per small
 joint runs the whole iteration on chip (up to SMALL_MAX_DUALS dual variables).
+``fastpid.kernels.build``: the kernels compiled ahead of time, with no GPU, for
+their build evidence.
 ``backend()`` is this package's record for the core's registry
 (``fastpid.backends``, entry-point group ``fastpid.backends``): the core loads
 it when "triton" is first asked for and never imports this package otherwise.
