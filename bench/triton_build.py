@@ -5,7 +5,7 @@
 Compiles ahead of time for sm_80 and sm_90 (``fastpid.kernels.build``) the
 one-program-per-joint solver at each of SHAPES (``small_joint_solver.compile_for``)
 and the fused passes and backward at each of FUSED_SHAPES (the launches their host
-wrappers make, recorded), and tabulates what the cubins say: registers and stack
+wrappers make, recorded: ``build.fused_pass_launches``), and tabulates what the cubins say: registers and stack
 per thread, DMMA (FP64 tensor core) and local-memory instructions in the SASS.
 """
 
@@ -14,30 +14,12 @@ from __future__ import annotations
 import datetime
 import subprocess
 
-import torch
 import triton
 
-from fastpid import solver
-from fastpid.kernels import broja_triton, build, small_joint_solver
+from fastpid.kernels import build, small_joint_solver
 
 SHAPES = [(2, 2, 2), (2, 3, 3), (4, 4, 2), (3, 3, 3), (4, 4, 4), (2, 2, 8), (8, 8, 2), (5, 5, 5), (4, 4, 8), (8, 8, 8)]
 FUSED_SHAPES = [(5, 5, 5), (20, 20, 6), (32, 32, 32)]
-
-
-def fused_launches(shape) -> list:
-    """The launches of the fused passes and backward on a batch of two joints of ``shape``."""
-    n1, n2, ny = shape
-    p = torch.rand(2, *shape, dtype=torch.float64)
-    support = solver.Support.of(p / p.sum((1, 2, 3), keepdim=True))
-    lam1, lam2 = torch.zeros(2, n1, ny, dtype=torch.float64), torch.zeros(2, n2, ny, dtype=torch.float64)
-    w = torch.ones(2, n1, n2, dtype=torch.float64)
-    with build.recorded_launches() as launches:
-        broja_triton.pair_softmax(lam1, lam2, support)
-        broja_triton.weighted_marginals(w, p)
-        broja_triton.newton_matrix(w, w, p, support)
-        broja_triton.certificate(lam1, lam2, w, support)
-        broja_triton.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
-    return launches
 
 
 def main() -> None:
@@ -59,7 +41,7 @@ def main() -> None:
     print("| joint | kernel | warps | arch | registers | stack (B) | LDL / STL |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for shape in FUSED_SHAPES:
-        for kernel, signature, constexprs, options in fused_launches(shape):
+        for kernel, signature, constexprs, options in build.fused_pass_launches(shape):
             for capability in (80, 90):
                 e = build.evidence(build.compile_kernel(kernel, signature, constexprs, options, capability))
                 print(

@@ -4,8 +4,9 @@ tests/test_triton.py checks and bench/triton_build.py tabulates.
 
 ``compile_kernel`` compiles a kernel for a compute capability from its signature;
 ``recorded_launches`` gets the signatures of the launches a host wrapper makes
-(the launches are recorded, not run); ``evidence`` reads a compiled kernel's cubin
-with the cuobjdump that ships with Triton.
+(the launches are recorded, not run), ``fused_pass_launches`` those of the fused
+passes and backward; ``evidence`` reads a compiled kernel's cubin with the
+cuobjdump that ships with Triton.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from triton.runtime.jit import JITFunction
+
+from fastpid import solver
+
+from . import broja_triton
 
 POINTER_TYPES = {
     torch.float64: "*fp64",
@@ -88,6 +93,23 @@ def recorded_launches():
         yield launches
     finally:
         JITFunction.run = run
+
+
+def fused_pass_launches(shape) -> list:
+    """``recorded_launches`` of the fused passes and backward (``broja_triton``) on a
+    batch of two joints of ``shape`` (n1, n2, ny): their five kernels."""
+    n1, n2, ny = shape
+    p = torch.rand(2, *shape, dtype=torch.float64)
+    support = solver.Support.of(p / p.sum((1, 2, 3), keepdim=True))
+    lam1, lam2 = torch.zeros(2, n1, ny, dtype=torch.float64), torch.zeros(2, n2, ny, dtype=torch.float64)
+    w = torch.ones(2, n1, n2, dtype=torch.float64)
+    with recorded_launches() as launches:
+        broja_triton.pair_softmax(lam1, lam2, support)
+        broja_triton.weighted_marginals(w, p)
+        broja_triton.newton_matrix(w, w, p, support)
+        broja_triton.certificate(lam1, lam2, w, support)
+        broja_triton.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
+    return launches
 
 
 def evidence(compiled) -> dict:

@@ -456,16 +456,7 @@ def test_fused_kernels_builds(shape, capability):
     """Build evidence without a GPU for the fused passes and the fused backward: the
     launches their host wrappers make on a batch of this shape (recorded, not run),
     compiled for sm_80 and sm_90, all five kernels with no local-memory stack."""
-    support, lam1, lam2, w, h = random_batch(shape, 2, torch.float64, seed=19)
-    _, s = solver.pair_softmax(lam1, lam2, support)
-    p = torch.rand(2, *shape, dtype=torch.float64)
-    fused = importlib.import_module("fastpid.kernels.broja_triton")
-    with BUILD.recorded_launches() as launches:
-        fused.pair_softmax(lam1, lam2, support)
-        fused.weighted_marginals(w, s)
-        fused.newton_matrix(w, h, s, support)
-        fused.certificate(lam1, lam2, w, support)
-        fused.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
+    launches = BUILD.fused_pass_launches(shape)
     names = [kernel.__name__ for kernel, *_ in launches]
     assert names == [
         "_pair_softmax_kernel",
