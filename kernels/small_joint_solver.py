@@ -70,9 +70,10 @@ def fits(n1: int, n2: int, ny: int) -> bool:
 
 @triton.jit
 def _f64(value: tl.constexpr):
-    """A Python float as a float64 scalar.  tl.maximum, tl.minimum and tl.where take
-    a Python float (a constexpr or an argument) as float32, rounded: 0.99 becomes
-    0.99000000954, which moved every step by 1e-8 against the torch solver."""
+    """A Python float as a float64 scalar.  tl.maximum, tl.minimum and comparisons
+    take a Python float constexpr as float32, rounded (arithmetic and tl.where keep
+    it float64): 0.99 becomes 0.99000000954, which moved every step by 1e-8 against
+    the torch solver.  A float argument arrives as float32 whatever its use."""
     return tl.full((), value, tl.float64)
 
 
@@ -193,7 +194,7 @@ def _factorize(
     attempt = 0
     while (attempt < MAX_SHIFT_RAISES) & (ok == 0):
         if attempt > 0:
-            shift = tl.where(shift > 0, shift * 100.0, _f64(REGULARIZATION))
+            shift = tl.where(shift > 0, shift * 100.0, REGULARIZATION)
         matrix = _newton_matrix(s, w, c, free, cells, BLOCK_K)
         diagonal = r[:, None] == r[None, :]
         scale = 1.0 / tl.sqrt(tl.maximum(tl.sum(tl.where(diagonal, matrix, 0.0), axis=1), TINY))
