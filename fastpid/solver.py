@@ -509,7 +509,7 @@ def solve(
     A batch whose working set
     (``working_set_bytes``) exceeds the memory budget (``memory_budget_bytes``)
     is solved in chunks; a joint that alone exceeds it raises ValueError."""
-    batch, n1, n2, ny = p.shape
+    _, n1, n2, ny = p.shape
     elimination = elimination or default_elimination(n1, n2, ny)
     if elimination not in ("side", "pairs"):
         raise ValueError(f"elimination must be 'side' or 'pairs', got {elimination!r}")
@@ -520,15 +520,8 @@ def solve(
             f"more than the memory budget of {budget / 2**30:.3g} GiB; set the environment variable "
             "FASTPID_MEMORY_GIB to raise it"
         )
-    chunk = max(1, int(budget // per_joint))
-    parts = [
-        _solve_batch(p[start : start + chunk], tol, max_iter, patience, passes, elimination)
-        for start in range(0, max(batch, 1), chunk)
-    ]
-    solution = (
-        parts[0]
-        if len(parts) == 1
-        else Solution(*(torch.cat([getattr(part, name) for part in parts]) for name in SOLUTION_FIELDS))
+    solution = in_chunks(
+        lambda part: _solve_batch(part, tol, max_iter, patience, passes, elimination), p, int(budget // per_joint)
     )
     if elimination == "pairs" and working_set_bytes(n1, n2, ny, "side") <= SIDE_RESCUE_BYTES:
         stalled = (~solution.converged).nonzero()[:, 0]
@@ -537,6 +530,16 @@ def solve(
             for name in SOLUTION_FIELDS:
                 getattr(solution, name)[stalled] = getattr(again, name)
     return solution
+
+
+def in_chunks(solve_chunk, p: torch.Tensor, chunk: int) -> Solution:
+    """``solve_chunk`` on the batch ``p`` in chunks of ``chunk`` joints (at least one),
+    its Solutions concatenated."""
+    chunk = max(1, chunk)
+    parts = [solve_chunk(p[start : start + chunk]) for start in range(0, max(len(p), 1), chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    return Solution(*(torch.cat([getattr(part, name) for part in parts]) for name in SOLUTION_FIELDS))
 
 
 def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -> Solution:

@@ -462,7 +462,7 @@ def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.S
     """``solver.solve`` on a float64 batch of joints (B, n1, n2, ny) with
     ``fits(n1, n2, ny)``, one program per joint; batches whose scratch exceeds
     the memory budget (``solver.memory_budget_bytes``) run in chunks."""
-    batch, n1, n2, ny = p.shape
+    _, n1, n2, ny = p.shape
     if not fits(n1, n2, ny):
         raise ValueError(
             f"{n1}×{n2}×{ny} joints have (n1 + n2) ny = {(n1 + n2) * ny} dual variables, "
@@ -470,16 +470,12 @@ def solve(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.S
         )
     if p.dtype != torch.float64:
         raise ValueError(f"the joints must be float64, got {p.dtype}")
-    chunk = max(1, int(solver.memory_budget_bytes() // (8 * scratch_size(n1, n2, ny))))
-    if batch <= chunk:
-        return _solve_chunk(p.contiguous(), tol, max_iter, patience)
-    parts = [
-        _solve_chunk(p[start : start + chunk].contiguous(), tol, max_iter, patience) for start in range(0, batch, chunk)
-    ]
-    return solver.Solution(*(torch.cat([getattr(part, name) for part in parts]) for name in solver.SOLUTION_FIELDS))
+    chunk = int(solver.memory_budget_bytes() // (8 * scratch_size(n1, n2, ny)))
+    return solver.in_chunks(lambda part: _solve_chunk(part, tol, max_iter, patience), p, chunk)
 
 
 def _solve_chunk(p: torch.Tensor, tol: float, max_iter: int, patience: int) -> solver.Solution:
+    p = p.contiguous()
     batch, n1, n2, ny = p.shape
     m = (n1 + n2) * ny
     lam1 = torch.empty((batch, n1, ny), dtype=p.dtype, device=p.device)
