@@ -321,6 +321,14 @@ def run_demo(
             f"per probe, {fitting:.1f} ms of it fitting the discretisers (L2 norms and PCA in torch, k-means "
             f"in fastpid's CPU ops: {100 * fitting_share:.1f} % of stage 1); {epoch:.1f} ms per stage-1 epoch"
         )
+        noisy = [r for r in monitored if r.bias_seconds > 0]
+        if noisy:
+            noisy_probes = sum(sum(d["pid"] is not None for d in r.decisions) for r in noisy)
+            print(
+                f"The noise-aware rule's bias resamples: {1e3 * sum(r.bias_seconds for r in noisy) / noisy_probes:.1f} "
+                "ms per probe, solved on a background thread (not in the shares above: the training thread "
+                "does not wait for them)"
+            )
     stability = []
     controllers = [m for m in ("controller", "controller-noise") if m in methods]
     if controllers:

@@ -59,8 +59,9 @@ class RunRecord:
     evaluation), ``unimodal_seconds`` stage 1 (probes included), ``monitor_seconds``
     the probes (encoding the probe set, then the schedule's ``epoch_end``: PID and
     decision), ``discretize_seconds`` the part of them spent fitting the
-    discretisers (scikit-learn's PCA and k-means), and ``monitor_share`` =
-    monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch
+    discretisers (PCA and k-means), ``bias_seconds`` the noise-aware rule's bias
+    resamples (solved on a background thread, outside ``monitor_seconds``, by
+    default), and ``monitor_share`` = monitor / unimodal (None without stage 1).  ``epochs``: one entry per epoch
     (stage, active set, mean training loss, fused test accuracy and each
     modality's ridge-probe test accuracy: the learning curves); ``decisions``: the schedule's history,
     PID values (bits) keyed by modality pair "i-j"."""
@@ -73,6 +74,7 @@ class RunRecord:
     unimodal_seconds: float
     monitor_seconds: float
     discretize_seconds: float
+    bias_seconds: float
     monitor_share: float | None
     unimodal_epochs: int
     joint_epochs: int
@@ -299,6 +301,7 @@ def train(
     fused = fused_accuracy(net, test_views, test_labels)
     probes = linear_probe_accuracy(net, (train_views, train_labels), (test_views, test_labels))
     unimodal_epochs = sum(entry["stage"] == "unimodal" for entry in log)
+    decisions = [_decision_dict(d) for d in schedule.history]  # first: it waits for pending bias solves
     return RunRecord(
         method=method,
         seed=seed,
@@ -308,11 +311,12 @@ def train(
         unimodal_seconds=unimodal_seconds,
         monitor_seconds=monitor_seconds,
         discretize_seconds=getattr(schedule, "discretize_seconds", 0.0),
+        bias_seconds=getattr(schedule, "bias_seconds", 0.0),
         monitor_share=monitor_seconds / unimodal_seconds if unimodal_seconds else None,
         unimodal_epochs=unimodal_epochs,
         joint_epochs=epochs - unimodal_epochs,
         epochs=log,
-        decisions=[_decision_dict(d) for d in schedule.history],
+        decisions=decisions,
         optimizer=f"{optimizer}, lr {lr:g}",
     )
 

@@ -12,9 +12,11 @@ initial state" from which stage 2, joint training, starts.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -48,6 +50,13 @@ class Decision:
     reason: str
     pid: PairValues | None = None
     restored_epoch: int | None = None
+
+
+@functools.cache
+def _bias_worker() -> ThreadPoolExecutor:
+    """The one thread that solves every controller's bias resamples (a pool per
+    controller would leave a thread behind each)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpid-bias")
 
 
 def _is_distributed() -> bool:
@@ -138,9 +147,11 @@ class TwoStageController(Schedule):
       controller hands over (``rule="paper"``).  With ``rule="noise"`` every probe's
       atoms also get a standard error (delta method) and a bias (bootstrap with
       the linear term as control variate, ``noise_resamples`` resamples), from
-      ``fastpid.plugin_noise``, which also makes the probe's own solve,
-      and the drop must also exceed its noise: peak − S > ``noise_z`` × √(se_peak² + se_S²), the
-      standard error of the mean synergy being √(Σ_pairs se²) / pairs.  Synergy
+      ``fastpid.plugin_noise``, which also makes the probe's own solve (the bias
+      resamples, which no rule reads, are solved on a background thread unless
+      ``bias_in_background=False``), and the drop must also exceed its noise:
+      peak − S > ``noise_z`` × √(se_peak² + se_S²), the standard error of the mean
+      synergy being √(Σ_pairs se²) / pairs.  Synergy
       values of a few hundredths of a bit change by about their own noise from
       probe to probe; the paper's rule then hands over on noise.  It also hands over once ``max_unimodal_epochs``
       epochs have been trained (checked at every epoch's end).
@@ -186,8 +197,9 @@ class TwoStageController(Schedule):
         backend: str = "auto",
         tol: float = 1e-6,
         rule: Literal["paper", "noise"] = "paper",
-        noise_resamples: int = 2,
+        noise_resamples: int = 4,
         noise_z: float = 2.0,
+        bias_in_background: bool = True,
     ):
         """
         Args:
@@ -212,6 +224,13 @@ class TwoStageController(Schedule):
             noise_resamples: resamples per probe behind the bias under ``rule="noise"``
                 (≥ 2; the standard error needs none: ``fastpid.plugin_noise``).
             noise_z: how many standard errors a drop must exceed under ``rule="noise"``.
+            bias_in_background: under ``rule="noise"``, solve each probe's bias resamples
+                on a background thread (the solve releases the GIL), so that the probe
+                returns once the decisive synergy and standard errors are known.  A
+                probe's ``*_bias`` values join its PID values when ``history`` or
+                ``state_dict()`` is read, or at the next probe, whichever comes first;
+                ``bias_seconds`` adds up the time their solves took.  False: solved
+                within the probe.
         """
         if not (isinstance(n_modalities, int) and n_modalities >= 2):
             raise ValueError(f"n_modalities must be an int ≥ 2, got {n_modalities!r}")
@@ -234,6 +253,7 @@ class TwoStageController(Schedule):
         if not noise_z > 0:
             raise ValueError(f"noise_z must be positive, got {noise_z!r}")
         self.rule, self.noise_resamples, self.noise_z, self.seed = rule, noise_resamples, noise_z, seed
+        self.bias_in_background = bool(bias_in_background)
         self.n_modalities = n_modalities
         self.probe_every = probe_every
         self.ratio_threshold = ratio_threshold
@@ -251,6 +271,8 @@ class TwoStageController(Schedule):
         self.pairs = tuple(itertools.combinations(range(n_modalities), 2))
         self.monitor_seconds = 0.0  # time spent in measure()
         self.discretize_seconds = 0.0  # the part of it spent fitting the discretisers
+        self.bias_seconds = 0.0  # the bias resamples' solves (rule="noise"), wherever they ran
+        self._pending_bias: list[tuple[PairValues, fastpid.PlugInNoise]] = []  # probes awaiting their bias
         super().__init__(
             Decision(-1, "unimodal", (True,) * n_modalities, "start: every modality trains with its own head")
         )
@@ -282,6 +304,7 @@ class TwoStageController(Schedule):
             the reason of the decision taken on it.
         """
         started = time.perf_counter()
+        self._settle_bias()
         features, labels = self._check_probe(features, labels)
         rows, start = _gather_rows(torch.cat(features, 1))
         views = rows.split([block.shape[1] for block in features], 1)
@@ -304,6 +327,7 @@ class TwoStageController(Schedule):
                 seed=self.seed + len(self.history),
                 backend=self.backend,
                 tol=self.tol,
+                executor=_bias_worker() if self.bias_in_background else None,
             )
             result = noise.result
         else:
@@ -320,9 +344,27 @@ class TwoStageController(Schedule):
             for k, pair in enumerate(self.pairs):
                 for q, name in enumerate((*ATOMS, "mi")):
                     values[pair][f"{name}_se"] = float(noise.se[k, q])
-                    values[pair][f"{name}_bias"] = float(noise.bias[k, q])
+            self._pending_bias.append((values, noise))
+            if not self.bias_in_background:
+                self._settle_bias()
         self.monitor_seconds += time.perf_counter() - started
         return values
+
+    def _settle_bias(self) -> None:
+        """Write the bias of every probe still awaiting it into its PID values (waits for
+        the background solves)."""
+        for values, noise in self._pending_bias:
+            for k, pair in enumerate(self.pairs):
+                for q, name in enumerate((*ATOMS, "mi")):
+                    values[pair][f"{name}_bias"] = float(noise.bias[k, q])
+            self.bias_seconds += noise.bias_seconds
+        self._pending_bias.clear()
+
+    @property
+    def history(self) -> list[Decision]:
+        """Every decision taken, in order (with the bias of every probe: waits for it)."""
+        self._settle_bias()
+        return super().history
 
     def _pair_samples(self, symbols, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x1, x2, y) of every pair of modalities, stacked: one sample set per pair."""
@@ -409,6 +451,7 @@ class TwoStageController(Schedule):
         from them), time spent measuring and the history, whose last
         decision holds the stage and the active set.  Plain containers and
         tensors (``torch.load(weights_only=True)`` reads it)."""
+        self._settle_bias()
         return {
             "n_modalities": self.n_modalities,
             "switches": self._switches,
@@ -418,6 +461,7 @@ class TwoStageController(Schedule):
             "peak_weights": self._peak_weights,
             "monitor_seconds": self.monitor_seconds,
             "discretize_seconds": self.discretize_seconds,
+            "bias_seconds": self.bias_seconds,
             "discretizers": [discretizer.state_dict() for discretizer in self._discretizers],
             "history": [asdict(decision) for decision in self._history],
         }
@@ -433,6 +477,8 @@ class TwoStageController(Schedule):
         self._peak_synergy_se = state.get("peak_synergy_se", 0.0)
         self._peak_weights = state["peak_weights"]
         self.monitor_seconds, self.discretize_seconds = state["monitor_seconds"], state["discretize_seconds"]
+        self.bias_seconds = state.get("bias_seconds", 0.0)
+        self._pending_bias.clear()
         for discretizer, fitted in zip(self._discretizers, state["discretizers"]):
             discretizer.load_state_dict(fitted)
         self._history = [Decision(**{**entry, "active": tuple(entry["active"])}) for entry in state["history"]]

@@ -23,8 +23,10 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import time
 import warnings
-from dataclasses import dataclass
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -254,13 +256,35 @@ class PlugInNoise:
     """Standard errors and biases of the plug-in PID in bits for the cost of a few solves
     (``plugin_noise``).  ``estimate``, ``se`` and ``bias`` have shape (*batch, 5), the last
     axis ordered as ``QUANTITIES``; ``result`` is the plug-in joint's full ``PIDResult``
-    (gap, convergence) and ``n_resamples`` the resamples behind ``bias``."""
+    (gap, convergence) and ``n_resamples`` the resamples behind ``bias``.  Where the
+    resamples were solved on an executor, reading ``bias`` (or ``bias_seconds``, the time
+    their solve took) waits for them; ``bias_ready`` says whether that would wait."""
 
     estimate: torch.Tensor
     se: torch.Tensor
-    bias: torch.Tensor
     result: PIDResult
     n_resamples: int
+    _bias: tuple[torch.Tensor, float] | Future = field(repr=False)
+
+    def _resolved(self) -> tuple[torch.Tensor, float]:
+        if isinstance(self._bias, Future):
+            self._bias = self._bias.result()
+        return self._bias
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """The control-variate bias (*batch, 5)."""
+        return self._resolved()[0]
+
+    @property
+    def bias_seconds(self) -> float:
+        """Wall time of the resamples' solve, wherever it ran."""
+        return self._resolved()[1]
+
+    @property
+    def bias_ready(self) -> bool:
+        """Whether ``bias`` is at hand (True unless it is still being solved on an executor)."""
+        return not isinstance(self._bias, Future) or self._bias.done()
 
 
 def plugin_noise(
@@ -275,6 +299,7 @@ def plugin_noise(
     seed: int | torch.Generator | None = None,
     backend: str = "auto",
     tol: float = DEFAULT_TOL,
+    executor: Executor | None = None,
 ) -> PlugInNoise:
     r"""Standard error and bias of the plug-in PID of samples (x1, x2, y), cheaply.
 
@@ -294,21 +319,31 @@ def plugin_noise(
     them with the measured agreement.  The gradients of all five atoms come from one
     call of the fused backward (``fastpid.decomposition.pid_with_jacobian``); the B
     resampled joints are solved in one batched call.  Arguments as ``bootstrap``'s.
+
+    ``executor`` (a ``concurrent.futures.Executor``): the resampling and the resamples' solve
+    run there and this returns once the estimate and the standard error are known; ``bias``
+    waits for them when read.  The solve releases the GIL, so a thread pool takes the bias
+    off a training loop's critical path.  The sample tensors must not change until then.
     """
     _check_count("n_resamples", n_resamples)
     x1, x2, y = as_symbols("x1", x1), as_symbols("x2", x2), as_symbols("y", y)
     plugin = joint_from_samples(x1, x2, y, n1, n2, ny)
-    resampled = joint_from_samples(
-        *_resample(x1, x2, y, n_resamples, as_generator(seed, x1.device)), *plugin.shape[-3:]
-    )
     result, jacobian = pid_with_jacobian(plugin, backend=backend, tol=tol)
     estimate, gradient = quantities(result), jacobian.flatten(-4, -2)  # gradient (*batch, cells, 5)
     weights = plugin.flatten(-3)[..., None]
     mean = (weights * gradient).sum(-2)
     se = ((weights * gradient.square()).sum(-2) - mean.square()).clamp_min(0).div(x1.shape[-1]).sqrt()
-    linear = ((resampled - plugin).flatten(-3)[..., None] * gradient).sum(-2)
-    bias = (quantities(pid(resampled, backend=backend, tol=tol)) - estimate - linear).mean(0)
-    return PlugInNoise(estimate, se, bias, result, n_resamples)
+    generator = as_generator(seed, x1.device)
+
+    def control_variate_bias() -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        resampled = joint_from_samples(*_resample(x1, x2, y, n_resamples, generator), *plugin.shape[-3:])
+        linear = ((resampled - plugin).flatten(-3)[..., None] * gradient).sum(-2)
+        bias = (quantities(pid(resampled, backend=backend, tol=tol)) - estimate - linear).mean(0)
+        return bias, time.perf_counter() - started
+
+    bias = control_variate_bias() if executor is None else executor.submit(control_variate_bias)
+    return PlugInNoise(estimate, se, result, n_resamples, bias)
 
 
 def _surrogates(

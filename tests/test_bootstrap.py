@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from statistics import NormalDist
 
 import numpy as np
@@ -232,6 +234,22 @@ def test_plugin_noise_agrees_with_the_bootstrap_and_the_sampling_spread(source):
     assert (difference.mean(0).abs() <= 3 * difference.std(0) / math.sqrt(sets)).all()
     assert (difference.std(0) < boot.se.mean(0) / math.sqrt(4)).all()
     assert noise.result.converged.all() and noise.result.gap.shape == (sets,)
+
+
+def test_plugin_noise_solves_the_bias_on_an_executor_when_given_one():
+    """The resamples solved on a thread pool give the bias of the same resamples solved in
+    the call; the estimate and the standard error are there before the bias is."""
+    x1, x2, y = NOISY_MIXTURE.sample(1000, seed=5)
+    here = fastpid.plugin_noise(x1, x2, y, *NOISY_MIXTURE.sizes, n_resamples=3, seed=4)
+    with ThreadPoolExecutor(1) as pool:
+        gate = threading.Event()
+        pool.submit(gate.wait)  # holds the pool's one thread: the bias cannot be solved yet
+        there = fastpid.plugin_noise(x1, x2, y, *NOISY_MIXTURE.sizes, n_resamples=3, seed=4, executor=pool)
+        assert not there.bias_ready
+        torch.testing.assert_close(there.se, here.se, rtol=0, atol=0)
+        gate.set()
+        torch.testing.assert_close(there.bias, here.bias, rtol=0, atol=0)
+    assert there.bias_ready and there.bias_seconds > 0 and here.bias_seconds > 0
 
 
 def test_plugin_noise_refuses_too_few_resamples():

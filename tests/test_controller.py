@@ -358,11 +358,27 @@ def test_the_noise_aware_rule_hands_over_only_on_a_drop_larger_than_its_noise():
 
 
 def test_the_noise_aware_rule_measures_standard_errors_and_biases():
+    """Within the probe (``bias_in_background=False``) or on the background thread, the same
+    resamples give the same bias; in the background it joins the probe's values once the
+    history is read."""
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, (1280,), generator=generator)
     features = noisy_views([labels, labels // 2], generator)
-    controller = TwoStageController(rule="noise", noise_resamples=20)
-    atoms = controller.measure(features, labels)[(0, 1)]
+    within = TwoStageController(rule="noise", noise_resamples=20, bias_in_background=False)
+    atoms = within.measure(features, labels)[(0, 1)]
     for name in ("redundancy", "unique1", "unique2", "synergy", "mi"):
         assert atoms[f"{name}_se"] > 0 and abs(atoms[f"{name}_bias"]) < 1
     assert atoms["synergy_se"] < 0.1  # bits, on 1,280 probe samples
+    assert within.bias_seconds > 0
+
+    background = TwoStageController(rule="noise", noise_resamples=20)
+    pending = background.measure(features, labels)[(0, 1)]
+    assert {name: value for name, value in pending.items() if not name.endswith("_bias")} == {
+        name: value for name, value in atoms.items() if not name.endswith("_bias")
+    }
+    assert background.history == []  # no decision taken; reading it waits for the bias
+    assert pending == atoms and background.bias_seconds > 0
+
+    checkpointed = TwoStageController(rule="noise", probe_every=1)
+    checkpointed.epoch_end(0, features, labels)
+    assert "synergy_bias" in checkpointed.state_dict()["history"][-1]["pid"][(0, 1)]  # the state waits too
