@@ -334,12 +334,16 @@ def plugin_noise(
     mean = (weights * gradient).sum(-2)
     se = ((weights * gradient.square()).sum(-2) - mean.square()).clamp_min(0).div(x1.shape[-1]).sqrt()
     generator = as_generator(seed, x1.device)
+    # On an executor's thread, CUDA work goes to that thread's current stream: queue it on
+    # the caller's, after the work that made the samples.
+    stream = torch.cuda.current_stream(x1.device) if x1.device.type == "cuda" else None
 
     def control_variate_bias() -> tuple[torch.Tensor, float]:
         started = time.perf_counter()
-        resampled = joint_from_samples(*_resample(x1, x2, y, n_resamples, generator), *plugin.shape[-3:])
-        linear = ((resampled - plugin).flatten(-3)[..., None] * gradient).sum(-2)
-        bias = (quantities(pid(resampled, backend=backend, tol=tol)) - estimate - linear).mean(0)
+        with torch.cuda.stream(stream):  # None: nothing to do
+            resampled = joint_from_samples(*_resample(x1, x2, y, n_resamples, generator), *plugin.shape[-3:])
+            linear = ((resampled - plugin).flatten(-3)[..., None] * gradient).sum(-2)
+            bias = (quantities(pid(resampled, backend=backend, tol=tol)) - estimate - linear).mean(0)
         return bias, time.perf_counter() - started
 
     bias = control_variate_bias() if executor is None else executor.submit(control_variate_bias)

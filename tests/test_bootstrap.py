@@ -252,6 +252,19 @@ def test_plugin_noise_solves_the_bias_on_an_executor_when_given_one():
     assert there.bias_ready and there.bias_seconds > 0 and here.bias_seconds > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_plugin_noise_on_an_executor_follows_the_callers_cuda_stream():
+    """Samples made on a side stream: the executor's thread queues the resamples after them."""
+    x1, x2, y = (v.cuda() for v in NOISY_MIXTURE.sample(1000, seed=5))
+    here = fastpid.plugin_noise(x1, x2, y, *NOISY_MIXTURE.sizes, n_resamples=3, seed=4)
+    side = torch.cuda.Stream()
+    with ThreadPoolExecutor(1) as pool, torch.cuda.stream(side):
+        torch.cuda._sleep(10**7)  # keeps the side stream busy before the samples are made on it
+        made = [v.flip(0).flip(0) for v in (x1, x2, y)]
+        there = fastpid.plugin_noise(*made, *NOISY_MIXTURE.sizes, n_resamples=3, seed=4, executor=pool)
+        torch.testing.assert_close(there.bias, here.bias, rtol=0, atol=0)
+
+
 def test_plugin_noise_refuses_too_few_resamples():
     with pytest.raises(ValueError, match="n_resamples must be an int ≥ 2"):
         fastpid.plugin_noise([0, 1], [0, 1], [0, 1], n_resamples=1)
