@@ -366,6 +366,12 @@ class TwoStageController(Schedule):
         self._settle_bias()
         return super().history
 
+    def __getstate__(self) -> dict:
+        """For pickle and copy.deepcopy: the state once every pending bias is in (a
+        pending solve cannot be copied)."""
+        self._settle_bias()
+        return self.__dict__
+
     def _pair_samples(self, symbols, labels) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x1, x2, y) of every pair of modalities, stacked: one sample set per pair."""
         first, second = zip(*self.pairs)

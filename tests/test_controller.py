@@ -4,6 +4,7 @@ trajectories, resume from a state_dict, and measurements on real features."""
 from __future__ import annotations
 
 import io
+import pickle
 import random
 
 import pytest
@@ -382,3 +383,8 @@ def test_the_noise_aware_rule_measures_standard_errors_and_biases():
     checkpointed = TwoStageController(rule="noise", probe_every=1)
     checkpointed.epoch_end(0, features, labels)
     assert "synergy_bias" in checkpointed.state_dict()["history"][-1]["pid"][(0, 1)]  # the state waits too
+    pickled = TwoStageController(rule="noise", probe_every=1)
+    pickled.epoch_end(0, features, labels)
+    copied = pickle.loads(pickle.dumps(pickled))  # so does pickling (and copy.deepcopy)
+    assert copied.history[-1].pid == pickled.history[-1].pid
+    assert "synergy_bias" in copied.history[-1].pid[(0, 1)]
