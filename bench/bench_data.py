@@ -104,8 +104,21 @@ def test_probe_noise_bias_in_background(benchmark, features):
 
 
 @pytest.mark.benchmark(group="probe")
-def test_probe_discretizer_fit(benchmark, features):
-    benchmark(lambda: fastpid.Discretizer(5, SYMBOLS).fit_transform(features[0][0]))
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_probe_discretizer_fit(benchmark, features, backend):
+    """A cold fit (k-means++ seeding), in torch and fastpid's ops or in scikit-learn."""
+    benchmark(lambda: fastpid.Discretizer(5, SYMBOLS, backend=backend).fit_transform(features[0][0]))
+
+
+@pytest.mark.benchmark(group="probe")
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_probe_discretizer_refit(benchmark, features, backend):
+    """A probe's warm-started refit (the controller's): on the view and a slightly moved copy in turn."""
+    view = features[0][0]
+    moved = view + 0.05 * torch.randn(view.shape, generator=torch.Generator().manual_seed(2))
+    discretizer = fastpid.Discretizer(5, SYMBOLS, warm_start=True, backend=backend).fit(view)
+    turn = iter(range(10**9))
+    benchmark(lambda: discretizer.fit_transform((view, moved)[next(turn) % 2]))
 
 
 @pytest.mark.benchmark(group="probe")
