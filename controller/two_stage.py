@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import functools
 import itertools
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,10 @@ def _bias_worker() -> ThreadPoolExecutor:
     """The one thread that solves every controller's bias resamples (a pool per
     controller would leave a thread behind each)."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastpid-bias")
+
+
+# A forked child has the pool but not its thread: work sent there would never run.
+os.register_at_fork(after_in_child=_bias_worker.cache_clear)
 
 
 def _is_distributed() -> bool:

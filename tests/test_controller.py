@@ -4,6 +4,7 @@ trajectories, resume from a state_dict, and measurements on real features."""
 from __future__ import annotations
 
 import io
+import multiprocessing
 import pickle
 import random
 
@@ -356,6 +357,33 @@ def test_the_noise_aware_rule_hands_over_only_on_a_drop_larger_than_its_noise():
     assert [d.stage for d in within] == ["unimodal"] * 3 and "within 2 standard errors" in within[-1].reason
     beyond = run(TwoStageController(rule="noise"), [noisy(v, 0.002) for v in trajectory])
     assert beyond[-1].stage == "joint" and "by more than 2 standard errors" in beyond[-1].reason
+
+
+def _noise_probe_in_a_child(features, labels, results):
+    controller = TwoStageController(rule="noise", probe_every=1)
+    controller.epoch_end(0, features, labels)
+    results.put(controller.history[-1].pid[(0, 1)]["synergy_bias"])
+
+
+def test_a_forked_process_gets_a_bias_thread_of_its_own():
+    """After a probe has started the bias thread, a forked child's probes do not wait on
+    the parent's thread (a child inherits the pool, not its thread)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (640,), generator=generator)
+    features = noisy_views([labels, labels // 2], generator)
+    parent = TwoStageController(rule="noise", probe_every=1)
+    parent.epoch_end(0, features, labels)
+    expected = parent.history[-1].pid[(0, 1)]["synergy_bias"]
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_noise_probe_in_a_child, args=(features, labels, results))
+    child.start()
+    child.join(timeout=60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert results.get(timeout=5) == expected
 
 
 def test_the_noise_aware_rule_measures_standard_errors_and_biases():
