@@ -338,17 +338,12 @@ class TwoStageController(Schedule):
         else:
             counts = fastpid.joint_from_samples(*self._pair_samples(symbols, labels), *sizes, normalize=False)
             result = fastpid.pid(fastpid.all_reduce_joint(counts), backend=self.backend, tol=self.tol)
-        values = {
-            pair: {
-                **{name: float(getattr(result, name)[k]) for name in (*ATOMS, "mi", "gap")},
-                "converged": bool(result.converged[k]),
-            }
-            for k, pair in enumerate(self.pairs)
-        }
+        # One host copy per quantity (.tolist()), not one per pair and quantity.
+        columns = {name: getattr(result, name).tolist() for name in (*ATOMS, "mi", "gap", "converged")}
+        values = {pair: {name: column[k] for name, column in columns.items()} for k, pair in enumerate(self.pairs)}
         if self.rule == "noise":
-            for k, pair in enumerate(self.pairs):
-                for q, name in enumerate((*ATOMS, "mi")):
-                    values[pair][f"{name}_se"] = float(noise.se[k, q])
+            for (pair, atoms), errors in zip(values.items(), noise.se.tolist()):
+                atoms.update({f"{name}_se": error for name, error in zip((*ATOMS, "mi"), errors)})
             self._pending_bias.append((values, noise))
             if not self.bias_in_background:
                 self._settle_bias()
@@ -359,9 +354,8 @@ class TwoStageController(Schedule):
         """Write the bias of every probe still awaiting it into its PID values (waits for
         the background solves)."""
         for values, noise in self._pending_bias:
-            for k, pair in enumerate(self.pairs):
-                for q, name in enumerate((*ATOMS, "mi")):
-                    values[pair][f"{name}_bias"] = float(noise.bias[k, q])
+            for (pair, atoms), biases in zip(values.items(), noise.bias.tolist()):
+                atoms.update({f"{name}_bias": bias for name, bias in zip((*ATOMS, "mi"), biases)})
             self.bias_seconds += noise.bias_seconds
         self._pending_bias.clear()
 
