@@ -342,7 +342,7 @@ class TwoStageController(Schedule):
         columns = {name: getattr(result, name).tolist() for name in (*ATOMS, "mi", "gap", "converged")}
         values = {pair: {name: column[k] for name, column in columns.items()} for k, pair in enumerate(self.pairs)}
         if self.rule == "noise":
-            for (pair, atoms), errors in zip(values.items(), noise.se.tolist()):
+            for atoms, errors in zip(values.values(), noise.se.tolist()):
                 atoms.update({f"{name}_se": error for name, error in zip((*ATOMS, "mi"), errors)})
             self._pending_bias.append((values, noise))
             if not self.bias_in_background:
@@ -354,7 +354,7 @@ class TwoStageController(Schedule):
         """Write the bias of every probe still awaiting it into its PID values (waits for
         the background solves)."""
         for values, noise in self._pending_bias:
-            for (pair, atoms), biases in zip(values.items(), noise.bias.tolist()):
+            for atoms, biases in zip(values.values(), noise.bias.tolist()):
                 atoms.update({f"{name}_bias": bias for name, bias in zip((*ATOMS, "mi"), biases)})
             self.bias_seconds += noise.bias_seconds
         self._pending_bias.clear()
