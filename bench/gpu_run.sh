@@ -26,6 +26,9 @@ CUOBJDUMP=$(command -v cuobjdump || python3 -c \
 # ahead-of-time build evidence of the Triton kernels.
 timeout 170 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_build.py tests/test_forward.py \
   tests/test_backward.py tests/test_triton.py tests/test_layout.py tests/test_eliminations.py \
+  tests/test_discretize.py::test_runs_on_the_features_device tests/test_discretize.py::test_fits_on_the_features_device \
+  tests/test_controller.py::test_probes_on_the_features_device \
+  tests/test_bootstrap.py::test_plugin_noise_on_an_executor_follows_the_callers_cuda_stream \
   -k "not cvxpy and not sm80_and_sm90 and not builds" > "$OUT/tests.log" 2>&1
 echo "tests: $(tail -1 "$OUT/tests.log")"
 # The benchmarks in three parts, most wanted first, each with its own JSON: a part

@@ -359,6 +359,27 @@ def test_the_noise_aware_rule_hands_over_only_on_a_drop_larger_than_its_noise():
     assert beyond[-1].stage == "joint" and "by more than 2 standard errors" in beyond[-1].reason
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
+def test_probes_on_the_features_device(device):
+    """Features and labels on the training device: the discretisers fit there, the noise-aware
+    rule's probe (the bias in the background) gives the values of the same probe on the CPU
+    (the bias up to its resamples, which a CUDA generator draws differently)."""
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 4, (1280,), generator=generator)
+    features = noisy_views([labels, labels // 2], generator)
+    on_cpu = TwoStageController(rule="noise", probe_every=1)
+    on_device = TwoStageController(rule="noise", probe_every=1)
+    expected = on_cpu.epoch_end(0, features, labels)
+    decision = on_device.epoch_end(0, [view.to(device) for view in features], labels.to(device))
+    assert decision.active == expected.active
+    measured = on_device.history[-1].pid[(0, 1)]
+    for name, value in on_cpu.history[-1].pid[(0, 1)].items():
+        close = 3 * measured["synergy_se"] if name.endswith("_bias") else 1e-9
+        assert measured[name] == pytest.approx(value, abs=close), name
+
+
 def _noise_probe_in_a_child(features, labels, results):
     controller = TwoStageController(rule="noise", probe_every=1)
     controller.epoch_end(0, features, labels)

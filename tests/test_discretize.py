@@ -181,6 +181,22 @@ def test_runs_on_the_features_device(fitted):
     assert torch.equal(symbols.cpu(), fitted.transform(features))
 
 
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
+def test_fits_on_the_features_device(device):
+    """The fit runs where the features are (off the CPU: the torch reference's PCA and
+    k-means), with the symbols and centroids of the fit on a CPU copy (fastpid's ops)."""
+    features = torch.tensor(blobs(600, seed=5)[0])
+    here = fastpid.Discretizer(3, 4, normalize=False, n_init=2)
+    there = fastpid.Discretizer(3, 4, normalize=False, n_init=2)
+    symbols = there.fit_transform(features.to(device))
+    assert symbols.device.type == device
+    assert torch.equal(symbols.cpu(), here.fit_transform(features))
+    for name, value in here.state_dict().items():
+        torch.testing.assert_close(there.state_dict()[name], value, rtol=0, atol=1e-9)
+
+
 def test_a_warm_refit_keeps_each_symbol_where_it_was():
     """Refitting on drifted features starts Lloyd from the last centroids: the
     first fit is k-means++'s, a refit on the same rows keeps the fit and every
