@@ -75,25 +75,46 @@ def test_library_has_sm90_code():
 KERNELS = ("broja_solve_kernel", "broja_certificate_kernel", "broja_backward_kernel")
 
 
-@needs_cuda_build
-def test_every_kernel_in_the_sm80_and_sm90_cubins():
-    """``cuobjdump -res-usage`` lists each kernel once per architecture the build targets
-    (setup.py: sm_80 and sm_90); their registers and stack: bench/results/cuda-build-*.md."""
+def resource_usage() -> dict[str, dict[str, dict[str, int]]]:
+    """``cuobjdump -res-usage`` of the extension: {arch: {kernel: {"REG": …, "STACK": …, "LOCAL": …}}}."""
     tool = cuobjdump()
     if tool is None:
         pytest.skip("cuobjdump not found")
     import fastpid._C as ext
 
     usage = subprocess.run([tool, "-res-usage", ext.__file__], capture_output=True, text=True, check=True).stdout
-    kernels: dict[str, set[str]] = {}
-    arch = None
+    kernels: dict[str, dict[str, dict[str, int]]] = {}
+    arch = kernel = None
     for line in usage.splitlines():
+        line = line.strip()
         if line.startswith("arch = "):
             arch = line.split("=")[1].strip()
-        elif line.strip().startswith("Function ") and arch is not None:
-            kernels.setdefault(arch, set()).update(name for name in KERNELS if name in line)
+        elif line.startswith("Function ") and arch is not None:
+            kernel = next((name for name in KERNELS if name in line), None)
+        elif line.startswith("REG:") and kernel is not None:
+            fields = dict(field.split(":", 1) for field in line.split())
+            kernels.setdefault(arch, {})[kernel] = {name: int(fields[name]) for name in ("REG", "STACK", "LOCAL")}
+            kernel = None
+    return kernels
+
+
+@needs_cuda_build
+def test_every_kernel_in_the_sm80_and_sm90_cubins():
+    """``cuobjdump -res-usage`` lists each kernel once per architecture the build targets
+    (setup.py: sm_80 and sm_90); their registers and stack: bench/results/cuda-build-*.md."""
+    kernels = resource_usage()
     for arch in ("sm_80", "sm_90"):
-        assert kernels.get(arch) == set(KERNELS), (arch, kernels)
+        assert set(kernels.get(arch, {})) == set(KERNELS), (arch, kernels)
+
+
+@needs_cuda_build
+def test_no_kernel_has_a_stack_frame():
+    """No per-thread stack in any kernel on either architecture: neither register spills
+    nor a per-joint struct kept in local memory (the solve kernel's ``Joint`` once took
+    912-1,040 bytes there)."""
+    for arch, kernels in resource_usage().items():
+        for kernel, usage in kernels.items():
+            assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (arch, kernel, usage)
 
 
 def test_auto_on_cuda_joints_is_the_cpu_op_on_a_host_copy():

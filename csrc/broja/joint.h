@@ -72,9 +72,11 @@ struct Joint {
   int n_valid, n_cells;
   bool dense;  // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
   Side side1, side2;
-  // Elimination: E is eliminated, K kept; pair(e, b) = e stride_e + b stride_k.
-  const Side* E;
-  const Side* K;
+  // Elimination: E is eliminated, K kept: E = side1 and K = side2 where keep2, else
+  // the other way round (eliminated(J), kept(J)); pair(e, b) = e stride_e + b stride_k.
+  // A flag, not pointers to side1/side2: on the device a pointer into J keeps all of
+  // J in local memory (bench/results/cuda-build-2026-12-07.md).
+  bool keep2;
   int stride_e, stride_k;
   int ldK;  // leading dimension of G and S: padded(K.total) (the padding is zero)
   Elimination elimination;
@@ -133,6 +135,22 @@ FASTPID_HOST_DEVICE inline void carve(U*& ptr, char* base, size_t& offset, size_
   offset = (offset + 63) & ~size_t(63);
   ptr = base ? reinterpret_cast<U*>(base + offset) : nullptr;
   offset += count * sizeof(U);
+}
+
+FASTPID_HOST_DEVICE inline void carve_side(Side& side, char* base, size_t& offset, size_t n, size_t ny) {
+  carve(side.ys, base, offset, n * ny);
+  carve(side.pos, base, offset, n * ny);
+  carve(side.count, base, offset, n);
+  carve(side.offset, base, offset, n);
+}
+// The eliminated and the kept side, as copies (a reference would point into J).
+template <typename T>
+FASTPID_HOST_DEVICE inline Side eliminated(const Joint<T>& J) {
+  return J.keep2 ? J.side1 : J.side2;
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline Side kept(const Joint<T>& J) {
+  return J.keep2 ? J.side2 : J.side1;
 }
 
 // Points the arrays of `J` into `base` (when not null) and returns the bytes
@@ -249,14 +267,8 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   carve(J.pair_start, b, o, np + 1);
   carve(J.cells, b, o, nc);
   carve(J.z, b, o, nc);
-  Side* sides[2] = {&J.side1, &J.side2};
-  for (int t = 0; t < 2; ++t) {
-    const size_t n = t == 0 ? n1 : n2;
-    carve(sides[t]->ys, b, o, n * ny);
-    carve(sides[t]->pos, b, o, n * ny);
-    carve(sides[t]->count, b, o, n);
-    carve(sides[t]->offset, b, o, n);
-  }
+  carve_side(J.side1, b, o, n1, ny);
+  carve_side(J.side2, b, o, n2, ny);
   return o + 64;  // room to align `base` itself
 }
 
@@ -483,18 +495,10 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   list_free(J.side2, n2, ny, J.free2);
   // Keep the side with fewer free variables (λ2 on ties): the Schur complement
   // is the only dense factorisation.
-  if (J.side2.total <= J.side1.total) {
-    J.E = &J.side1;
-    J.K = &J.side2;
-    J.stride_e = n2;
-    J.stride_k = 1;
-  } else {
-    J.E = &J.side2;
-    J.K = &J.side1;
-    J.stride_e = 1;
-    J.stride_k = n2;
-  }
-  J.ldK = padded(J.K->total);
+  J.keep2 = J.side2.total <= J.side1.total;
+  J.stride_e = J.keep2 ? n2 : 1;
+  J.stride_k = J.keep2 ? 1 : n2;
+  J.ldK = padded(kept(J).total);
   if (J.elimination == Elimination::kPairs) list_target_values(J);
   // Start: λ1 = log P1 − log P(y) − 1, λ2 = log P2, w = Q0(x1, x2).
   for (int x1 = 0; x1 < n1; ++x1)

@@ -16,8 +16,8 @@ inline namespace FASTPID_ISA {
 template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
   const int ny = J.ny;
-  const Side& E = *J.E;
-  const Side& K = *J.K;
+  const Side E = eliminated(J);
+  const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
   T* S = J.S;
   for (int i = 0; i < ldK * ldK; ++i) S[i] = T(0);
@@ -97,10 +97,10 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
 template <typename T>
 FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
   const int ny = J.ny;
-  const Side& E = *J.E;
-  const Side& K = *J.K;
+  const Side E = eliminated(J);
+  const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
-  const bool keep2 = J.E == &J.side1;
+  const bool keep2 = J.keep2;
   const T* rE = keep2 ? r1 : r2;
   const T* rK = keep2 ? r2 : r1;
   T* dE = keep2 ? x1 : x2;

@@ -29,7 +29,12 @@ constexpr int kThreadsPerBlock = 64;
 // be measured on one.
 constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 
-__global__ void __launch_bounds__(kThreadsPerBlock)
+// At least one block per multiprocessor, no more asked: ptxas then gives the solve
+// the registers it needs (246 on sm_90, 252 on sm_80: no stack, no spills) instead
+// of spilling to fit more blocks (168 registers and 3.9 KB of spill loads per
+// thread without the 1).  Four blocks of 64 threads fit a multiprocessor; whether
+// more joints per multiprocessor with spills would pay is the GPU run's to measure.
+__global__ void __launch_bounds__(kThreadsPerBlock, 1)
     broja_solve_kernel(const double* __restrict__ p, int64_t batch, int n1, int n2, int ny, double tol, int max_iter,
                        int patience, char* __restrict__ workspace, size_t workspace_stride, double* __restrict__ lam1,
                        double* __restrict__ lam2, double* __restrict__ w, int64_t* __restrict__ iterations,
