@@ -64,6 +64,13 @@ def _bias_worker() -> ThreadPoolExecutor:
 os.register_at_fork(after_in_child=_bias_worker.cache_clear)
 
 
+def _add_per_pair(values: PairValues, table: torch.Tensor, suffix: str) -> None:
+    """Each pair's row of ``table`` (pairs, 5: the atoms and mi) into its values, as
+    "<atom><suffix>" (one host copy for the whole table)."""
+    for atoms, row in zip(values.values(), table.tolist()):
+        atoms.update({name + suffix: value for name, value in zip((*ATOMS, "mi"), row)})
+
+
 def _is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -342,8 +349,7 @@ class TwoStageController(Schedule):
         columns = {name: getattr(result, name).tolist() for name in (*ATOMS, "mi", "gap", "converged")}
         values = {pair: {name: column[k] for name, column in columns.items()} for k, pair in enumerate(self.pairs)}
         if self.rule == "noise":
-            for atoms, errors in zip(values.values(), noise.se.tolist()):
-                atoms.update({f"{name}_se": error for name, error in zip((*ATOMS, "mi"), errors)})
+            _add_per_pair(values, noise.se, "_se")
             self._pending_bias.append((values, noise))
             if not self.bias_in_background:
                 self._settle_bias()
@@ -354,8 +360,7 @@ class TwoStageController(Schedule):
         """Write the bias of every probe still awaiting it into its PID values (waits for
         the background solves)."""
         for values, noise in self._pending_bias:
-            for atoms, biases in zip(values.values(), noise.bias.tolist()):
-                atoms.update({f"{name}_bias": bias for name, bias in zip((*ATOMS, "mi"), biases)})
+            _add_per_pair(values, noise.bias, "_bias")
             self.bias_seconds += noise.bias_seconds
         self._pending_bias.clear()
 

@@ -36,6 +36,8 @@ TEST_THREADS = int(os.environ.get("FASTPID_TEST_THREADS", "1"))
 torch.set_num_threads(TEST_THREADS)
 
 BACKENDS = fastpid.available_backends()
+# The CPU, and a CUDA device where there is one: tests of code that runs where its tensors are.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 FIELDS = ATOMS + ("mi",)
 ATOL = {torch.float64: 1e-7, torch.float32: 1e-4}
 GAP_MAX = 1e-7  # bits: the certificate every float64 answer must carry

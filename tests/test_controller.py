@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from conftest import DEVICES
 
 from fastpid.controller import Decision, TwoStageController
 
@@ -359,9 +360,7 @@ def test_the_noise_aware_rule_hands_over_only_on_a_drop_larger_than_its_noise():
     assert beyond[-1].stage == "joint" and "by more than 2 standard errors" in beyond[-1].reason
 
 
-@pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_probes_on_the_features_device(device):
     """Features and labels on the training device: the discretisers fit there, the noise-aware
     rule's probe (the bias in the background) gives the values of the same probe on the CPU

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import DEVICES
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
@@ -181,9 +182,7 @@ def test_runs_on_the_features_device(fitted):
     assert torch.equal(symbols.cpu(), fitted.transform(features))
 
 
-@pytest.mark.parametrize(
-    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_fits_on_the_features_device(device):
     """The fit runs where the features are (off the CPU: the torch reference's PCA and
     k-means), with the symbols and centroids of the fit on a CPU copy (fastpid's ops)."""
