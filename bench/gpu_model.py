@@ -21,16 +21,22 @@ cells, m = (n1 + n2) ny dual variables per joint):
   launch per Triton pass; a batch larger than the memory budget runs in
   chunks, one after the other, each with all its launches;
 * "cuda" (csrc/cuda/broja_cuda.cu: one thread per joint running csrc/broja.h
-  with the side elimination, 64-thread blocks): the flops of bench/roofline.py
+  with the side elimination, 64-thread blocks, csrc/broja_interleaved.h's
+  layout): the flops of bench/roofline.py
   (those of the CPU's loops) executed by the generic scalar templates (the
   device build has neither the register tiling nor the vector types).  Traffic:
   every flop of the linear algebra is one step of a scalar loop reading (and,
   in the rank updates, writing) its operands from the thread's own workspace in
   global memory: 3 words per multiply-add in the factorisation, 2 in the
   solves, 2 per elementwise pass over the cells.  The workspaces of a warp's 32
-  joints lie ``workspace_bytes`` apart, so every 8-byte word costs a 32-byte
-  sector.  They are served by L2 where the resident threads' workspaces fit in
-  it, else by HBM.  Compute: FP64 without tensor cores (scalar FMAs), at the
+  joints are interleaved element by element, so the warp's 32 loads of one
+  element are 256 contiguous bytes: 8 bytes per word (the first prediction of
+  2026-12-07 had each joint's workspace contiguous, ``workspace_bytes`` apart,
+  and charged a 32-byte sector per word).  A warp's threads read the same
+  element where their joints have the same structure (dense joints of one
+  shape); a sparse joint's cell lists differ from lane to lane, which this
+  does not price.  Workspaces are served by L2 where the resident threads' fit
+  in it, else by HBM.  Compute: FP64 without tensor cores (scalar FMAs), at the
   fraction of the GPU's FP64 issue rate that B threads can use: the lanes their
   warps fill, the SMs their blocks reach, and the warps per SM against the
   ``LATENCY_WARPS`` a scheduler needs to hide FP64 latency, with residency
@@ -51,7 +57,7 @@ cells, m = (n1 + n2) ny dual variables per joint):
 Memory per batch: "torch" holds ``solver.working_set_bytes`` per joint and
 solves in chunks within the budget (``FASTPID_MEMORY_GIB``, set here to what
 the card leaves); "cuda" allocates ``workspace_bytes`` per joint for the whole
-batch at once (``fastpid::broja_workspace`` with FASTPID_ELIMINATION=side).  A
+batch, rounded up to whole groups of 32, at once (``fastpid::broja_workspace`` with FASTPID_ELIMINATION=side).  A
 batch that needs more than the card holds is marked "does not fit".
 
 Predicted time per iteration = max(bytes / bandwidth, flops / FP64 rate) +
@@ -87,9 +93,9 @@ FP64_VECTOR_RATE = 33.5e12  # flop/s, FP64 FMA units: 132 SMs × 64 lanes × 2 f
 SMS = 132
 LATENCY_WARPS = 16  # warps per SM that keep its 4 schedulers issuing dependent FP64 FMAs (4 each)
 REGISTERS_PER_SM = 65536
-KERNEL_REGISTERS = 246  # per thread, the sm_90 solve kernel (bench/results/cuda-build-2026-12-07.md)
+KERNEL_REGISTERS = 254  # per thread, the solve kernel on sm_80 and sm_90 (bench/results/cuda-build-2026-12-07.md)
 THREADS_PER_BLOCK = 64
-SECTOR_WORDS = 4  # a 32-byte sector per uncoalesced 8-byte word
+WARP = 32  # joints per interleaved workspace group (csrc/broja_interleaved.h)
 LAUNCH_S = 5e-6  # s, one dependent kernel launch
 CLOCK_HZ = 1.98e9  # H100 SXM5 boost clock
 # Cycles of one dependent column step of the per-joint Triton program: one 32-lane shuffle
@@ -202,7 +208,7 @@ def thread_per_joint_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     factorisation = sum(parts[name] for name in ("assembly", "E blocks", "cross", "Schur update", "Schur Cholesky"))
     words = 3 * factorisation / 2 + 2 * parts["solves"] / 2 + 2 * parts["elementwise"]
     workspace = _side_workspace(n1, n2, ny)
-    warps = -(-batch // 32)
+    warps = -(-batch // WARP)
     blocks = -(-batch // THREADS_PER_BLOCK)
     resident_warps = min(64, REGISTERS_PER_SM // (KERNEL_REGISTERS * 32))
     warps_per_sm = min(resident_warps, -(-warps // min(blocks, SMS)))  # on each SM the blocks reach
@@ -218,10 +224,10 @@ def thread_per_joint_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     in_l2 = resident_threads * workspace <= L2_BYTES
     return {
         "flops": batch * parts["total"],
-        "bytes": SECTOR_WORDS * 8.0 * batch * words,
+        "bytes": 8.0 * batch * words,  # coalesced: a warp's words are contiguous
         "rate": rate,
         "bandwidth": L2_BANDWIDTH if in_l2 else BANDWIDTH,
-        "memory": batch * (workspace + 8.0 * (2 * n1 * n2 * ny + (n1 + n2) * ny + n1 * n2)),
+        "memory": warps * WARP * workspace + batch * 8.0 * (2 * n1 * n2 * ny + (n1 + n2) * ny + n1 * n2),
     }
 
 

@@ -4,9 +4,11 @@
 // these headers run the same iteration on one joint at a time, for the compiled
 // backends, with T = double, or on four joints side by side in vector lanes
 // with T = Lanes (csrc/cpu/lanes.h; the CPU op's path for small joints).  They
-// are plain C++ over raw pointers and a caller-provided workspace (no
-// allocation, no STL, no exceptions, no torch types), so that a CUDA kernel
-// can compile the same code: every function is FASTPID_HOST_DEVICE.
+// are plain C++ over pointers into a caller-provided workspace (no allocation,
+// no STL, no exceptions, no torch types), so that a CUDA kernel can compile the
+// same code: every function is FASTPID_HOST_DEVICE.  The workspace is read
+// through Ptr (broja/common.h): raw pointers, or for the CUDA kernels the
+// workspaces of a warp's joints interleaved (csrc/broja_interleaved.h).
 //
 // The algorithm, its linear algebra and its costs are in docs/pid-math.md;
 // the code is split by concern:

@@ -1,4 +1,4 @@
-// Argument checks shared by the CPU and CUDA implementations of the fastpid ops.
+// Argument checks and outputs shared by the CPU and CUDA implementations of the fastpid ops.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <limits>
 #include <string>
+#include <tuple>
 
 #include "broja/joint.h"
 
@@ -110,6 +111,23 @@ inline void check_broja_certificate_args(const at::Tensor& p, const at::Tensor& 
   constexpr const char* op = "fastpid::broja_certificate";
   check_joint_and_duals(op, p, lam1, lam2);
   check_arg_of_joint(op, p, "w", w, "(B, n1, n2)", {p.size(0), p.size(1), p.size(2)});
+}
+
+// The outputs of fastpid::broja_solve for the joints p (B, n1, n2, ny), unset, on
+// p's device: lam1 (B, n1, ny), lam2 (B, n2, ny), w (B, n1, n2), iterations (B)
+// int64, converged (B) bool.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_solve_outputs(const at::Tensor& p) {
+  const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
+  return {at::empty({batch, n1, ny}, p.options()), at::empty({batch, n2, ny}, p.options()),
+          at::empty({batch, n1, n2}, p.options()), at::empty({batch}, p.options().dtype(at::kLong)),
+          at::empty({batch}, p.options().dtype(at::kBool))};
+}
+
+// The outputs of fastpid::broja_certificate likewise: q like p, value (B), gap (B), entropies (B, 4).
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_certificate_outputs(const at::Tensor& p) {
+  const int64_t batch = p.size(0);
+  return {at::empty_like(p), at::empty({batch}, p.options()), at::empty({batch}, p.options()),
+          at::empty({batch, 4}, p.options())};
 }
 
 }  // namespace fastpid

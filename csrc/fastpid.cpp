@@ -29,6 +29,12 @@
 //   CUDA  csrc/cuda/broja_cuda.cu (solve, certificate), csrc/cuda/broja_backward_cuda.cu (built with
 //         FASTPID_CUDA, which defines WITH_CUDA)
 //
+//   fastpid::broja_solve_interleaved(Tensor p, float tol, int max_iter, int patience) -> (as broja_solve)
+//   fastpid::broja_certificate_interleaved(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (as broja_certificate)
+//
+// are the CUDA implementations' code and workspace layout run on the CPU
+// (csrc/broja_interleaved.h, csrc/cpu/broja_interleaved_cpu.cpp), for the tests;
+//
 //   fastpid::broja_workspace(int n1, int n2, int ny) -> (int bytes, int elimination)
 //
 // is the workspace the CPU op takes for one n1 × n2 × ny joint and the
@@ -52,6 +58,7 @@
 #include "cpu/broja_backward_cpu.h"
 #include "cpu/broja_certificate_cpu.h"
 #include "cpu/broja_cpu.h"
+#include "cpu/broja_interleaved_cpu.h"
 #include "cpu/kmeans_cpu.h"
 #ifdef WITH_CUDA
 #include "cuda/broja_backward_cuda.h"
@@ -153,6 +160,12 @@ BrojaForward broja_forward_meta(const at::Tensor& p, bool /*normalize*/, double 
 
 TORCH_LIBRARY(fastpid, m) {
   m.def("broja_solve(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def(
+      "broja_solve_interleaved(Tensor p, float tol, int max_iter, int patience) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)");
+  m.def(
+      "broja_certificate_interleaved(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, "
+      "Tensor)");
   m.def("broja_workspace(int n1, int n2, int ny) -> (int, int)", &broja_workspace);
   m.def("broja_constants() -> float[]", &broja_constants);
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
@@ -168,6 +181,8 @@ TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
   m.impl("broja_solve", &broja_solve_cpu);
   m.impl("broja_backward", &broja_backward_cpu);
   m.impl("broja_certificate", &broja_certificate_cpu);
+  m.impl("broja_solve_interleaved", &broja_solve_interleaved_cpu);
+  m.impl("broja_certificate_interleaved", &broja_certificate_interleaved_cpu);
   m.impl("broja_forward", &broja_forward);
   m.impl("kmeans_seed", &kmeans_seed_cpu);
   m.impl("kmeans_lloyd", &kmeans_lloyd_cpu);

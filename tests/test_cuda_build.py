@@ -3,8 +3,9 @@
 Build checks (need no GPU, skipped unless the built extension has CUDA): the op
 has a CUDA kernel and the library carries sm_90 code.  Solver checks (skipped
 without a GPU): backend "cuda" (csrc/cuda, one thread per joint running
-csrc/broja.h) against the reference "torch" on the same CUDA joints, with the
-tolerances of tests/test_cpu_backend.py, and against the CPU op; the backward
+csrc/broja.h with csrc/broja_interleaved.h's layout) against the reference "torch"
+on the same CUDA joints, with the tolerances of tests/test_cpu_backend.py, against
+the CPU op and against the same code on the host (tests/test_interleaved.py); the backward
 op (csrc/cuda/broja_backward_cuda.cu) against the reference formula and the CPU op.
 """
 
@@ -152,11 +153,13 @@ def assert_cuda_matches_torch(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:
     for tensor in (ours.lam1, ours.lam2, ours.w, ours.iterations, ours.converged):
         assert tensor.device == p.device
     value = assert_same_solution(ours, ref, p, tol)
-    # The same code as the CPU op: the same iterate, up to rounding (FMA contraction on the GPU).
-    cpu = solver.Solution(*torch.ops.fastpid.broja_solve(p.cpu(), tol, 100, solver.PATIENCE))
-    assert (ours.iterations.cpu() - cpu.iterations).abs().max() <= 1
-    _, cpu_value, _ = solver.certificate(cpu.lam1, cpu.lam2, cpu.w, solver.Support.of(p.cpu()))
-    assert (value.cpu() - cpu_value).abs().max() <= SOLVE_VALUE_ATOL
+    # The same code as the CPU op, and the very code and layout of the host's
+    # broja_solve_interleaved: the same iterate, up to rounding (FMA contraction on the GPU).
+    for op in (torch.ops.fastpid.broja_solve, torch.ops.fastpid.broja_solve_interleaved):
+        host = solver.Solution(*op(p.cpu(), tol, 100, solver.PATIENCE))
+        assert (ours.iterations.cpu() - host.iterations).abs().max() <= 1
+        _, host_value, _ = solver.certificate(host.lam1, host.lam2, host.w, solver.Support.of(p.cpu()))
+        assert (value.cpu() - host_value).abs().max() <= SOLVE_VALUE_ATOL
 
 
 @needs_gpu
@@ -205,10 +208,13 @@ def test_certificate_matches_reference_and_cpu_op():
         solution = backends.get("torch").solve(p, SOLVE_TOL, max_iter, solver.PATIENCE)
         ours = torch.ops.fastpid.broja_certificate(p, solution.lam1, solution.lam2, solution.w)
         assert all(t.device == p.device for t in ours)
-        cpu = torch.ops.fastpid.broja_certificate(p.cpu(), solution.lam1.cpu(), solution.lam2.cpu(), solution.w.cpu())
-        for got, ref, want in zip(ours, backends.torch_certificate(p, solution), cpu):
+        host_args = (p.cpu(), solution.lam1.cpu(), solution.lam2.cpu(), solution.w.cpu())
+        cpu = torch.ops.fastpid.broja_certificate(*host_args)
+        host = torch.ops.fastpid.broja_certificate_interleaved(*host_args)  # the kernel's code on the host
+        for got, ref, want, same_code in zip(ours, backends.torch_certificate(p, solution), cpu, host):
             torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-13)
             torch.testing.assert_close(got.cpu(), want, rtol=1e-11, atol=1e-13)  # FMA contraction on the GPU
+            torch.testing.assert_close(got.cpu(), same_code, rtol=1e-11, atol=1e-13)
 
 
 @needs_gpu

@@ -17,17 +17,17 @@ inline namespace FASTPID_ISA {
 template <typename T>
 FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
-  T* rows = J.t1;
-  T* cols = J.t2;
+  Ptr<T> rows = J.t1;
+  Ptr<T> cols = J.t2;
   for (int i = 0; i < n1 * ny; ++i) rows[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
       const T wk = J.w[k];
-      T* qk = J.q + k * ny;
-      const T* sk = J.s + k * ny;
-      T* rk = rows + k1 * ny;
-      T* ck = cols + k2 * ny;
+      Ptr<T> qk = J.q + k * ny;
+      ConstPtr<T> sk = J.s + k * ny;
+      Ptr<T> rk = rows + k1 * ny;
+      Ptr<T> ck = cols + k2 * ny;
       for (int y = 0; y < ny; ++y) {
         const T v = wk * sk[y];
         qk[y] = v;
@@ -46,17 +46,17 @@ template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   primal_residuals(J);
-  T* rows = J.t1;
-  T* cols = J.t2;
+  Ptr<T> rows = J.t1;
+  Ptr<T> cols = J.t2;
   // Rounding: rows scaled down to P1, then columns to P2, then the rank-one deficit.
   for (int i = 0; i < n1 * ny; ++i) rows[i] = where(rows[i] > J.p1[i], J.p1[i] / rows[i], T(1));
   for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
   for (int v = 0; v < pairs; ++v) {  // off the cells Q stays 0 (set_up_support)
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* scale = rows + c.k / n2 * ny;
-    T* ck = cols + c.k % n2 * ny;
-    const T* qk = J.q + c.k * ny;
-    T* out = J.qr + c.k * ny;
+    ConstPtr<T> scale = rows + c.k / n2 * ny;
+    Ptr<T> ck = cols + c.k % n2 * ny;
+    ConstPtr<T> qk = J.q + c.k * ny;
+    Ptr<T> out = J.qr + c.k * ny;
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
       out[y] = qk[y] * scale[y];
@@ -65,16 +65,16 @@ FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
   }
   for (int i = 0; i < n2 * ny; ++i) cols[i] = where(cols[i] > J.p2[i], J.p2[i] / cols[i], T(1));
   // Deficits P1 − Σ_x2 Q, P2 − Σ_x1 Q of the scaled Q.
-  T* deficit1 = J.rhs1;  // free until the Newton step
-  T* deficit2 = J.rhs2;
+  Ptr<T> deficit1 = J.rhs1;  // free until the Newton step
+  Ptr<T> deficit2 = J.rhs2;
   for (int i = 0; i < n1 * ny; ++i) deficit1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) deficit2[i] = T(0);
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* scale = cols + c.k % n2 * ny;
-    T* a = deficit1 + c.k / n2 * ny;
-    T* b = deficit2 + c.k % n2 * ny;
-    T* out = J.qr + c.k * ny;
+    ConstPtr<T> scale = cols + c.k % n2 * ny;
+    Ptr<T> a = deficit1 + c.k / n2 * ny;
+    Ptr<T> b = deficit2 + c.k % n2 * ny;
+    Ptr<T> out = J.qr + c.k * ny;
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
       out[y] *= scale[y];
@@ -93,7 +93,7 @@ FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
   }
   // Q += deficit1 deficit2 / total(y), as (deficit1 / total) deficit2; off the
   // cells Q and one of the deficits vanish, so they stay 0.
-  T* total = J.u;
+  Ptr<T> total = J.u;
   for (int y = 0; y < ny; ++y) {
     T sum = T(0);
     for (int x1 = 0; x1 < n1; ++x1) sum += deficit1[x1 * ny + y];
@@ -105,10 +105,10 @@ FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
     for (int k = 0; k < J.np; ++k) J.pair_sum[k] = T(0);  // pairs without cells
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* a = deficit1 + c.k / n2 * ny;
-    const T* b = deficit2 + c.k % n2 * ny;
-    T* out = J.qr + c.k * ny;
-    T* listed = J.z + c.start;  // Q on the listed cells, for Σ Q log Q (dense: unused)
+    ConstPtr<T> a = deficit1 + c.k / n2 * ny;
+    ConstPtr<T> b = deficit2 + c.k % n2 * ny;
+    Ptr<T> out = J.qr + c.k * ny;
+    Ptr<T> listed = J.z + c.start;  // Q on the listed cells, for Σ Q log Q (dense: unused)
     T mass = T(0);
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
@@ -170,12 +170,13 @@ FASTPID_HOST_DEVICE inline void conditional_entropies(Joint<T>& J, const T* p, T
 // joint p, as solver.certificate: Q rounded onto Δ_P in q_out (n1 × n2 × ny),
 // f(Q) in *value_out; returns the gap f(Q) − dual(λ made feasible) (nats).
 // With it, the entropies that turn f(Q) into the atoms (conditional_entropies)
-// in entropies_out[0..3].  Takes workspace_bytes<T>(n1, n2, ny, Elimination::kNone) bytes.
+// in entropies_out[0..3].  Takes workspace_bytes<T>(n1, n2, ny, Elimination::kNone) bytes,
+// as solve_joint.
 template <typename T>
 FASTPID_HOST_DEVICE inline T certify_joint(const T* p, int n1, int n2, int ny, const T* lam1, const T* lam2, const T* w,
-                                           void* workspace, T* q_out, T* value_out, T* entropies_out) {
+                                           void* workspace, int lane, T* q_out, T* value_out, T* entropies_out) {
   Joint<T> J;
-  attach(J, workspace, n1, n2, ny, Elimination::kNone);
+  attach(J, workspace, lane, n1, n2, ny, Elimination::kNone);
   set_up_support(J, p);
   conditional_entropies(J, p, entropies_out);
   for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = lam1[i];

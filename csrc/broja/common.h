@@ -10,9 +10,15 @@
 
 #ifdef __CUDACC__
 #define FASTPID_HOST_DEVICE __host__ __device__
+#define FASTPID_FORCE_INLINE __forceinline__
 #else
 #define FASTPID_HOST_DEVICE
+#define FASTPID_FORCE_INLINE inline
 #endif
+// A device function that takes the Joint by reference and is called, not
+// inlined, receives J's address, which keeps all of J in local memory
+// (bench/results/cuda-build-2026-12-07.md).  nvcc inlines the others by
+// itself; those it would not are FASTPID_FORCE_INLINE.
 
 // The solver is compiled once per instruction set it runs on: FASTPID_ISA
 // names the copy (an inline namespace, so that copies built with different
@@ -25,6 +31,42 @@
 namespace fastpid {
 namespace broja {
 inline namespace FASTPID_ISA {
+
+// Where a joint's arrays lie in its workspace.  Each joint its own contiguous
+// arrays (FASTPID_INTERLEAVE 1, the CPU copies: Ptr<T> is T*), or the
+// workspaces of kInterleave joints interleaved element by element, element i
+// of joint `lane` at i kInterleave + lane (csrc/cuda/interleaved.h: a GPU
+// warp's 32 threads then load one element of their 32 joints from 256
+// contiguous bytes).  The solver reads and writes its workspace only through
+// Ptr and ConstPtr; the joint p and the outputs are contiguous T* as given.
+#ifndef FASTPID_INTERLEAVE
+#define FASTPID_INTERLEAVE 1
+#endif
+constexpr int kInterleave = FASTPID_INTERLEAVE;
+
+// A pointer to one joint's array among kInterleave interleaved ones.
+template <typename U>
+struct Strided {
+  U* at;  // the joint's element 0
+  Strided() = default;
+  FASTPID_HOST_DEVICE Strided(decltype(nullptr)) : at(nullptr) {}
+  FASTPID_HOST_DEVICE explicit Strided(U* at) : at(at) {}
+  FASTPID_HOST_DEVICE U& operator[](ptrdiff_t i) const { return at[i * kInterleave]; }
+  FASTPID_HOST_DEVICE Strided operator+(ptrdiff_t i) const { return Strided(at + i * kInterleave); }
+};
+#if FASTPID_INTERLEAVE > 1
+// Without const (Strided<const U> would not deduce T from a Strided<T>): the
+// contiguous copies, where ConstPtr is const T*, check what is read only.
+template <typename U>
+using Ptr = Strided<U>;
+template <typename U>
+using ConstPtr = Strided<U>;
+#else
+template <typename U>
+using Ptr = U*;
+template <typename U>
+using ConstPtr = const U*;
+#endif
 
 // The constants of fastpid/solver.py (same names, upper case there).
 constexpr double kFractionToBoundary = 0.99;  // at least; then 1 − μ, up to the next bound
@@ -146,19 +188,29 @@ inline void store(double* x, vector_double v) { __builtin_memcpy(x, &v, sizeof v
 // before including this header, as csrc/cpu/broja_cpu_avx2.cpp does with
 // SLEEF's, for the double versions below.
 template <typename T>
-FASTPID_HOST_DEVICE inline void exp_all(T* x, int n) {
+FASTPID_HOST_DEVICE inline void exp_all(Ptr<T> x, int n) {
   for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
 }
 template <typename T>
-FASTPID_HOST_DEVICE inline void log_all(T* x, int n) {
+FASTPID_HOST_DEVICE inline void log_all(Ptr<T> x, int n) {
   for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
 }
-template <typename T>
-FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {
+template <typename T, typename Pointer>
+FASTPID_HOST_DEVICE inline T sum_xlogx_over(Pointer x, int n) {
   T sum = T(0);
   for (int i = 0; i < n; ++i) sum += xlogx(x[i]);
   return sum;
 }
+template <typename T>
+FASTPID_HOST_DEVICE inline T sum_xlogx(ConstPtr<T> x, int n) {
+  return sum_xlogx_over<T>(x, n);
+}
+#if FASTPID_INTERLEAVE > 1
+template <typename T>
+FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {  // the joint p (conditional_entropies)
+  return sum_xlogx_over<T>(x, n);
+}
+#endif
 #if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
 inline void exp_all(double* x, int n) {
   int i = 0;
@@ -189,7 +241,7 @@ inline double sum_xlogx(const double* x, int n) {
 
 // Σ a_i b_i with four partial sums (independent chains, so it pipelines).
 template <typename T>
-FASTPID_HOST_DEVICE inline T dot(const T* a, const T* b, int n) {
+FASTPID_HOST_DEVICE inline T dot(ConstPtr<T> a, ConstPtr<T> b, int n) {
   T s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0);
   int i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -223,20 +275,20 @@ FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
 // number, as solver._jacobi), then D A D + shift I = L Lᵀ with L in A and
 // its reciprocal pivots in inv.  False if a pivot is not positive (or NaN).
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(T* A, int ld, int m, T* D, T* inv, T shift) {
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(Ptr<T> A, int ld, int m, Ptr<T> D, Ptr<T> inv, T shift) {
   for (int i = 0; i < m; ++i) {
     const T d = A[i * ld + i];
     D[i] = T(1) / sqrt_(where(d < Limits<T>::tiny(), Limits<T>::tiny(), d));  // NaN stays NaN
   }
   for (int i = 0; i < m; ++i) {
-    T* Ai = A + i * ld;
+    Ptr<T> Ai = A + i * ld;
     const T di = D[i];
     for (int j = 0; j <= i; ++j) Ai[j] = Ai[j] * di * D[j];
     Ai[i] += shift;
   }
   Mask<T> ok = T(0) == T(0);
   for (int i = 0; i < m; ++i) {
-    T* Ai = A + i * ld;
+    Ptr<T> Ai = A + i * ld;
     for (int j = 0; j < i; ++j) Ai[j] = (Ai[j] - dot(Ai, A + j * ld, j)) * inv[j];
     const T pivot = Ai[i] - dot(Ai, Ai, i);
     ok = ok & (pivot > T(0));
@@ -249,15 +301,15 @@ FASTPID_HOST_DEVICE inline Mask<T> cholesky_jacobi(T* A, int ld, int m, T* D, T*
 
 // x ← L⁻¹ x and x ← L⁻ᵀ x for a factor of cholesky_jacobi.
 template <typename T>
-FASTPID_HOST_DEVICE inline void forward(const T* L, int ld, int m, const T* inv, T* x) {
+FASTPID_HOST_DEVICE inline void forward(ConstPtr<T> L, int ld, int m, ConstPtr<T> inv, Ptr<T> x) {
   for (int i = 0; i < m; ++i) x[i] = (x[i] - dot(L + i * ld, x, i)) * inv[i];
 }
 template <typename T>
-FASTPID_HOST_DEVICE inline void backward(const T* L, int ld, int m, const T* inv, T* x) {
+FASTPID_HOST_DEVICE inline void backward(ConstPtr<T> L, int ld, int m, ConstPtr<T> inv, Ptr<T> x) {
   for (int i = m - 1; i >= 0; --i) {
     const T xi = x[i] * inv[i];
     x[i] = xi;
-    const T* Li = L + i * ld;
+    ConstPtr<T> Li = L + i * ld;
     for (int l = 0; l < i; ++l) x[l] -= Li[l] * xi;
   }
 }
@@ -269,7 +321,7 @@ FASTPID_HOST_DEVICE inline void backward(const T* L, int ld, int m, const T* inv
 // columns up to padded(n), so that every register tile is a full one.  Entries
 // below the diagonal may be updated too: no caller reads S's lower triangle.
 template <typename T>
-FASTPID_HOST_DEVICE inline void rank_update(T* S, int ldS, const T* G, int ldG, int rows, int n) {
+FASTPID_HOST_DEVICE inline void rank_update(Ptr<T> S, int ldS, ConstPtr<T> G, int ldG, int rows, int n) {
   for (int r = 0; r < n; ++r)
     for (int j = r; j < n; ++j) {
       T sum = T(0);
@@ -310,11 +362,11 @@ FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G,
 // dimension ld), with D = diag^(-1/2) (clamped at the smallest normal number)
 // from the given diagonal: the Jacobi scaling of the factorisations below.
 template <typename T>
-FASTPID_HOST_DEVICE inline void scale_upper(T* S, int ld, int n, const T* diag, T* D, T shift) {
+FASTPID_HOST_DEVICE inline void scale_upper(Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D, T shift) {
   for (int i = 0; i < n; ++i)
     D[i] = T(1) / sqrt_(where(diag[i] < Limits<T>::tiny(), Limits<T>::tiny(), diag[i]));  // NaN stays NaN
   for (int i = 0; i < n; ++i) {
-    T* Si = S + i * ld;
+    Ptr<T> Si = S + i * ld;
     const T di = D[i];
     for (int j = i; j < n; ++j) Si[j] = Si[j] * di * D[j];
     Si[i] += shift;
@@ -328,13 +380,13 @@ FASTPID_HOST_DEVICE inline void scale_upper(T* S, int ld, int n, const T* diag, 
 // inv.  False if a pivot is not positive (or NaN).  S is padded as rank_update
 // needs, with kPadding more rows and columns where end is not a multiple of it.
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> factor_upper(T* S, int ld, int n, int begin, int end, T* inv) {
+FASTPID_HOST_DEVICE inline Mask<T> factor_upper(Ptr<T> S, int ld, int n, int begin, int end, Ptr<T> inv) {
   constexpr int kPanel = 16;
   Mask<T> ok = T(0) == T(0);
   for (int p0 = begin; p0 < end; p0 += kPanel) {
     const int p1 = end < p0 + kPanel ? end : p0 + kPanel;
     for (int p = p0; p < p1; ++p) {
-      T* Up = S + p * ld;
+      Ptr<T> Up = S + p * ld;
       const T pivot = Up[p];
       ok = ok & (pivot > T(0));
       if (!any_(ok)) return ok;
@@ -344,7 +396,7 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_upper(T* S, int ld, int n, int begin, 
       for (int j = p + 1; j < n; ++j) Up[j] *= r;
       for (int i = p + 1; i < p1; ++i) {
         const T f = Up[i];
-        T* Si = S + i * ld;
+        Ptr<T> Si = S + i * ld;
         for (int j = i; j < n; ++j) Si[j] -= f * Up[j];
       }
     }
@@ -356,20 +408,21 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_upper(T* S, int ld, int n, int begin, 
 // Scaled Cholesky D S D + shift I = Uᵀ U of the upper triangle of S
 // (scale_upper, then factor_upper over every pivot).
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(T* S, int ld, int n, const T* diag, T* D, T* inv, T shift) {
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D, Ptr<T> inv,
+                                                  T shift) {
   scale_upper(S, ld, n, diag, D, shift);
   return factor_upper(S, ld, n, 0, n, inv);
 }
 
 // x[0 .. n) ← 0 (one contiguous fill: rows and their padding at once).
 template <typename T>
-FASTPID_HOST_DEVICE inline void zero(T* x, size_t n) {
+FASTPID_HOST_DEVICE inline void zero(Ptr<T> x, size_t n) {
   for (size_t i = 0; i < n; ++i) x[i] = T(0);
 }
 
 // x ← x − f u over n entries.
 template <typename T>
-FASTPID_HOST_DEVICE inline void subtract_scaled(T* x, const T* u, T f, int n) {
+FASTPID_HOST_DEVICE inline void subtract_scaled(Ptr<T> x, ConstPtr<T> u, T f, int n) {
   for (int j = 0; j < n; ++j) x[j] -= u[j] * f;
 }
 #if defined(__GNUC__) && !defined(__CUDACC__)
@@ -385,7 +438,7 @@ FASTPID_HOST_DEVICE inline void subtract_scaled(double* x, const double* u, doub
 
 // x ← U⁻ᵀ x and x ← U⁻¹ x for a factor of cholesky_upper.
 template <typename T>
-FASTPID_HOST_DEVICE inline void forward_upper(const T* U, int ld, int n, const T* inv, T* x) {
+FASTPID_HOST_DEVICE inline void forward_upper(ConstPtr<T> U, int ld, int n, ConstPtr<T> inv, Ptr<T> x) {
   for (int p = 0; p < n; ++p) {
     const T xp = x[p] * inv[p];
     x[p] = xp;
@@ -393,7 +446,7 @@ FASTPID_HOST_DEVICE inline void forward_upper(const T* U, int ld, int n, const T
   }
 }
 template <typename T>
-FASTPID_HOST_DEVICE inline void backward_upper(const T* U, int ld, int n, const T* inv, T* x) {
+FASTPID_HOST_DEVICE inline void backward_upper(ConstPtr<T> U, int ld, int n, ConstPtr<T> inv, Ptr<T> x) {
   for (int i = n - 1; i >= 0; --i) x[i] = (x[i] - dot(U + i * ld + i + 1, x + i + 1, n - i - 1)) * inv[i];
 }
 

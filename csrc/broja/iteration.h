@@ -46,7 +46,7 @@ FASTPID_HOST_DEVICE inline Mask<T> factor(Joint<T>& J, T shift) {
   return side_factor(J, shift);
 }
 template <typename T>
-FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
+FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, Ptr<T> x1, Ptr<T> x2) {
   if constexpr (kPairsHere<T>)
     if (J.elimination == Elimination::kPairs) return pairs_solve(J, r1, r2, x1, x2);
   side_solve(J, r1, r2, x1, x2);
@@ -71,15 +71,16 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_with_shift(Joint<T>& J) {
 // (e1, e2) += M (x1, x2) and (m1, m2) += |M| |x| (the bound below), pair by
 // pair, over the cells only (s and q vanish off them); Dense as in pair_softmax.
 template <bool Dense, typename T>
-FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* x2, T* e1, T* e2, T* m1, T* m2) {
+FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, ConstPtr<T> x1, ConstPtr<T> x2, Ptr<T> e1, Ptr<T> e2,
+                                             Ptr<T> m1, Ptr<T> m2) {
   const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
     const int k1 = c.k / n2, k2 = c.k % n2;
-    const T* sk = J.s + c.k * ny;
-    const T* qk = J.q + c.k * ny;
-    const T* a = x1 + k1 * ny;
-    const T* b = x2 + k2 * ny;
+    ConstPtr<T> sk = J.s + c.k * ny;
+    ConstPtr<T> qk = J.q + c.k * ny;
+    ConstPtr<T> a = x1 + k1 * ny;
+    ConstPtr<T> b = x2 + k2 * ny;
     T dot = T(0), dot_abs = T(0);
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
@@ -89,10 +90,10 @@ FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* 
     const T ck = J.c[c.k];
     dot *= ck;
     dot_abs *= fabs_(ck);
-    T* o1 = e1 + k1 * ny;
-    T* o2 = e2 + k2 * ny;
-    T* p1 = m1 + k1 * ny;
-    T* p2 = m2 + k2 * ny;
+    Ptr<T> o1 = e1 + k1 * ny;
+    Ptr<T> o2 = e2 + k2 * ny;
+    Ptr<T> p1 = m1 + k1 * ny;
+    Ptr<T> p2 = m2 + k2 * ny;
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
       const T value = qk[y] * (a[y] + b[y]) + sk[y] * dot;
@@ -110,10 +111,11 @@ FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, const T* x1, const T* 
 // componentwise backward error max_i |e_i| / (|M| |x| + |r|)_i (LAPACK's berr, with
 // |M| bounded by Σ_k E_kᵀ |diag(q_k) + c_k s_k s_kᵀ| E_k).
 template <typename T>
-FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, const T* x1, const T* x2, T* e1, T* e2) {
+FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, ConstPtr<T> x1, ConstPtr<T> x2,
+                                      Ptr<T> e1, Ptr<T> e2) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
-  T* m1 = J.t1;  // |M| |x|
-  T* m2 = J.t2;
+  Ptr<T> m1 = J.t1;  // |M| |x|
+  Ptr<T> m2 = J.t2;
   for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
   if (J.dense)
@@ -137,15 +139,15 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, const T* r1, const T* r2, con
 // The right-hand side's pair terms, s_k f_k with f_k = (rc_k + w_k primal_k) / h_k, added
 // over the cells (Dense as in pair_softmax); rc is updated in place.
 template <bool Dense, typename T>
-FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, T* rc) {
+FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, Ptr<T> rc) {
   const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
     rc[c.k] += J.w[c.k] * J.primal[c.k];
     const T f = rc[c.k] / J.h[c.k];
-    const T* sk = J.s + c.k * ny;
-    T* a = J.rhs1 + c.k / n2 * ny;
-    T* b = J.rhs2 + c.k % n2 * ny;
+    ConstPtr<T> sk = J.s + c.k * ny;
+    Ptr<T> a = J.rhs1 + c.k / n2 * ny;
+    Ptr<T> b = J.rhs2 + c.k % n2 * ny;
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
       const T value = sk[y] * f;
@@ -156,14 +158,14 @@ FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, T* rc) {
 }
 // The slopes ⟨s_k, Δλ1 + Δλ2⟩ of the pairs with cells into slope (0 elsewhere).
 template <bool Dense, typename T>
-FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, T* slope) {
+FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, Ptr<T> slope) {
   const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   for (int k = 0; k < J.np; ++k) slope[k] = T(0);
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* sk = J.s + c.k * ny;
-    const T* a = J.d1 + c.k / n2 * ny;
-    const T* b = J.d2 + c.k % n2 * ny;
+    ConstPtr<T> sk = J.s + c.k * ny;
+    ConstPtr<T> a = J.d1 + c.k / n2 * ny;
+    ConstPtr<T> b = J.d2 + c.k % n2 * ny;
     T sum = T(0);
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
@@ -176,7 +178,7 @@ FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, T* slope) {
 // Δλ, Δw, Δh for the complementarity target rc (solver.newton_direction);
 // rc is overwritten by rc + w (g + h).
 template <typename T>
-FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* dh) {
+FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, Ptr<T> rc, Ptr<T> dw, Ptr<T> dh) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
   for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
@@ -211,7 +213,7 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, T* rc, T* dw, T* d
 
 // Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
 template <typename T>
-FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
+FASTPID_HOST_DEVICE inline T max_step(ConstPtr<T> value, ConstPtr<T> delta, int n) {
   // The min over the decreasing entries, NaN if any ratio is NaN; without branches on the values.
   T alpha = T(1), nan = T(0);
   Mask<T> any_nan = T(0) != T(0);
@@ -232,7 +234,7 @@ FASTPID_HOST_DEVICE inline T max_step(const T* value, const T* delta, int n) {
 // constraints by more than allowed (the reference then takes α = 0, or steps
 // into NaN, from where its best iterate can no longer change).
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> step(Joint<T>& J, Mask<T> active) {
+FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Mask<T> step(Joint<T>& J, Mask<T> active) {
   const int np = J.np, n1 = J.n1, n2 = J.n2, ny = J.ny;
   T mu = T(0);
   for (int k = 0; k < np; ++k) {
@@ -314,14 +316,15 @@ struct Result {
 // Solves one joint p (n1 × n2 × ny, contiguous) as solver.solve does and writes
 // the best iterate's λ1 (n1 × ny), λ2 (n2 × ny) and w (n1 × n2), solving the
 // Newton systems by `elimination` (kSide or kPairs; kPairs for scalar T only).
-// `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination) bytes; it
-// needs no initialisation.
+// `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination) bytes for each
+// of the kInterleave joints that share it, this one at `lane` (0 where
+// kInterleave is 1); it needs no initialisation.
 template <typename T>
-FASTPID_HOST_DEVICE inline Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter, int patience,
-                                                 Elimination elimination, void* workspace, T* lam1_out, T* lam2_out,
-                                                 T* w_out) {
+FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter,
+                                                               int patience, Elimination elimination, void* workspace,
+                                                               int lane, T* lam1_out, T* lam2_out, T* w_out) {
   Joint<T> J;
-  attach(J, workspace, n1, n2, ny, elimination);
+  attach(J, workspace, lane, n1, n2, ny, elimination);
   set_up(J, p);
   const int c1 = n1 * ny, c2 = n2 * ny, np = J.np;
   for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];

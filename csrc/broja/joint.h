@@ -49,11 +49,11 @@ FASTPID_HOST_DEVICE inline Elimination choose_elimination(int n1, int n2, int ny
 // overall; pos[a * ny + y] is i, or −1 where (a, y) is not free.
 struct Side {
   int n;
-  const unsigned char* free;  // (n, ny)
-  int* ys;                    // (n, ny)
-  int* pos;                   // (n, ny)
-  int* count;                 // (n)
-  int* offset;                // (n)
+  ConstPtr<unsigned char> free;  // (n, ny)
+  Ptr<int> ys;                   // (n, ny)
+  Ptr<int> pos;                  // (n, ny)
+  Ptr<int> count;                // (n)
+  Ptr<int> offset;               // (n)
   int total;
 };
 
@@ -62,13 +62,13 @@ struct Joint {
   int n1, n2, ny, np;  // np = n1 n2 pairs, pair k = k1 n2 + k2 of symbols (k1, k2), cell k ny + y
   T total_weight;      // Σ_k weight_k (at least the smallest normal number)
   // Problem data and masks.
-  T *p1, *p2, *py;                   // (n1, ny), (n2, ny), (ny)
-  unsigned char *on1, *on2, *free2;  // P1 > 0, P2 > 0, P2 > 0 and not pinned
-  unsigned char *cell, *pair;        // (np, ny), (np)
+  Ptr<T> p1, p2, py;                   // (n1, ny), (n2, ny), (ny)
+  Ptr<unsigned char> on1, on2, free2;  // P1 > 0, P2 > 0, P2 > 0 and not pinned
+  Ptr<unsigned char> cell, pair;       // (np, ny), (np)
   // The cells by pair (compressed rows), for joints with cells off the domain
   // (dense = false): pair valid_pairs[v] has the cells cells[pair_start[v] ..
   // pair_start[v + 1]) (their y, increasing), v < n_valid pairs with cells.
-  int *valid_pairs, *pair_start, *cells;  // (np), (np + 1), (np ny)
+  Ptr<int> valid_pairs, pair_start, cells;  // (np), (np + 1), (np ny)
   int n_valid, n_cells;
   bool dense;  // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
   Side side1, side2;
@@ -81,67 +81,73 @@ struct Joint {
   int ldK;  // leading dimension of G and S: padded(K.total) (the padding is zero)
   Elimination elimination;
   // Iterate and best iterate.
-  T *lam1, *lam2, *w, *h;
-  T* weight;  // central-path weights Q0(x1, x2) (0 off the pairs)
-  T *best_lam1, *best_lam2, *best_w;
+  Ptr<T> lam1, lam2, w, h;
+  Ptr<T> weight;  // central-path weights Q0(x1, x2) (0 off the pairs)
+  Ptr<T> best_lam1, best_lam2, best_w;
   // Per iteration.
-  T *g, *s, *q, *c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
-  T* z;                      // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
-  T* pair_sum;               // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
-                             // conditional_entropies)
-  T* qr;                     // rounded Q (np, ny)
-  T *r1, *r2;                // marginals(w s) − (P1, P2)
-  T *t1, *t2;                // scratch (n1, ny), (n2, ny)
-  T *primal, *comp, *rc;     // (np)
-  T *dw_a, *dh_a, *dw, *dh;  // (np)
-  T *d1, *d2, *rhs1, *rhs2;  // (n1, ny), (n2, ny)
-  T *e1, *e2, *f1, *f2;      // refinement: residual and correction, (n1, ny), (n2, ny)
-  T *lam1_0, *lam2_0;        // λ before a step, for backtracking
+  Ptr<T> g, s, q, c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
+  Ptr<T> z;                   // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
+  Ptr<T> pair_sum;            // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
+                              // conditional_entropies)
+  Ptr<T> qr;                  // rounded Q (np, ny)
+  Ptr<T> r1, r2;              // marginals(w s) − (P1, P2)
+  Ptr<T> t1, t2;              // scratch (n1, ny), (n2, ny)
+  Ptr<T> primal, comp, rc;    // (np)
+  Ptr<T> dw_a, dh_a, dw, dh;  // (np)
+  Ptr<T> d1, d2, rhs1, rhs2;  // (n1, ny), (n2, ny)
+  Ptr<T> e1, e2, f1, f2;      // refinement: residual and correction, (n1, ny), (n2, ny)
+  Ptr<T> lam1_0, lam2_0;      // λ before a step, for backtracking
   // Newton matrix factors (E.total ≤ Emax = max(n1, n2) ny, K.total ≤ Kmax = min(n1, n2) ny).
-  T *LE, *DE, *IE;  // per E block: Cholesky factor (ny × ny), Jacobi scales, 1 / pivots
-  T* G;             // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
-  T *S, *DS, *IS;   // Schur complement: upper factor (ldK², row-major), Jacobi scales, 1 / pivots
-  T* diagK;         // (Kmax) diagonal of A_K: the Jacobi scaling of S
-  T *sK, *tE, *xK;  // scratch (ny), (Emax), (Kmax)
-  T* u;             // scratch (ny)
+  Ptr<T> LE, DE, IE;  // per E block: Cholesky factor (ny × ny), Jacobi scales, 1 / pivots
+  Ptr<T> G;           // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
+  Ptr<T> S, DS, IS;   // Schur complement: upper factor (ldK², row-major), Jacobi scales, 1 / pivots
+  Ptr<T> diagK;       // (Kmax) diagonal of A_K: the Jacobi scaling of S
+  Ptr<T> sK, tE, xK;  // scratch (ny), (Emax), (Kmax)
+  Ptr<T> u;           // scratch (ny)
   // Pairs elimination: nn = n1 + n2 variables per target value y, variable v
   // being λ1(v, y) for v < n1 and λ2(v − n1, y) beyond.
-  int nn, ldC;                   // ldC: leading dimension of the capacitance, padded(np) + kPadding
-  int *yvars, *ycount;           // (ny, nn), (ny): the free variables of y
-  int *yon1, *yon2, *yn1, *yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
-  T* F;                          // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere in the rows of
-                                 // the symbols on at y (the only rows read: form_cross); other rows unset
-  T* Fc;                         // (ny, nn, nn) the same, compact: m × m over the free variables in yvars order
-  int ldB;                       // padded(nn) + kPadding: rows of block and columns
-  T *block, *blockD, *blockI;    // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
-  T* columns;                    // (ldB, ldB) scratch: the inverse transpose of D_y's factor
-  int* position;                 // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
-  unsigned char* shifted;        // (ny) D_y has needed the shift δ at a step of this solve (it keeps it)
-  T* cross;                      // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
-  T *cap, *capD, *capI;          // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
-  T* root;                       // (np) |c_k|^(1/2), capacitance order
-  int* order;                    // (np) the pairs with cells in capacitance order: c ≥ 0 first
-  int* order_cells;              // (np) their index among the pairs with cells (pair_cells)
+  int nn, ldC;                    // ldC: leading dimension of the capacitance, padded(np) + kPadding
+  Ptr<int> yvars, ycount;         // (ny, nn), (ny): the free variables of y
+  Ptr<int> yon1, yon2, yn1, yn2;  // (ny, n1), (ny, n2), (ny), (ny): the x1 with P1 > 0, the x2 with P2 > 0 at y
+  Ptr<T> F;                       // (ny, nn, nn) D_y⁻¹ on the free variables of y, zero elsewhere in the rows of
+                                  // the symbols on at y (the only rows read: form_cross); other rows unset
+  Ptr<T> Fc;                      // (ny, nn, nn) the same, compact: m × m over the free variables in yvars order
+  int ldB;                        // padded(nn) + kPadding: rows of block and columns
+  Ptr<T> block, blockD, blockI;   // (ldB, ldB), (nn), (nn) scratch: D_y's factor, then −F_y; Jacobi scales, 1 / pivots
+  Ptr<T> columns;                 // (ldB, ldB) scratch: the inverse transpose of D_y's factor
+  Ptr<int> position;              // (nn) scratch: where each variable of y sits among its free ones (−1: not free)
+  Ptr<unsigned char> shifted;     // (ny) D_y has needed the shift δ at a step of this solve (it keeps it)
+  Ptr<T> cross;                   // (np, np) Uᵀ D⁻¹ U, pairs in their natural order
+  Ptr<T> cap, capD, capI;         // capacitance: upper factor (ldC²), Jacobi scales, 1 / pivots (np)
+  Ptr<T> root;                    // (np) |c_k|^(1/2), capacitance order
+  Ptr<int> order;                 // (np) the pairs with cells in capacitance order: c ≥ 0 first
+  Ptr<int> order_cells;           // (np) their index among the pairs with cells (pair_cells)
   int n_order, n_positive;
-  T *sT, *xrows, *wy;  // scratch of form_cross: (n1, ny, w2), (n2, ny, w2), (ny, n2); w2 = cross_width(n2)
-  int* common;         // scratch (ny): the target values two x1 symbols share
-  int* span;           // scratch (2 n1): where each x1's free target values of a tile begin and end
-  T *vk, *row;         // scratch (np), (nn)
-  T* ty;               // scratch (ny, nn): D⁻¹ r per target value
+  Ptr<T> sT, xrows, wy;  // scratch of form_cross: (n1, ny, w2), (n2, ny, w2), (ny, n2); w2 = cross_width(n2)
+  Ptr<int> common;       // scratch (ny): the target values two x1 symbols share
+  Ptr<int> span;         // scratch (2 n1): where each x1's free target values of a tile begin and end
+  Ptr<T> vk, row;        // scratch (np), (nn)
+  Ptr<T> ty;             // scratch (ny, nn): D⁻¹ r per target value
 };
 
+// Where layout carves the arrays: the workspace (null: only count its bytes)
+// and the joint's lane among the kInterleave joints that share it.
+struct Carving {
+  char* base;
+  int lane;
+};
 template <typename U>
-FASTPID_HOST_DEVICE inline void carve(U*& ptr, char* base, size_t& offset, size_t count) {
+FASTPID_HOST_DEVICE inline void carve(Ptr<U>& ptr, Carving b, size_t& offset, size_t count) {
   offset = (offset + 63) & ~size_t(63);
-  ptr = base ? reinterpret_cast<U*>(base + offset) : nullptr;
+  ptr = Ptr<U>(b.base ? reinterpret_cast<U*>(b.base + offset * kInterleave) + b.lane : nullptr);
   offset += count * sizeof(U);
 }
 
-FASTPID_HOST_DEVICE inline void carve_side(Side& side, char* base, size_t& offset, size_t n, size_t ny) {
-  carve(side.ys, base, offset, n * ny);
-  carve(side.pos, base, offset, n * ny);
-  carve(side.count, base, offset, n);
-  carve(side.offset, base, offset, n);
+FASTPID_HOST_DEVICE inline void carve_side(Side& side, Carving b, size_t& offset, size_t n, size_t ny) {
+  carve(side.ys, b, offset, n * ny);
+  carve(side.pos, b, offset, n * ny);
+  carve(side.count, b, offset, n);
+  carve(side.offset, b, offset, n);
 }
 // The eliminated and the kept side, as copies (a reference would point into J).
 template <typename T>
@@ -153,12 +159,14 @@ FASTPID_HOST_DEVICE inline Side kept(const Joint<T>& J) {
   return J.keep2 ? J.side2 : J.side1;
 }
 
-// Points the arrays of `J` into `base` (when not null) and returns the bytes
-// needed for an n1 × n2 × ny joint solved with `elimination`; call with base =
-// nullptr to size the workspace.  Only the chosen elimination's arrays are laid out.
+// Points the arrays of `J` into `base` (when not null), at `lane` among the
+// kInterleave joints that share it, and returns the bytes an n1 × n2 × ny joint
+// solved with `elimination` needs; call with base = nullptr to size the
+// workspace.  Only the chosen elimination's arrays are laid out.
 template <typename T>
-FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2, int ny, Elimination elimination) {
-  char* b = static_cast<char*>(base);
+FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int n1, int n2, int ny,
+                                         Elimination elimination) {
+  const Carving b{static_cast<char*>(base), lane};
   size_t o = 0;
   const size_t np = size_t(n1) * n2, c1 = size_t(n1) * ny, c2 = size_t(n2) * ny, nc = np * ny;
   const size_t e_max = (n1 > n2 ? n1 : n2) * size_t(ny);
@@ -272,26 +280,28 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int n1, int n2
   return o + 64;  // room to align `base` itself
 }
 
-// Lays J's arrays out in `workspace` (workspace_bytes<T>(n1, n2, ny, elimination) bytes)
-// from its first 64-byte boundary on.
+// Lays J's arrays out in `workspace` (workspace_bytes<T>(n1, n2, ny, elimination)
+// bytes per joint that shares it) from its first 64-byte boundary on, at `lane`.
 template <typename T>
-FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int n1, int n2, int ny, Elimination elimination) {
+FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int lane, int n1, int n2, int ny,
+                                       Elimination elimination) {
   char* base = static_cast<char*>(workspace);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
-  layout(J, base, n1, n2, ny, elimination);
+  layout(J, base, lane, n1, n2, ny, elimination);
 }
 
 // Bytes of workspace solve_joint (certify_joint: Elimination::kNone) needs for
-// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64 bytes.
+// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64
+// bytes; kInterleave joints share kInterleave times as many.
 template <typename T>
 FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination) {
   Joint<T> J;
-  return layout(J, nullptr, n1, n2, ny, elimination) + 63;
+  return layout(J, nullptr, 0, n1, n2, ny, elimination) + 63;
 }
 
 // ---------------------------------------------------------------- set-up
 
-FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsigned char* free) {
+FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, ConstPtr<unsigned char> free) {
   side.n = n;
   side.free = free;
   int total = 0;
@@ -320,7 +330,7 @@ FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, const unsig
 // cell list.  Dense: every pair, every y (ys unused: y = i), start = k ny.
 struct PairCells {
   int k, start, count;
-  const int* ys;
+  ConstPtr<int> ys;
 };
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline int pairs_with_cells(const Joint<T>& J) {
@@ -341,12 +351,12 @@ FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
   const int n2 = J.n2, ny = J.ny, np = J.np, pairs = pairs_with_cells<Dense>(J);
-  T* z = Dense ? J.s : J.z;
+  Ptr<T> z = Dense ? J.s : J.z;
   for (int v = 0; v < pairs; ++v) {  // z ← λ1 + λ2 − the max over the cells, g ← the max
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* l1 = J.lam1 + c.k / n2 * ny;
-    const T* l2 = J.lam2 + c.k % n2 * ny;
-    T* zk = z + c.start;
+    ConstPtr<T> l1 = J.lam1 + c.k / n2 * ny;
+    ConstPtr<T> l2 = J.lam2 + c.k % n2 * ny;
+    Ptr<T> zk = z + c.start;
     // The max over the cells, NaN if any is NaN; without branches on the values.
     T m = -Limits<T>::inf(), nan = T(0);
     Mask<T> any_nan = T(0) != T(0);
@@ -367,8 +377,8 @@ FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
   exp_all(z, Dense ? np * ny : J.n_cells);
   for (int v = 0; v < pairs; ++v) {
     const PairCells c = pair_cells<Dense>(J, v);
-    const T* zk = z + c.start;
-    T* sk = J.s + c.k * ny;
+    ConstPtr<T> zk = z + c.start;
+    Ptr<T> sk = J.s + c.k * ny;
     T sum = T(0);
     for (int i = 0; i < c.count; ++i) sum += zk[i];
     const T inv = T(1) / sum;
@@ -415,8 +425,8 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
   for (int i = 0; i < n2 * ny; ++i) J.on2[i] = any_(J.p2[i] > T(0));
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const unsigned char* o1 = J.on1 + k1 * ny;
-      const unsigned char* o2 = J.on2 + k2 * ny;
+      ConstPtr<unsigned char> o1 = J.on1 + k1 * ny;
+      ConstPtr<unsigned char> o2 = J.on2 + k2 * ny;
       unsigned char any = 0;
       for (int y = 0; y < ny; ++y) {
         J.cell[k * ny + y] = o1[y] && o2[y];
@@ -440,7 +450,7 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
 // The pinned x2 of a target value y: the first of largest P2(x2, y) (p2 points
 // at P2(0, y), rows `stride` apart; torch.argmax's rule, NaN counting as the largest).
 template <typename T>
-FASTPID_HOST_DEVICE inline int gauge_pin(const T* p2, const unsigned char*, int n2, int stride) {
+FASTPID_HOST_DEVICE inline int gauge_pin(ConstPtr<T> p2, ConstPtr<unsigned char>, int n2, int stride) {
   int pin = 0;
   T best = p2[0];
   for (int x2 = 1; x2 < n2; ++x2) {
@@ -460,7 +470,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void list_target_values(Joint<T>& J) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn;
   for (int y = 0; y < ny; ++y) {
-    int* vars = J.yvars + size_t(y) * nn;
+    Ptr<int> vars = J.yvars + size_t(y) * nn;
     int m = 0, a = 0, b = 0;
     for (int x1 = 0; x1 < n1; ++x1)
       if (J.on1[x1 * ny + y]) {
@@ -510,8 +520,8 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.on2[i] ? log_(J.p2[i]) : T(0);
   for (int k1 = 0, k = 0; k1 < n1; ++k1)
     for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const T* a = J.p1 + k1 * ny;
-      const T* b = J.p2 + k2 * ny;
+      ConstPtr<T> a = J.p1 + k1 * ny;
+      ConstPtr<T> b = J.p2 + k2 * ny;
       T sum = T(0);
       for (int y = 0; y < ny; ++y)
         if (J.cell[k * ny + y]) sum += a[y] * b[y] / J.py[y];

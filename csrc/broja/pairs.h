@@ -24,10 +24,10 @@ inline namespace FASTPID_ISA {
 template <typename T>
 FASTPID_HOST_DEVICE inline void load_block(Joint<T>& J, int y, int m) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, ld = J.ldB, mp = padded(m);
-  T* A = J.block;
+  Ptr<T> A = J.block;
   zero(A, size_t(mp) * ld);
-  const int* on1 = J.yon1 + y * n1;
-  const int* on2 = J.yon2 + y * n2;
+  ConstPtr<int> on1 = J.yon1 + y * n1;
+  ConstPtr<int> on2 = J.yon2 + y * n2;
   for (int a = 0; a < J.yn1[y]; ++a) {
     const int x1 = on1[a], i = J.position[x1];
     for (int b = 0; b < J.yn2[y]; ++b) {
@@ -47,14 +47,14 @@ FASTPID_HOST_DEVICE inline void load_block(Joint<T>& J, int y, int m) {
 template <typename T>
 FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift) {
   const int ld = J.ldB;
-  T* A = J.block;
-  T* diag = J.row;
+  Ptr<T> A = J.block;
+  Ptr<T> diag = J.row;
   for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
   if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift)) return false;
-  T* V = J.columns;
+  Ptr<T> V = J.columns;
   zero(V, size_t(m) * ld);
   for (int i = 0; i < m; ++i) {
-    T* Vi = V + size_t(i) * ld;
+    Ptr<T> Vi = V + size_t(i) * ld;
     // Rows of V are zero beyond their diagonal: whole vectors, no remainder loop.
     for (int k = 0; k < i; ++k) subtract_scaled(Vi, V + size_t(k) * ld, A[k * ld + i], padded(k + 1));
     Vi[i] += T(1);
@@ -69,12 +69,12 @@ FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift) {
 template <typename T>
 FASTPID_HOST_DEVICE inline T write_inverse(Joint<T>& J, int y, int m) {
   const int nn = J.nn, ld = J.ldB, mp = padded(m);
-  const int* vars = J.yvars + size_t(y) * nn;
-  T* A = J.block;
+  ConstPtr<int> vars = J.yvars + size_t(y) * nn;
+  Ptr<T> A = J.block;
   zero(A, size_t(mp) * ld);  // U is spent: A ← −Vᵀ V
   rank_update(A, ld, J.columns, ld, m, m);
-  T* F = J.F + size_t(y) * nn * nn;
-  T* Fc = J.Fc + size_t(y) * nn * nn;
+  Ptr<T> F = J.F + size_t(y) * nn * nn;
+  Ptr<T> Fc = J.Fc + size_t(y) * nn * nn;
   T norm = T(0);
   for (int a = 0; a < m; ++a)
     for (int b = a; b < m; ++b) {
@@ -101,9 +101,9 @@ FASTPID_HOST_DEVICE inline T write_inverse(Joint<T>& J, int y, int m) {
 template <typename T>
 FASTPID_HOST_DEVICE inline bool invert_block(Joint<T>& J, int y, T shift) {
   const int n1 = J.n1, n2 = J.n2, nn = J.nn, m = J.ycount[y];
-  const int* vars = J.yvars + size_t(y) * nn;
+  ConstPtr<int> vars = J.yvars + size_t(y) * nn;
   // Only the rows of the symbols on at y are ever read (form_cross).
-  T* F = J.F + size_t(y) * nn * nn;
+  Ptr<T> F = J.F + size_t(y) * nn * nn;
   for (int a = 0; a < J.yn1[y]; ++a) zero(F + size_t(J.yon1[y * n1 + a]) * nn, nn);
   for (int b = 0; b < J.yn2[y]; ++b) zero(F + size_t(n1 + J.yon2[y * n2 + b]) * nn, nn);
   if (m == 0) return true;
@@ -148,8 +148,8 @@ constexpr size_t kCrossTileBytes = size_t(192) << 10;  // X_i of a tile of targe
 // The Rows × kCrossChunk sums are independent chains: the loop over t is not
 // bound by the latency of one accumulator, and each s is loaded once for all rows.
 template <int Rows, typename T>
-FASTPID_HOST_DEVICE inline void cross_chunk(T* out, size_t np, const T* x, size_t stride, const T* w, const T* s,
-                                            const int* ys, int count, int ld, int n2, int width) {
+FASTPID_HOST_DEVICE inline void cross_chunk(Ptr<T> out, size_t np, ConstPtr<T> x, size_t stride, ConstPtr<T> w,
+                                            ConstPtr<T> s, ConstPtr<int> ys, int count, int ld, int n2, int width) {
   T acc[Rows][kCrossChunk] = {};
   for (int t = 0; t < count; ++t) {
     const size_t row = size_t(ys[t]) * ld;
@@ -194,20 +194,20 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
   // F_y and X_i stay in the cache while every block sums over them.
   const int tile = int(kCrossTileBytes / (size_t(n2) * ld * sizeof(T))) + 1;
   const Side& side = J.side1;  // the target values at which each x1 is free, increasing
-  int* begin = J.span;         // per x1 symbol: its free target values of the tile, begin[i] ≤ t < end[i]
-  int* end = J.span + n1;
-  T* sT = J.sT;  // s(i, j, y) as (n1, ny, ld), read only where i is free at y
+  Ptr<int> begin = J.span;     // per x1 symbol: its free target values of the tile, begin[i] ≤ t < end[i]
+  Ptr<int> end = J.span + n1;
+  Ptr<T> sT = J.sT;  // s(i, j, y) as (n1, ny, ld), read only where i is free at y
   for (int i = 0; i < n1; ++i) {
     end[i] = 0;
     for (int t = 0; t < side.count[i]; ++t) {
       const int y = side.ys[i * ny + t];
-      T* row = sT + (size_t(i) * ny + y) * ld;
+      Ptr<T> row = sT + (size_t(i) * ny + y) * ld;
       for (int j = 0; j < n2; ++j) row[j] = J.s[(size_t(i) * n2 + j) * ny + y];
       for (int j = n2; j < ld; ++j) row[j] = T(0);
     }
   }
   for (size_t k = 0; k < np * np; ++k) J.cross[k] = T(0);
-  T* X = J.xrows;                         // (n2, ny, ld)
+  Ptr<T> X = J.xrows;                     // (n2, ny, ld)
   const size_t stride = size_t(ny) * ld;  // between the rows j of X
   for (int y0 = 0; y0 < ny; y0 += tile) {
     const int y1 = ny - y0 < tile ? ny : y0 + tile;
@@ -216,27 +216,27 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
       while (end[i] < side.count[i] && side.ys[i * ny + end[i]] < y1) ++end[i];
     }
     for (int i = 0; i < n1; ++i) {
-      const int* yi = side.ys + i * ny;
-      const T* si = sT + size_t(i) * ny * ld;
+      ConstPtr<int> yi = side.ys + i * ny;
+      ConstPtr<T> si = sT + size_t(i) * ny * ld;
       for (int a = begin[i]; a < end[i]; ++a) {
         const int y = yi[a];
-        const T* F = J.F + size_t(y) * nn * nn;
-        const T* f12 = F + size_t(i) * nn + n1;
+        ConstPtr<T> F = J.F + size_t(y) * nn * nn;
+        ConstPtr<T> f12 = F + size_t(i) * nn + n1;
         for (int j = 0; j < n2; ++j) {
-          T* x = X + j * stride + size_t(y) * ld;
+          Ptr<T> x = X + j * stride + size_t(y) * ld;
           if (!J.on2[size_t(j) * ny + y]) {  // no cell (i, j, y), and F's row n1 + j is not written at y
             for (int l = 0; l < ld; ++l) x[l] = T(0);
             continue;
           }
           const T sk = si[size_t(y) * ld + j];
-          const T* f22 = F + size_t(n1 + j) * nn + n1;
+          ConstPtr<T> f22 = F + size_t(n1 + j) * nn + n1;
           for (int l = 0; l < n2; ++l) x[l] = sk * (f22[l] + f12[l]);
           for (int l = n2; l < ld; ++l) x[l] = T(0);
         }
       }
       for (int i2 = i; i2 < n1; ++i2) {
         // The target values of the tile free for both i and i2 (merge of two increasing lists).
-        const int* y2 = side.ys + i2 * ny;
+        ConstPtr<int> y2 = side.ys + i2 * ny;
         int count = 0;
         for (int a = begin[i], b = begin[i2]; a < end[i] && b < end[i2];) {
           if (yi[a] < y2[b])
@@ -250,16 +250,16 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
           }
         }
         if (count == 0) continue;  // no target value in common (most blocks of sparse joints)
-        T* W = J.wy;
+        Ptr<T> W = J.wy;
         for (int t = 0; t < count; ++t) {
           const int y = J.common[t];
-          const T* F = J.F + size_t(y) * nn * nn;
+          ConstPtr<T> F = J.F + size_t(y) * nn * nn;
           const T a = F[size_t(i) * nn + i2];
-          const T* f21 = F + size_t(i2) * nn + n1;  // F[n1 + j][i2] = F[i2][n1 + j]: F_y is symmetric
+          ConstPtr<T> f21 = F + size_t(i2) * nn + n1;  // F[n1 + j][i2] = F[i2][n1 + j]: F_y is symmetric
           for (int j = 0; j < n2; ++j) W[size_t(t) * n2 + j] = si[size_t(y) * ld + j] * (a + f21[j]);
         }
-        const T* s2 = sT + size_t(i2) * ny * ld;
-        T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
+        ConstPtr<T> s2 = sT + size_t(i2) * ny * ld;
+        Ptr<T> block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;  // rows (i, j), columns (i2, ·)
         for (int c = 0; c < n2; c += kCrossChunk) {
           const int width = n2 - c < kCrossChunk ? n2 - c : kCrossChunk;
           int j = 0;
@@ -275,8 +275,8 @@ FASTPID_HOST_DEVICE inline void form_cross(Joint<T>& J) {
   }
   for (int i = 0; i < n1; ++i)
     for (int i2 = i + 1; i2 < n1; ++i2) {  // the mirror blocks (i2, i), row by row: contiguous stores
-      const T* block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;
-      T* mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;
+      ConstPtr<T> block = J.cross + size_t(i) * n2 * np + size_t(i2) * n2;
+      Ptr<T> mirror = J.cross + size_t(i2) * n2 * np + size_t(i) * n2;
       for (int l = 0; l < n2; ++l)
         for (int j = 0; j < n2; ++j) mirror[l * np + j] = block[j * np + l];
     }
@@ -302,12 +302,12 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
     if (J.c[J.valid_pairs[v]] < T(0)) J.order_cells[n++] = v;
   J.n_order = n;
   for (int a = 0; a < n; ++a) J.order[a] = J.valid_pairs[J.order_cells[a]];
-  T* C = J.cap;  // n × n with the padding factor_upper's tiles touch
+  Ptr<T> C = J.cap;  // n × n with the padding factor_upper's tiles touch
   zero(C, size_t(padded(n)) * ld);
   for (int a = 0; a < n; ++a) J.root[a] = sqrt_(fabs_(J.c[J.order[a]]));
   for (int a = 0; a < n; ++a) {
-    const T* Ga = J.cross + size_t(J.order[a]) * np;
-    T* Ca = C + size_t(a) * ld;
+    ConstPtr<T> Ga = J.cross + size_t(J.order[a]) * np;
+    Ptr<T> Ca = C + size_t(a) * ld;
     for (int b = a; b < n; ++b) Ca[b] = J.root[a] * Ga[J.order[b]] * J.root[b];
     J.vk[a] = T(1) + Ca[a];  // Jacobi scaling from |σ| + ρ G ρ, at least 1
     Ca[a] += a < J.n_positive ? T(1) : T(-1);
@@ -317,7 +317,7 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
   for (int a = 0; a < p; ++a) C[size_t(a) * ld + a] += shift;
   if (!factor_upper(C, ld, n, 0, p, J.capI)) return false;
   for (int a = p; a < n; ++a) {  // the trailing Schur complement is negative definite: negate it
-    T* Ca = C + size_t(a) * ld;
+    Ptr<T> Ca = C + size_t(a) * ld;
     for (int b = a; b < n; ++b) Ca[b] = -Ca[b];
     Ca[a] += shift;
   }
@@ -329,14 +329,14 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
 // the compact m × m inverse (J.Fc), so that a sparse joint's target values
 // cost m², not m nn.
 template <typename T>
-FASTPID_HOST_DEVICE inline void apply_block_inverses(Joint<T>& J, const T* r1, const T* r2) {
+FASTPID_HOST_DEVICE inline void apply_block_inverses(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2) {
   const int n1 = J.n1, ny = J.ny, nn = J.nn;
-  T* rv = J.row;
+  Ptr<T> rv = J.row;
   for (int y = 0; y < ny; ++y) {
     const int m = J.ycount[y];
-    const int* vars = J.yvars + size_t(y) * nn;
-    const T* Fc = J.Fc + size_t(y) * nn * nn;
-    T* t = J.ty + size_t(y) * nn;
+    ConstPtr<int> vars = J.yvars + size_t(y) * nn;
+    ConstPtr<T> Fc = J.Fc + size_t(y) * nn * nn;
+    Ptr<T> t = J.ty + size_t(y) * nn;
     for (int i = 0; i < m; ++i) rv[i] = vars[i] < n1 ? r1[size_t(vars[i]) * ny + y] : r2[size_t(vars[i] - n1) * ny + y];
     for (int v = 0; v < nn; ++v) t[v] = T(0);
     for (int i = 0; i < m; ++i) t[vars[i]] = dot(Fc + size_t(i) * nn, rv, m);
@@ -346,19 +346,19 @@ FASTPID_HOST_DEVICE inline void apply_block_inverses(Joint<T>& J, const T* r1, c
 // (x1, x2) ← M⁻¹ (r1, r2) with the factors of pairs_factor; r vanishes at
 // variables that are not free, and x vanishes there too.
 template <typename T>
-FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
+FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, Ptr<T> x1, Ptr<T> x2) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, nn = J.nn, n = J.n_order, p = J.n_positive;
   apply_block_inverses(J, r1, r2);
   // b = ρ Uᵀ D⁻¹ r, Jacobi-scaled; u from the signed factor; z = ρ u.
   // Over each pair's cells only (s vanishes off them; a dense joint lists every y).
-  T* b = J.vk;
+  Ptr<T> b = J.vk;
   for (int a = 0; a < n; ++a) {
     const PairCells c = pair_cells<false>(J, J.order_cells[a]);
     const int k1 = c.k / n2, k2 = c.k % n2;
-    const T* sk = J.s + size_t(c.k) * ny;
+    ConstPtr<T> sk = J.s + size_t(c.k) * ny;
     T sum = T(0);
     for (int i = 0; i < c.count; ++i) {
-      const T* t = J.ty + size_t(c.ys[i]) * nn;
+      ConstPtr<T> t = J.ty + size_t(c.ys[i]) * nn;
       sum += sk[c.ys[i]] * (t[k1] + t[n1 + k2]);
     }
     b[a] = sum * J.root[a] * J.capD[a];
@@ -373,9 +373,9 @@ FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, const T* r1, const T* r
     const PairCells c = pair_cells<false>(J, J.order_cells[a]);
     const int k1 = c.k / n2, k2 = c.k % n2;
     const T z = b[a] * J.capD[a] * J.root[a];
-    const T* sk = J.s + size_t(c.k) * ny;
-    T* o1 = x1 + size_t(k1) * ny;
-    T* o2 = x2 + size_t(k2) * ny;
+    ConstPtr<T> sk = J.s + size_t(c.k) * ny;
+    Ptr<T> o1 = x1 + size_t(k1) * ny;
+    Ptr<T> o2 = x2 + size_t(k2) * ny;
     for (int i = 0; i < c.count; ++i) {
       const int y = c.ys[i];
       o1[y] -= sk[y] * z;
@@ -386,7 +386,7 @@ FASTPID_HOST_DEVICE inline void pairs_solve(Joint<T>& J, const T* r1, const T* r
   for (size_t i = 0; i < size_t(n2) * ny; ++i) x2[i] = J.free2[i] ? x2[i] : T(0);
   apply_block_inverses(J, x1, x2);
   for (int y = 0; y < ny; ++y) {
-    const T* t = J.ty + size_t(y) * nn;
+    ConstPtr<T> t = J.ty + size_t(y) * nn;
     for (int x = 0; x < n1; ++x) x1[size_t(x) * ny + y] = t[x];
     for (int x = 0; x < n2; ++x) x2[size_t(x) * ny + y] = t[n1 + x];
   }

@@ -19,37 +19,37 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
   const Side E = eliminated(J);
   const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
-  T* S = J.S;
+  Ptr<T> S = J.S;
   for (int i = 0; i < ldK * ldK; ++i) S[i] = T(0);
   Mask<T> ok = T(0) == T(0);
   for (int e = 0; e < E.n; ++e) {
     const int m = E.count[e], o = E.offset[e];
-    const int* ys = E.ys + e * ny;
-    T* A = J.LE + o * ny;  // rows o..o+m of an (E.total × ny) array
-    T* D = J.DE + o;
-    T* Ge = J.G + o * ldK;  // rows o..o+m of G: first C_e, then L⁻¹ D C_e
+    ConstPtr<int> ys = E.ys + e * ny;
+    Ptr<T> A = J.LE + o * ny;  // rows o..o+m of an (E.total × ny) array
+    Ptr<T> D = J.DE + o;
+    Ptr<T> Ge = J.G + o * ldK;  // rows o..o+m of G: first C_e, then L⁻¹ D C_e
     for (int i = 0; i < m * ny; ++i) A[i] = T(0);
     // One pass over the pairs of e: its block A_e, the blocks of A_K and the
     // cross block C_e, whose column (b, z) is q_k[z] e_z + c_k s_k[z] s_k.
     for (int b = 0; b < K.n; ++b) {
       const int k = e * J.stride_e + b * J.stride_k;
       const int mb = K.count[b], ob = K.offset[b];
-      const int* zs = K.ys + b * ny;
+      ConstPtr<int> zs = K.ys + b * ny;
       if (!J.pair[k]) {
         for (int i = 0; i < m; ++i)
           for (int j = 0; j < mb; ++j) Ge[i * ldK + ob + j] = T(0);
         continue;
       }
-      const T* sk = J.s + k * ny;
-      const T* qk = J.q + k * ny;
+      ConstPtr<T> sk = J.s + k * ny;
+      ConstPtr<T> qk = J.q + k * ny;
       const T ck = J.c[k];
-      T* u = J.u;
-      T* sKb = J.sK;
+      Ptr<T> u = J.u;
+      Ptr<T> sKb = J.sK;
       for (int i = 0; i < m; ++i) u[i] = sk[ys[i]];
       for (int j = 0; j < mb; ++j) sKb[j] = sk[zs[j]];
       for (int i = 0; i < m; ++i) {  // full rows: rectangular loops run faster than triangles here
-        T* Ai = A + i * ny;
-        T* Ci = Ge + i * ldK + ob;
+        Ptr<T> Ai = A + i * ny;
+        Ptr<T> Ci = Ge + i * ldK + ob;
         const T t = ck * u[i];
         for (int j = 0; j < m; ++j) Ai[j] += t * u[j];
         Ai[i] += qk[ys[i]];
@@ -58,7 +58,7 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
         if (pz >= 0) Ci[pz] += qk[ys[i]];
       }
       for (int i = 0; i < mb; ++i) {
-        T* Si = S + (ob + i) * ldK + ob;
+        Ptr<T> Si = S + (ob + i) * ldK + ob;
         const T t = ck * sKb[i];
         for (int j = 0; j < mb; ++j) Si[j] += t * sKb[j];
         Si[i] += qk[zs[i]];
@@ -68,14 +68,14 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
     ok = ok & cholesky_jacobi(A, ny, m, D, J.IE + o, shift);
     if (!any_(ok)) return ok;
     // G_e = L⁻¹ D C_e row by row (forward substitution), in place.
-    const T* inv = J.IE + o;
+    ConstPtr<T> inv = J.IE + o;
     for (int i = 0; i < m; ++i) {
-      T* Gi = Ge + i * ldK;
-      const T* Li = A + i * ny;
+      Ptr<T> Gi = Ge + i * ldK;
+      ConstPtr<T> Li = A + i * ny;
       for (int j = 0; j < nK; ++j) Gi[j] *= D[i];
       for (int l = 0; l < i; ++l) {
         const T f = Li[l];
-        const T* Gl = Ge + l * ldK;
+        ConstPtr<T> Gl = Ge + l * ldK;
         for (int j = 0; j < nK; ++j) Gi[j] -= f * Gl[j];
       }
       for (int j = 0; j < nK; ++j) Gi[j] *= inv[i];
@@ -95,21 +95,21 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
 // vanish at variables that are not free; x vanishes there too.
 //   t = L⁻¹ D r_E,  S x_K = r_K − Gᵀ t,  x_E = D L⁻ᵀ (t − G x_K).
 template <typename T>
-FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, const T* r1, const T* r2, T* x1, T* x2) {
+FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, Ptr<T> x1, Ptr<T> x2) {
   const int ny = J.ny;
   const Side E = eliminated(J);
   const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
   const bool keep2 = J.keep2;
-  const T* rE = keep2 ? r1 : r2;
-  const T* rK = keep2 ? r2 : r1;
-  T* dE = keep2 ? x1 : x2;
-  T* dK = keep2 ? x2 : x1;
-  T* t = J.tE;
-  T* x = J.xK;
+  ConstPtr<T> rE = keep2 ? r1 : r2;
+  ConstPtr<T> rK = keep2 ? r2 : r1;
+  Ptr<T> dE = keep2 ? x1 : x2;
+  Ptr<T> dK = keep2 ? x2 : x1;
+  Ptr<T> t = J.tE;
+  Ptr<T> x = J.xK;
   for (int e = 0; e < E.n; ++e) {
     const int m = E.count[e], o = E.offset[e];
-    const int* ys = E.ys + e * ny;
+    ConstPtr<int> ys = E.ys + e * ny;
     for (int i = 0; i < m; ++i) t[o + i] = rE[e * ny + ys[i]] * J.DE[o + i];
     forward(J.LE + o * ny, ny, m, J.IE + o, t + o);
   }
@@ -117,7 +117,7 @@ FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, const T* r1, const T* r2
     for (int j = 0; j < K.count[b]; ++j) x[K.offset[b] + j] = rK[b * ny + K.ys[b * ny + j]];
   for (int i = 0; i < nE; ++i) {
     const T f = t[i];
-    const T* Gi = J.G + i * ldK;
+    ConstPtr<T> Gi = J.G + i * ldK;
     for (int r = 0; r < nK; ++r) x[r] -= f * Gi[r];
   }
   for (int r = 0; r < nK; ++r) x[r] *= J.DS[r];
@@ -131,7 +131,7 @@ FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, const T* r1, const T* r2
   for (int i = 0; i < E.n * ny; ++i) dE[i] = T(0);
   for (int e = 0; e < E.n; ++e) {
     const int m = E.count[e], o = E.offset[e];
-    const int* ys = E.ys + e * ny;
+    ConstPtr<int> ys = E.ys + e * ny;
     backward(J.LE + o * ny, ny, m, J.IE + o, t + o);
     for (int i = 0; i < m; ++i) dE[e * ny + ys[i]] = t[o + i] * J.DE[o + i];
   }

@@ -31,10 +31,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
   TORCH_CHECK(p.device().is_cpu(), "fastpid::broja_certificate (CPU): expected p on the CPU, got ", p.device());
   check_broja_certificate_args(p, lam1, lam2, w);
   const int64_t batch = p.size(0), n1 = p.size(1), n2 = p.size(2), ny = p.size(3);
-  auto q = at::empty_like(p);
-  auto value = at::empty({batch}, p.options());
-  auto gap = at::empty({batch}, p.options());
-  auto entropies = at::empty({batch, 4}, p.options());
+  auto outputs = empty_certificate_outputs(p);
+  auto& [q, value, gap, entropies] = outputs;
   const cpu::CertifyArgs args{p.const_data_ptr<double>(),
                               lam1.const_data_ptr<double>(),
                               lam2.const_data_ptr<double>(),
@@ -62,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cpu
   cpu::parallel_over(alone, 1, grain, [&](const int64_t* index, int64_t begin, int64_t end) {
     certify_joints(args, index, begin, end);
   });
-  return {q, value, gap, entropies};
+  return outputs;
 }
 
 }  // namespace fastpid

@@ -82,11 +82,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   const int elimination = cpu::elimination(int(n1), int(n2), int(ny));
   check_workspace("fastpid::broja_solve", n1, n2, ny, broja::Elimination(elimination));
 
-  auto lam1 = at::empty({batch, n1, ny}, p.options());
-  auto lam2 = at::empty({batch, n2, ny}, p.options());
-  auto w = at::empty({batch, n1, n2}, p.options());
-  auto iterations = at::empty({batch}, p.options().dtype(at::kLong));
-  auto converged = at::empty({batch}, p.options().dtype(at::kBool));
+  auto outputs = empty_solve_outputs(p);
+  auto& [lam1, lam2, w, iterations, converged] = outputs;
   const cpu::SolveArgs args{p.const_data_ptr<double>(),
                             int(n1),
                             int(n2),
@@ -121,7 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   for (const int64_t i : in_lanes)  // a joint the lanes leave unconverged gets the one-by-one solve's answer
     if (!args.converged[i]) alone.push_back(i);
   run(solve_joints, alone, 1);
-  return {lam1, lam2, w, iterations, converged};
+  return outputs;
 }
 
 }  // namespace fastpid

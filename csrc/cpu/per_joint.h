@@ -80,7 +80,7 @@ inline void solve_each(const cpu::SolveArgs& a, Elimination elimination, const i
     double* lam2 = a.lam2 + i * a.n2 * a.ny;
     double* w = a.w + i * a.n1 * a.n2;
     const Result<double> result = solve_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience,
-                                                      elimination, workspace.data, lam1, lam2, w);
+                                                      elimination, workspace.data, 0, lam1, lam2, w);
     a.iterations[i] = int64_t(result.iterations);
     a.converged[i] = result.converged;
     if (unconverged != nullptr && !result.converged) unconverged->push_back(i);
@@ -107,9 +107,9 @@ inline void certify_joints(const cpu::CertifyArgs& a, const int64_t* index, int6
   const int64_t cells = int64_t(a.n1) * a.n2 * a.ny;
   for (int64_t j = begin; j < end; ++j) {
     const int64_t i = index ? index[j] : j;
-    a.gap[i] =
-        certify_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.lam1 + i * a.n1 * a.ny, a.lam2 + i * a.n2 * a.ny,
-                              a.w + i * a.n1 * a.n2, workspace.data, a.q + i * cells, a.value + i, a.entropies + i * 4);
+    a.gap[i] = certify_joint<double>(a.p + i * cells, a.n1, a.n2, a.ny, a.lam1 + i * a.n1 * a.ny,
+                                     a.lam2 + i * a.n2 * a.ny, a.w + i * a.n1 * a.n2, workspace.data, 0,
+                                     a.q + i * cells, a.value + i, a.entropies + i * 4);
   }
 }
 
@@ -176,7 +176,7 @@ inline void solve_lanes(const cpu::SolveArgs& a, const int64_t* index, int64_t b
     lane_group(index, g, end, joint);
     interleave(p, a.p, joint, cells);
     const Result<Lanes> result = solve_joint<Lanes>(p, n1, n2, ny, Lanes(a.tol), a.max_iter, a.patience,
-                                                    Elimination::kSide, workspace.workspace.data, lam1, lam2, w);
+                                                    Elimination::kSide, workspace.workspace.data, 0, lam1, lam2, w);
     for (int l = 0; l < kLanes && g + l < end; ++l) {
       const int64_t i = joint[l];
       lane_of(a.lam1 + i * c1, lam1, l, c1);
@@ -209,7 +209,8 @@ inline void certify_lanes(const cpu::CertifyArgs& a, const int64_t* index, int64
     interleave(lam1, a.lam1, joint, c1);
     interleave(lam2, a.lam2, joint, c2);
     interleave(w, a.w, joint, np);
-    const Lanes gap = certify_joint<Lanes>(p, n1, n2, ny, lam1, lam2, w, workspace.workspace.data, q, value, entropies);
+    const Lanes gap =
+        certify_joint<Lanes>(p, n1, n2, ny, lam1, lam2, w, workspace.workspace.data, 0, q, value, entropies);
     for (int l = 0; l < kLanes && g + l < end; ++l) {
       const int64_t i = joint[l];
       lane_of(a.q + i * cells, q, l, cells);
