@@ -21,7 +21,7 @@ cells, m = (n1 + n2) ny dual variables per joint):
   launch per Triton pass; a batch larger than the memory budget runs in
   chunks, one after the other, each with all its launches;
 * "cuda" (csrc/cuda/broja_cuda.cu: one thread per joint running csrc/broja.h
-  with the side elimination, 64-thread blocks, csrc/broja_interleaved.h's
+  with the side elimination, 32-thread blocks, csrc/broja_interleaved.h's
   layout): the flops of bench/roofline.py
   (those of the CPU's loops) executed by the generic scalar templates (the
   device build has neither the register tiling nor the vector types).  Traffic:
@@ -94,7 +94,7 @@ SMS = 132
 LATENCY_WARPS = 16  # warps per SM that keep its 4 schedulers issuing dependent FP64 FMAs (4 each)
 REGISTERS_PER_SM = 65536
 KERNEL_REGISTERS = 254  # per thread, the solve kernel on sm_80 and sm_90 (bench/results/cuda-build-2026-12-07.md)
-THREADS_PER_BLOCK = 64
+THREADS_PER_BLOCK = 32  # a warp per block (csrc/cuda/broja_cuda.cu)
 WARP = 32  # joints per interleaved workspace group (csrc/broja_interleaved.h)
 LAUNCH_S = 5e-6  # s, one dependent kernel launch
 CLOCK_HZ = 1.98e9  # H100 SXM5 boost clock

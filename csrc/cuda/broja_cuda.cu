@@ -18,8 +18,11 @@
 namespace fastpid {
 namespace {
 
-constexpr int kThreadsPerBlock = 64;  // two warps: two interleaved groups
-static_assert(kThreadsPerBlock % interleaved::kGroup == 0, "a warp is one interleaved group");
+// One warp, one interleaved group, per block: blocks retire as a whole, so a warp
+// whose joints need more iterations would keep a block partner's registers; with a
+// warp per block the multiprocessor takes the next block as soon as one is done.
+// (Eight warps of the solve kernel fit a multiprocessor, within the 32 blocks it holds.)
+constexpr int kThreadsPerBlock = interleaved::kGroup;
 
 // At least one block per multiprocessor, no more asked: ptxas then gives each kernel
 // the registers it needs (no stack, no spills) instead of spilling to fit more
