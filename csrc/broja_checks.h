@@ -11,6 +11,9 @@
 #include "broja/joint.h"
 
 namespace fastpid {
+// Once per copy of the solver (FASTPID_ISA, csrc/broja/common.h): the checks name
+// its types and workspace sizes, which are distinct entities in each copy.
+inline namespace FASTPID_ISA {
 
 // p: float64, contiguous, (B, n1, n2, ny) with positive alphabet sizes.  The
 // device is checked by each implementation, the size of the solver's
@@ -130,4 +133,5 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> empty_certific
           at::empty({batch, 4}, p.options())};
 }
 
+}  // namespace FASTPID_ISA
 }  // namespace fastpid
