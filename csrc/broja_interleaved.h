@@ -35,9 +35,8 @@ namespace fastpid {
 namespace interleaved {
 
 constexpr int kGroup = broja::kInterleave;  // joints per interleaved workspace: a warp's
-// Side elimination, as the CPU op before the pair elimination existed: the
-// device copy has no pair elimination (broja/iteration.h, kPairsHere), so that
-// its registers are the side elimination's.
+// The side elimination: the device copy has no pair elimination
+// (broja/iteration.h, kPairsHere), so that its registers are the side elimination's.
 constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 
 // A batch (B, n1, n2, ny) of float64 joints, the group workspaces (group_bytes
@@ -65,7 +64,7 @@ struct CertifyArgs {
   double *q, *value, *gap, *entropies;
 };
 
-// Joint i of the batch: its group's workspace and its lane in it.
+// The workspace of joint i's group (its lane in it: i % kGroup).
 FASTPID_HOST_DEVICE inline char* group_workspace(char* workspace, size_t group_bytes, int64_t i) {
   return workspace + size_t(i / kGroup) * group_bytes;
 }
