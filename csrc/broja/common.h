@@ -35,7 +35,7 @@ inline namespace FASTPID_ISA {
 // Where a joint's arrays lie in its workspace.  Each joint its own contiguous
 // arrays (FASTPID_INTERLEAVE 1, the CPU copies: Ptr<T> is T*), or the
 // workspaces of kInterleave joints interleaved element by element, element i
-// of joint `lane` at i kInterleave + lane (csrc/cuda/interleaved.h: a GPU
+// of joint `lane` at i kInterleave + lane (csrc/broja_interleaved.h: a GPU
 // warp's 32 threads then load one element of their 32 joints from 256
 // contiguous bytes).  The solver reads and writes its workspace only through
 // Ptr and ConstPtr; the joint p and the outputs are contiguous T* as given.
