@@ -3,7 +3,8 @@
 ``torch.ops.fastpid.broja_solve_interleaved`` and ``broja_certificate_interleaved``
 run csrc/broja_interleaved.h, the code the CUDA kernels run (one thread per
 joint, the workspaces of a warp's 32 joints interleaved element by element),
-joint after joint on the host.  Against the reference and the CPU op (which runs
+on the host (the joints of a group in parallel threads, as a warp runs them).
+Against the reference and the CPU op (which runs
 the same solver with contiguous workspaces and vectorised kernels): certified,
 the same values, iteration counts within one, on the accuracy families.  And
 the layout itself: a joint's answer is bit for bit the same whatever its lane
