@@ -38,11 +38,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) broja_certificate_kernel(
   if (i < args.batch) interleaved::certify(args, i);
 }
 
-// Blocks of kThreadsPerBlock threads for one thread per joint.
-unsigned blocks_for(int64_t batch, const char* op) {
-  const int64_t blocks = (batch + kThreadsPerBlock - 1) / kThreadsPerBlock;
-  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), op, ": batch too large, got ", batch);
-  return unsigned(blocks);
+// kernel<<<…>>>(args) with one thread per joint of args.batch, on the current
+// stream (at::cuda::getCurrentCUDAStream is this same function).
+template <typename Args>
+void launch_per_joint(void (*kernel)(Args), const Args& args, const char* op) {
+  const int64_t blocks = (args.batch + kThreadsPerBlock - 1) / kThreadsPerBlock;
+  TORCH_CHECK(blocks <= std::numeric_limits<int>::max(), op, ": batch too large, got ", args.batch);
+  kernel<<<unsigned(blocks), kThreadsPerBlock, 0, c10::cuda::getCurrentCUDAStream()>>>(args);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 }  // namespace
@@ -54,10 +57,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
   TORCH_CHECK(p.device().is_cuda(), op, " (CUDA): expected p on a CUDA device, got ", p.device());
   const c10::cuda::CUDAGuard device_guard(p.device());
   return interleaved::solve_batch(p, tol, max_iter, patience, op, [&](const interleaved::SolveArgs& args) {
-    // The current stream (at::cuda::getCurrentCUDAStream is this same function).
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    broja_solve_kernel<<<blocks_for(args.batch, op), kThreadsPerBlock, 0, stream>>>(args);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_per_joint(broja_solve_kernel, args, op);
   });
 }
 
@@ -69,9 +69,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_certificate_cud
   TORCH_CHECK(p.device().is_cuda(), op, " (CUDA): expected p on a CUDA device, got ", p.device());
   const c10::cuda::CUDAGuard device_guard(p.device());
   return interleaved::certify_batch(p, lam1, lam2, w, op, [&](const interleaved::CertifyArgs& args) {
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-    broja_certificate_kernel<<<blocks_for(args.batch, op), kThreadsPerBlock, 0, stream>>>(args);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    launch_per_joint(broja_certificate_kernel, args, op);
   });
 }
 
