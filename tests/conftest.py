@@ -132,6 +132,11 @@ def smallest_positive_cell(P: np.ndarray) -> float:
 
 # Comparing a compiled backend's solve with the reference iteration (nats):
 # strict, so that both solvers run to their accuracy limit.
+def joint_batch(joints, device="cpu") -> torch.Tensor:
+    """Joints of one shape as a float64 batch (B, n1, n2, ny) on ``device``."""
+    return torch.tensor(np.stack([np.asarray(P, dtype=np.float64) for P in joints]), device=device)
+
+
 SOLVE_TOL = 1e-10
 SOLVE_VALUE_ATOL = 1e-10
 SOLVE_GAP_MAX = 1e-9

@@ -18,7 +18,7 @@ import torch
 
 pytest.importorskip("fastpid._C")
 
-from conftest import SOLVE_TOL, assert_same_solution  # noqa: E402
+from conftest import SOLVE_TOL, assert_same_solution, joint_batch  # noqa: E402
 
 import fastpid  # noqa: E402
 from fastpid import solver  # noqa: E402
@@ -31,10 +31,6 @@ SCHEMA = (
 
 def cpu_solve(p: torch.Tensor, tol: float = SOLVE_TOL, max_iter: int = 100, patience: int = solver.PATIENCE):
     return solver.Solution(*torch.ops.fastpid.broja_solve(p, tol, max_iter, patience))
-
-
-def batch(joints) -> torch.Tensor:
-    return torch.tensor(np.stack([np.asarray(P, dtype=np.float64) for P in joints]))
 
 
 def assert_matches_reference(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:
@@ -63,7 +59,7 @@ def test_certificates_far_from_the_optimum_are_skipped_without_effect(tol):
     joints), converged where the full solve would be, alike in both implementations."""
     rng = np.random.default_rng(29)
     for shape, concentration in (((12, 10, 6), 1.0), ((5, 5, 5), 0.3)):
-        p = batch(dirichlet_joint(rng, shape, concentration) for _ in range(3))
+        p = joint_batch(dirichlet_joint(rng, shape, concentration) for _ in range(3))
         full = cpu_solve(p, tol)
         assert full.converged.all()
         for k in range(int(full.iterations.max()) + 1):
@@ -75,7 +71,7 @@ def test_certificates_far_from_the_optimum_are_skipped_without_effect(tol):
 def test_trajectory_follows_the_reference():
     """Iterate by iterate (tol 0, no stall): the certificates agree along the way."""
     rng = np.random.default_rng(23)
-    p = batch(dirichlet_joint(rng, (4, 3, 5), 0.5) for _ in range(8))
+    p = joint_batch(dirichlet_joint(rng, (4, 3, 5), 0.5) for _ in range(8))
     support = solver.Support.of(p)
     for k in (1, 2, 4, 6):
         ours = cpu_solve(p, 0.0, k, 1000)
@@ -97,24 +93,24 @@ def test_schema():
 )
 def test_dirichlet_joints(shape, count):
     rng = np.random.default_rng(sum(shape))
-    assert_matches_reference(batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count)))
+    assert_matches_reference(joint_batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count)))
 
 
 @pytest.mark.parametrize("concentration", [0.2, 5.0])
 def test_skewed_and_flat_joints(concentration):
     rng = np.random.default_rng(7)
-    assert_matches_reference(batch(dirichlet_joint(rng, (4, 5, 3), concentration) for _ in range(16)))
+    assert_matches_reference(joint_batch(dirichlet_joint(rng, (4, 5, 3), concentration) for _ in range(16)))
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 2), (4, 3, 5), (10, 10, 6)])
 def test_structural_zeros(shape):
     """Empty symbols, empty target classes, point mass, constant and independent targets."""
-    assert_matches_reference(batch(degenerate_joints(shape).values()))
+    assert_matches_reference(joint_batch(degenerate_joints(shape).values()))
 
 
 def test_sparse_joints():
     rng = np.random.default_rng(3)
-    assert_matches_reference(batch(sparse_joint(rng, (4, 3, 5), 0.6) for _ in range(16)))
+    assert_matches_reference(joint_batch(sparse_joint(rng, (4, 3, 5), 0.6) for _ in range(16)))
 
 
 @pytest.mark.parametrize("shape, samples", [((20, 20, 10), 1280), ((8, 6, 4), 60)])
@@ -138,12 +134,12 @@ def test_zero_rows_columns_and_target_classes_together():
     P = dirichlet_joint(rng, (5, 4, 4), 1.0)
     P[1], P[:, 2], P[..., 0] = 0.0, 0.0, 0.0
     P[3, :, 1] = 0.0  # a zero row of P1 inside a live target class
-    assert_matches_reference(batch([P / P.sum()]))
+    assert_matches_reference(joint_batch([P / P.sum()]))
 
 
 @pytest.mark.parametrize("name", sorted(CANONICAL))
 def test_canonical_gates(name):
-    assert_matches_reference(batch([CANONICAL[name]]))
+    assert_matches_reference(joint_batch([CANONICAL[name]]))
 
 
 def test_boundary_resamples():
@@ -157,7 +153,7 @@ def test_boundary_resamples():
     ]
     xor = np.array([[[0.87, 0.13], [0.13, 0.87]], [[0.13, 0.87], [0.87, 0.13]]]) / 4
     joints += [rng.multinomial(1000, xor.ravel()).reshape(2, 2, 2) / 1000 for _ in range(30)]
-    assert_matches_reference(batch(joints))
+    assert_matches_reference(joint_batch(joints))
 
 
 def test_batch_mixes_early_and_late_joints():
@@ -174,7 +170,7 @@ def test_batch_mixes_early_and_late_joints():
         sparse_joint(rng, shape, 0.5),
     ]
     padded = [np.pad(P, [(0, n - s) for n, s in zip(shape, P.shape)]) for P in joints]
-    p = batch(padded)
+    p = joint_batch(padded)
     together = cpu_solve(p)
     assert together.iterations.min() < together.iterations.max()
     for i in range(len(padded)):
@@ -186,7 +182,7 @@ def test_batch_mixes_early_and_late_joints():
 
 def test_thread_count_changes_nothing():
     rng = np.random.default_rng(13)
-    p = batch(dirichlet_joint(rng, (3, 3, 4), 1.0) for _ in range(64))
+    p = joint_batch(dirichlet_joint(rng, (3, 3, 4), 1.0) for _ in range(64))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -201,7 +197,7 @@ def test_thread_count_changes_nothing():
 
 def test_max_iter_zero_returns_the_start_point():
     rng = np.random.default_rng(17)
-    p = batch(dirichlet_joint(rng, (3, 2, 4), 1.0) for _ in range(4))
+    p = joint_batch(dirichlet_joint(rng, (3, 2, 4), 1.0) for _ in range(4))
     ours, ref = cpu_solve(p, max_iter=0), solver.solve(p, tol=SOLVE_TOL, max_iter=0)
     assert torch.equal(ours.iterations, ref.iterations) and not ours.converged.any()
     for field in ("lam1", "lam2", "w"):
@@ -226,7 +222,7 @@ def test_fake_tensor_shapes():
 
 def test_opcheck():
     rng = np.random.default_rng(19)
-    p = batch(dirichlet_joint(rng, (3, 2, 3), 1.0) for _ in range(3))
+    p = joint_batch(dirichlet_joint(rng, (3, 2, 3), 1.0) for _ in range(3))
     torch.library.opcheck(
         torch.ops.fastpid.broja_solve.default, (p, SOLVE_TOL, 50, 5), test_utils=("test_schema", "test_faketensor")
     )
@@ -268,8 +264,8 @@ def test_instruction_set_copies_agree(monkeypatch):
     from fastpid import _C
 
     rng = np.random.default_rng(19)
-    small = batch(dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(16))
-    large = batch([dirichlet_joint(rng, (20, 20, 6), 0.5), sparse_joint(rng, (20, 20, 6), 0.5)])
+    small = joint_batch(dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(16))
+    large = joint_batch([dirichlet_joint(rng, (20, 20, 6), 0.5), sparse_joint(rng, (20, 20, 6), 0.5)])
     default = [cpu_solve(p) for p in (small, large)]
     monkeypatch.setenv("FASTPID_CPU_ISA", "baseline")
     assert _C.cpu_instruction_set() == "baseline"
@@ -297,7 +293,7 @@ def mixed_small_batch(rng, shape, count: int) -> torch.Tensor:
         else:
             P = dirichlet_joint(rng, shape, (0.2, 1.0, 5.0, 0.5)[i % 4])
         joints.append(P)
-    return batch(joints)
+    return joint_batch(joints)
 
 
 @pytest.mark.parametrize("shape", [(2, 2, 2), (3, 4, 2), (5, 5, 5), (4, 3, 6), (8, 8, 4)])

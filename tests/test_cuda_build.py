@@ -18,7 +18,7 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from conftest import SOLVE_TOL, SOLVE_VALUE_ATOL, assert_same_solution
+from conftest import SOLVE_TOL, SOLVE_VALUE_ATOL, assert_same_solution, joint_batch
 
 import fastpid
 from fastpid import backends, solver
@@ -144,7 +144,7 @@ def test_backend_listing():
 
 
 def batch(joints) -> torch.Tensor:
-    return torch.tensor(np.stack([np.asarray(P, dtype=np.float64) for P in joints]), device="cuda")
+    return joint_batch(joints, device="cuda")
 
 
 def assert_cuda_matches_torch(p: torch.Tensor, tol: float = SOLVE_TOL) -> None:

@@ -19,7 +19,7 @@ import torch
 
 pytest.importorskip("fastpid._C")
 
-from conftest import SOLVE_GAP_MAX, SOLVE_TOL, SOLVE_VALUE_ATOL  # noqa: E402
+from conftest import SOLVE_GAP_MAX, SOLVE_TOL, SOLVE_VALUE_ATOL, joint_batch  # noqa: E402
 
 import fastpid  # noqa: E402
 from fastpid import backends, solver  # noqa: E402
@@ -49,10 +49,6 @@ def cpu_side_solve(monkeypatch, p: torch.Tensor, tol: float = SOLVE_TOL) -> solv
         return solver.Solution(*torch.ops.fastpid.broja_solve(p, tol, 100, solver.PATIENCE))
 
 
-def batch(joints) -> torch.Tensor:
-    return torch.tensor(np.stack([np.asarray(P, dtype=np.float64) for P in joints]))
-
-
 def assert_matches_reference_and_cpu_op(monkeypatch, p: torch.Tensor) -> None:
     """The reference's and the CPU op's answers: the same certified values and gaps, the
     same convergence, iteration counts within one; λ = 0 where P1 or P2 vanishes.  (A
@@ -76,14 +72,16 @@ def assert_matches_reference_and_cpu_op(monkeypatch, p: torch.Tensor) -> None:
 def test_dirichlet_joints(monkeypatch, shape, count):
     """Batches past one group (the last one partly filled) and of less than one."""
     rng = np.random.default_rng(sum(shape) + 11)
-    assert_matches_reference_and_cpu_op(monkeypatch, batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count)))
+    assert_matches_reference_and_cpu_op(
+        monkeypatch, joint_batch(dirichlet_joint(rng, shape, 1.0) for _ in range(count))
+    )
 
 
 @pytest.mark.parametrize("concentration", [0.1, 5.0])
 def test_skewed_and_flat_joints(monkeypatch, concentration):
     rng = np.random.default_rng(13)
     assert_matches_reference_and_cpu_op(
-        monkeypatch, batch(dirichlet_joint(rng, (4, 5, 3), concentration) for _ in range(36))
+        monkeypatch, joint_batch(dirichlet_joint(rng, (4, 5, 3), concentration) for _ in range(36))
     )
 
 
@@ -92,13 +90,13 @@ def test_structural_zeros_sparse_and_boundary_joints(monkeypatch, shape):
     rng = np.random.default_rng(17)
     joints = list(degenerate_joints(shape, rng).values())
     joints += [sparse_joint(rng, shape, z) for z in (0.5, 0.9)] + [boundary_joint(rng, shape)]
-    assert_matches_reference_and_cpu_op(monkeypatch, batch(joints))
+    assert_matches_reference_and_cpu_op(monkeypatch, joint_batch(joints))
 
 
 def test_canonical_gates(monkeypatch):
     shapes = {P.shape for P in CANONICAL.values()}
     for shape in shapes:
-        assert_matches_reference_and_cpu_op(monkeypatch, batch(P for P in CANONICAL.values() if P.shape == shape))
+        assert_matches_reference_and_cpu_op(monkeypatch, joint_batch(P for P in CANONICAL.values() if P.shape == shape))
 
 
 @pytest.mark.parametrize("family", [deterministic_batch, near_degenerate_batch])
@@ -131,7 +129,7 @@ def test_a_joints_answer_does_not_depend_on_its_lane_or_neighbours():
             P[..., 1] = 0.0
             P = P / P.sum()
         joints.append(P)
-    p = batch(joints)
+    p = joint_batch(joints)
     order = torch.from_numpy(rng.permutation(len(p)))
     threads = torch.get_num_threads()
     try:
@@ -153,7 +151,9 @@ def test_a_joints_answer_does_not_depend_on_its_lane_or_neighbours():
 def test_certificate_matches_the_reference_and_the_cpu_op(max_iter):
     """At the optimum and part-way, with structural zeros."""
     rng = np.random.default_rng(5)
-    p = batch([dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(GROUP + 2)] + [sparse_joint(rng, (5, 5, 5), 0.4)])
+    p = joint_batch(
+        [dirichlet_joint(rng, (5, 5, 5), 0.5) for _ in range(GROUP + 2)] + [sparse_joint(rng, (5, 5, 5), 0.4)]
+    )
     solution = solver.solve(p, tol=SOLVE_TOL, max_iter=max_iter)
     args = (p, solution.lam1, solution.lam2, solution.w)
     ours = torch.ops.fastpid.broja_certificate_interleaved(*args)
