@@ -7,13 +7,15 @@ cells, m = (n1 + n2) ny dual variables per joint):
 
 * fused passes ("triton"): the bytes and flops of ``fastpid.kernels.costs``
   times the calls per iteration (pair softmax 2: the step and one trial of the
-  line search; certificate 1; weighted marginals 3; Newton matrix 1);
+  line search; certificate 1; weighted marginals 3; Newton blocks 1);
 * the Newton system of ``fastpid.solver`` ("torch", and "triton" around its
   passes), by the elimination ``solver.choose_elimination`` picks, factorised
   once per iteration and solved for 2 directions, each 1 + its refinement steps
-  (``REFINEMENT_STEPS`` or ``PAIRS_REFINEMENT_STEPS``): side, the dense m × m
-  matrix of ``DenseFactor`` (Cholesky m³/3 flops, read + write; each solve reads
-  the factor twice and makes one product with the matrix); pairs,
+  (``REFINEMENT_STEPS`` or ``PAIRS_REFINEMENT_STEPS``): side, ``SideFactor``
+  by blocks, e = max(n1, n2) ny and k = min(n1, n2) ny (``solver.side_flops``
+  per factorisation, which writes and reads the cross blocks and G, e k words
+  each, and the Schur complement and its factor, k² each; each solve reads G
+  twice and the factors once: 2 e k + k² + e ny words, as many multiply-adds); pairs,
   ``solver.pairs_flops`` per factorisation, its per-y blocks and capacitance
   matrix read twice per solve;
 * kernel launches: counted, not assumed: the aten ops one iteration dispatches
@@ -105,7 +107,7 @@ STEP_CYCLES = {"one warp": 125 + 40 + 40 + 50, "several warps": 125 + 150 + 40 +
 PROGRAM_REGISTERS = 256  # per thread, as allocated (the build's 220-255)
 MAX_PROGRAMS_PER_SM = 32  # resident thread blocks per SM (sm_90)
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)
-PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_matrix": 1}
+PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_blocks": 1}
 TORCH_BUDGET = 64 * 2**30  # FASTPID_MEMORY_GIB=64 on an 80 GB card: the rest for the inputs and the allocator
 CASES = [
     (batch, shape)
@@ -196,9 +198,10 @@ def newton_system_cost(n1: int, n2: int, ny: int) -> tuple[str, float, float]:
         words = 2 * factor_words + solves * 2 * factor_words
     else:
         solves = 2 * (1 + solver.REFINEMENT_STEPS)
-        m = (n1 + n2) * ny
-        flops = m**3 / 3 + solves * 4 * m**2
-        words = 2 * m**2 + solves * 3 * m**2
+        e, k = max(n1, n2) * ny, min(n1, n2) * ny
+        solve_words = 2 * e * k + k * k + e * ny
+        flops = solver.side_flops(n1, n2, ny) + solves * 2 * solve_words
+        words = 4 * e * k + 3 * k * k + solves * solve_words
     return elimination, flops, 8.0 * words
 
 
@@ -262,11 +265,11 @@ def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float])
     n1, n2, ny = shape
     passes = fused_pass_cost(batch, n1, n2, ny)
     elimination, system_flops, system_bytes = newton_system_cost(n1, n2, ny)
-    dense_flops, dense_bytes = batch * system_flops, batch * system_bytes
+    system_flops, system_bytes = batch * system_flops, batch * system_bytes
     torch_memory = batch * solver.working_set_bytes(n1, n2, ny, elimination)
     chunks = -(-torch_memory // TORCH_BUDGET)
     fused_s = (
-        max((passes["bytes"] + dense_bytes) / BANDWIDTH, (passes["flops"] + dense_flops) / FP64_TENSOR_RATE)
+        max((passes["bytes"] + system_bytes) / BANDWIDTH, (passes["flops"] + system_flops) / FP64_TENSOR_RATE)
         + chunks * launches["triton"] * LAUNCH_S
     )
     cuda = thread_per_joint_cost(batch, n1, n2, ny)
@@ -278,8 +281,8 @@ def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float])
         "elimination": elimination,
         "pass_bytes": passes["bytes"],
         "pass_flops": passes["flops"],
-        "dense_bytes": dense_bytes,
-        "dense_flops": dense_flops,
+        "system_bytes": system_bytes,
+        "system_flops": system_flops,
         "torch_memory": torch_memory,
         "chunks": chunks,
         "triton_s": fused_s,
@@ -309,7 +312,7 @@ def table(launches: dict[str, float]) -> str:
         lines.append(
             f"| {batch:,} | {'×'.join(map(str, shape))} | {row['m']:,} | {row['elimination']} | "
             f"{row['pass_bytes'] / 1e6:.3g}, {row['pass_flops'] / 1e6:.3g} | "
-            f"{row['dense_bytes'] / 1e6:.3g}, {row['dense_flops'] / 1e9:.3g} | "
+            f"{row['system_bytes'] / 1e6:.3g}, {row['system_flops'] / 1e9:.3g} | "
             f"{_bytes(row['torch_memory'])} ({row['chunks']:,}) | "
             f"{_time(row['triton_s'])} | {_time(ITERATIONS * row['triton_s'] / batch)} | "
             f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {row['cuda_rate'] / 1e12:.3g} TFLOP/s | "

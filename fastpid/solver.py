@@ -123,35 +123,50 @@ def weighted_marginals(weight, s):
     return marginals(weight[..., None] * s)
 
 
-def newton_matrix(w, h, s, support: Support):
-    """Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k/h_k) s_k s_kᵀ, on (λ1, λ2), gauge pinned (dense)."""
+def newton_blocks(w, h, s, support: Support):
+    """The Newton matrix Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k/h_k) s_k s_kᵀ on (λ1, λ2)
+    by blocks, gauge pinned: the ny × ny diagonal blocks of λ1(x1, ·), (B, n1, ny, ny),
+    and of λ2(x2, ·), (B, n2, ny, ny), and the cross blocks (B, n1, n2, ny, ny)
+    between λ1(x1, ·) and λ2(x2, ·).  Cross block k: diag q_k + (w_k/h_k − w_k) s_k s_kᵀ,
+    q_k = w_k s_k; the diagonal blocks are its sums over the other variable.  Rows
+    and columns of variables that are not free are the identity's in the diagonal
+    blocks and zero in the cross blocks."""
     batch, n1, n2, ny = s.shape
     q = w[..., None] * s
     rank_one = (w / h - w)[..., None] * s
-    outer = torch.einsum("bijy,bijz->bijyz", rank_one, s)
-    cross = torch.diag_embed(q) + outer  # (B, n1, n2, ny, ny): block (x1, x2)
-    block1 = torch.diag_embed(q.sum(2)) + outer.sum(2)
-    block2 = torch.diag_embed(q.sum(1)) + outer.sum(1)
-    eye1 = torch.eye(n1, dtype=s.dtype, device=s.device)
-    eye2 = torch.eye(n2, dtype=s.dtype, device=s.device)
-    top = torch.cat(
-        [
-            torch.einsum("ij,biyz->biyjz", eye1, block1).reshape(batch, n1 * ny, n1 * ny),
-            cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny),
-        ],
-        2,
-    )
-    bottom = torch.cat(
-        [
-            cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny),
-            torch.einsum("ij,biyz->biyjz", eye2, block2).reshape(batch, n2 * ny, n2 * ny),
-        ],
-        2,
-    )
-    matrix = torch.cat([top, bottom], 1)
-    free = support.free.to(s.dtype)
-    matrix = matrix * free[:, :, None] * free[:, None, :]
-    return matrix + torch.diag_embed(1.0 - free)
+    cross = torch.diag_embed(q) + rank_one[..., :, None] * s[..., None, :]
+    free1, free2 = free_per_side(support, n1, ny)
+    cross_masked = cross * free1[:, :, None, :, None] * free2[:, None, :, None, :]
+    return _pin(cross.sum(2), free1), _pin(cross.sum(1), free2), cross_masked
+
+
+def newton_matrix(w, h, s, support: Support):
+    """``newton_blocks`` assembled into the dense (B, m, m) matrix on (λ1, λ2),
+    m = (n1 + n2) ny: what the Triton per-joint solver forms
+    (kernels/small_joint_solver.py), and the tests' reference for ``SideFactor``."""
+    batch, n1, n2, ny = s.shape
+    block1, block2, cross = newton_blocks(w, h, s, support)
+    top = torch.cat([block_diagonal(block1), cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny)], 2)
+    bottom = torch.cat([cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny), block_diagonal(block2)], 2)
+    return torch.cat([top, bottom], 1)
+
+
+def free_per_side(support: Support, n1: int, ny: int):
+    """The free mask as two float tensors, (B, n1, ny) and (B, n2, ny)."""
+    free = support.free.to(support.p1.dtype)
+    return free[:, : n1 * ny].view(len(free), n1, ny), free[:, n1 * ny :].view(len(free), -1, ny)
+
+
+def _pin(blocks, free):
+    """Diagonal blocks with the rows and columns of variables that are not free replaced by the identity's."""
+    return blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1.0 - free)
+
+
+def block_diagonal(blocks):
+    """(B, n, ny, ny) blocks → the (B, n ny, n ny) block-diagonal matrix."""
+    batch, n, ny, _ = blocks.shape
+    eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)
+    return torch.einsum("ij,biyz->biyjz", eye, blocks).reshape(batch, n * ny, n * ny)
 
 
 def newton_product(w, h, s, support: Support, x):
@@ -187,26 +202,82 @@ def _jacobi(matrix):
     return scale, matrix * scale[..., :, None] * scale[..., None, :]
 
 
-class DenseFactor:
-    """The Newton matrix formed densely and factorised whole: Jacobi scaling and
-    Cholesky (with a small diagonal shift, raised until it succeeds, where it
-    fails).  Eliminating λ1 first, this is the side elimination of csrc/broja/schur.h.
+class SideFactor:
+    r"""The Newton matrix solved by eliminating one side (docs/pid-math.md, "Side
+    elimination"; csrc/broja/schur.h): with E the side of more symbols and K the
+    other (λ2's on ties: the gauge pins some of it), M = [[A_E, C], [Cᵀ, A_K]] with
+    A_E block-diagonal over E's symbols.  Each ny × ny block of A_E is Jacobi-scaled
+    and factorised, D_E A_E D_E + σ I = L Lᵀ; G = L⁻¹ D_E C; the Schur complement
+    S = A_K − Gᵀ G is scaled by A_K's diagonal, D_K S D_K + σ I = L_S L_Sᵀ.  The
+    same shift σ on both (REGULARIZATION, raised ×100 on the joints where either
+    factorisation fails), as the dense factorisation of the scaled M would have.
 
-    Near the optimum the matrix is as ill-conditioned as the problem is
-    degenerate (many pairs with w → 0); the shift keeps the factorisation
-    defined and iterative refinement recovers the accuracy it costs."""
+    Batched: the blocks' Cholesky, the triangular solves and Gᵀ G are torch's
+    batched kernels (cuBLAS and cuSOLVER on a GPU), ~e k² + k³ / 3 flops for
+    e = max(n1, n2) ny and k = min(n1, n2) ny where the dense matrix took
+    (e + k)³ / 3, and e k + k² entries of memory where it took (e + k)².
+    Solving: t = L⁻¹ D_E r_E, x_K = D_K (L_S L_Sᵀ)⁻¹ D_K (r_K − Gᵀ t),
+    x_E = D_E L⁻ᵀ (t − G x_K); each solve is refined against M's own products
+    (``newton_product``), REFINEMENT_STEPS steps."""
 
-    def __init__(self, matrix):
-        self.scale, self.scaled = _jacobi(matrix)
-        self.factor = _cholesky_with_shift(self.scaled)
+    def __init__(self, w, h, s, support: Support, newton_blocks=newton_blocks):
+        batch, n1, n2, ny = s.shape
+        self.w, self.h, self.s, self.support, self.n1 = w, h, s, support, n1
+        block1, block2, cross = newton_blocks(w, h, s, support)
+        self.keep2 = n2 <= n1
+        if self.keep2:
+            blocks_e, blocks_k = block1, block2
+        else:
+            blocks_e, blocks_k, cross = block2, block1, cross.permute(0, 2, 1, 4, 3)
+        symbols_e, symbols_k = blocks_e.shape[1], blocks_k.shape[1]
+        coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)  # C, E's rows by symbol
+        del cross
+        self.scale_e, scaled_e = _jacobi(blocks_e)
+        a_k = block_diagonal(blocks_k)
+        self.scale_k = a_k.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(s.dtype).tiny).rsqrt()
+        coupling = coupling * self.scale_e[..., None]
+        eye_e = torch.eye(ny, dtype=s.dtype, device=s.device)
+        eye_k = torch.eye(symbols_k * ny, dtype=s.dtype, device=s.device)
+
+        def factorise(joints, shift):
+            factor_e, info_e = torch.linalg.cholesky_ex(scaled_e[joints] + shift[:, None, None, None] * eye_e)
+            # G = L⁻¹ C as Gᵀ = Cᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
+            g = torch.linalg.solve_triangular(factor_e.mT, coupling[joints].mT, upper=True, left=False).mT.flatten(1, 2)
+            schur = torch.baddbmm(a_k[joints], g.mT, g, alpha=-1)
+            scale_k = self.scale_k[joints]
+            scaled_k = schur * scale_k[:, :, None] * scale_k[:, None, :] + shift[:, None, None] * eye_k
+            factor_k, info_k = torch.linalg.cholesky_ex(scaled_k)
+            return factor_e, g, factor_k, (info_e > 0).any(1) | (info_k > 0)
+
+        shift = torch.zeros(batch, dtype=s.dtype, device=s.device)
+        self.factor_e, self.g, self.factor_k, failed = factorise(slice(None), shift)  # views, not copies
+        joints = torch.arange(batch, device=s.device)
+        for _ in range(MAX_SHIFT_RAISES - 1):
+            if not failed.any():
+                break
+            joints, shift = joints[failed], shift[failed]
+            shift = torch.where(shift > 0, shift * 100, REGULARIZATION)
+            self.factor_e[joints], self.g[joints], self.factor_k[joints], failed = factorise(joints, shift)
+
+    def solve_once(self, r):
+        batch, ny = len(r), self.s.shape[-1]
+        cut = self.n1 * ny
+        r_e, r_k = (r[:, :cut], r[:, cut:]) if self.keep2 else (r[:, cut:], r[:, :cut])
+        t = torch.linalg.solve_triangular(
+            self.factor_e, (r_e.view(self.scale_e.shape) * self.scale_e)[..., None], upper=False
+        ).view(batch, -1)
+        b = (r_k - (self.g.mT @ t[..., None])[..., 0]) * self.scale_k
+        x_k = torch.cholesky_solve(b[..., None], self.factor_k)[..., 0] * self.scale_k
+        u = (t - (self.g @ x_k[..., None])[..., 0]).view(self.scale_e.shape)[..., None]
+        x_e = torch.linalg.solve_triangular(self.factor_e.mT, u, upper=True)[..., 0] * self.scale_e
+        x_e = x_e.view(batch, -1)
+        return torch.cat([x_e, x_k] if self.keep2 else [x_k, x_e], 1)
 
     def solve(self, rhs):
-        b = rhs * self.scale
-        x = torch.cholesky_solve(b[..., None], self.factor)[..., 0]
+        x = self.solve_once(rhs)
         for _ in range(REFINEMENT_STEPS):
-            residual = b - (self.scaled @ x[..., None])[..., 0]
-            x = x + torch.cholesky_solve(residual[..., None], self.factor)[..., 0]
-        return x * self.scale
+            x = x + self.solve_once(rhs - newton_product(self.w, self.h, self.s, self.support, x))
+        return x
 
 
 class PairsFactor:
@@ -320,13 +391,13 @@ def default_elimination(n1: int, n2: int, ny: int) -> str:
     return forced if forced in ("side", "pairs") else choose_elimination(n1, n2, ny)
 
 
-def factorize(w, h, s, support: Support, elimination: str, newton_matrix=newton_matrix):
+def factorize(w, h, s, support: Support, elimination: str, newton_blocks=newton_blocks):
     """The Newton matrix at (w, h, s), factorised once for every solve of the
-    iteration: a ``DenseFactor`` of ``newton_matrix`` ("side") or a
+    iteration: a ``SideFactor`` of ``newton_blocks`` ("side") or a
     ``PairsFactor`` ("pairs"); either has ``solve(rhs)``."""
     if elimination == "pairs":
         return PairsFactor(w, h, s, support)
-    return DenseFactor(newton_matrix(w, h, s, support))
+    return SideFactor(w, h, s, support, newton_blocks)
 
 
 def newton_direction(factor, w, h, s, residual, primal, r_c, support: Support, weighted_marginals=weighted_marginals):
@@ -422,7 +493,7 @@ class Passes:
 
     pair_softmax: Callable = pair_softmax
     weighted_marginals: Callable = weighted_marginals
-    newton_matrix: Callable = newton_matrix
+    newton_blocks: Callable = newton_blocks
     certificate: Callable = certificate
 
 
@@ -477,13 +548,14 @@ def memory_budget_bytes() -> float:
 def working_set_bytes(n1: int, n2: int, ny: int, elimination: str, itemsize: int = 8) -> int:
     """Bytes one n1 × n2 × ny joint takes in ``solve`` at its peak: the
     iteration's per-cell tensors and the live copies of its Newton system (the
-    dense matrix and its outer products, or the per-y blocks and the capacitance
-    matrix with the intermediates of its formation)."""
+    cross blocks and G, the Schur complement and its factor, or the per-y blocks
+    and the capacitance matrix with the intermediates of its formation)."""
     cells, pairs, nn = n1 * n2 * ny, n1 * n2, n1 + n2
     if elimination == "pairs":
         system = 7 * ny * nn * nn + 3 * ny * pairs * nn + 8 * pairs * pairs
     else:
-        system = 3 * pairs * ny * ny + 9 * (nn * ny) ** 2
+        kept = min(n1, n2) * ny
+        system = 3 * pairs * ny * ny + 6 * kept * kept
     return int(ALLOCATOR_SLACK * itemsize * (CELL_COPIES * cells + system))
 
 
@@ -598,7 +670,7 @@ def _solve_batch(p, tol, max_iter, patience, passes: Passes, elimination: str) -
         primal = (g + h) * support.pair
         mu = complementarity_sum / total_weight
         # One factorisation for the predictor and the corrector.
-        factor = factorize(w, h, s, support, elimination, passes.newton_matrix)
+        factor = factorize(w, h, s, support, elimination, passes.newton_blocks)
         # Predictor: the affine-scaling direction (μ target 0).
         _, _, dw_a, dh_a = newton_direction(
             factor, w, h, s, residual, primal, -complementarity, support, passes.weighted_marginals

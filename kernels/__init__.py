@@ -35,7 +35,7 @@ if HAS_TRITON:
         certificate,
         costs,
         envelope_gradient,
-        newton_matrix,
+        newton_blocks,
         pair_softmax,
         weighted_marginals,
     )

@@ -8,13 +8,13 @@ its inputs once and writes its outputs once:
     pass                 torch (solver.py), aten ops per call          Triton here
     pair_softmax          9 (logsumexp and softmax among them)          _pair_softmax_kernel
     weighted_marginals    3 (w·s, two sums)                             _weighted_marginals_kernel
-    newton_matrix        30 ((B, n1, n2, ny, ny) cross blocks, copies)  zero fill + _newton_matrix_kernel
+    newton_blocks        12 ((B, n1, n2, ny, ny) cross blocks, sums)    _newton_blocks_kernel
     certificate          60 (the pair softmax twice, rounding, f(Q),    _certificate_kernel
                              the feasibility shift, the dual)
     backward             ~25 (decomposition.envelope_gradient)                   3 sums + _envelope_gradient_kernel
                                                                         + the projection (envelope_gradient)
 
-The Cholesky solve (``solver.DenseFactor``), the step lengths and the
+The Newton system's factorisation and solves (``solver.SideFactor``), the step lengths and the
 bookkeeping stay in torch.  Every kernel takes float32 or float64 (it computes
 in its inputs' dtype), masks its loads to the true sizes (no power-of-two
 requirement) and reads the support as P1 > 0 and P2 > 0, as
@@ -199,26 +199,37 @@ def weighted_marginals(weight, s):
 
 
 @triton.jit
-def _newton_matrix_kernel(
-    w_ptr, h_ptr, s_ptr, free_ptr, out_ptr, n1, n2, ny, m, BLOCK_K: tl.constexpr, BLOCK_Y: tl.constexpr
+def _newton_blocks_kernel(
+    w_ptr,
+    h_ptr,
+    s_ptr,
+    free_ptr,
+    block1_ptr,
+    block2_ptr,
+    cross_ptr,
+    n1,
+    n2,
+    ny,
+    BLOCK_K: tl.constexpr,
+    BLOCK_Y: tl.constexpr,
 ):
-    """One program per joint and symbol: x1 = a < n1 writes the rows (a, ·) of the
-    top half, x2 = a − n1 the rows (x2, ·) of the bottom half.  It loops over the
-    other variable in blocks of BLOCK_K: the cross blocks of the pairs it is in,
-    and the sum over them, its own diagonal block."""
+    """One program per joint and symbol: x1 = a < n1 writes the cross blocks of its
+    pairs (x1, ·) and their sum, its diagonal block; x2 = a − n1 sums the cross
+    blocks of its pairs (·, x2) into its own, without storing them again.  It
+    loops over the other variable in blocks of BLOCK_K."""
     b = tl.program_id(0).to(tl.int64)
     a = tl.program_id(1)
     second = a >= n1
+    m = (n1 + n2) * ny
     # Pair (own symbol, other symbol k) sits at pair_base + k * pair_stride.
     pair_base = tl.where(second, b * n1 * n2 + (a - n1), (b * n1 + a) * n2)
     pair_stride = tl.where(second, n2, 1)
     others = tl.where(second, n1, n2)
-    row0 = a * ny  # the first row of this symbol (λ1 rows come first, then λ2)
-    other0 = tl.where(second, 0, n1 * ny)  # the first column of the other variable
+    other0 = tl.where(second, 0, n1 * ny)  # the other side's first variable
     y = tl.arange(0, BLOCK_Y)
     in_y = y < ny
     eye = y[:, None] == y[None, :]
-    free_row = tl.load(free_ptr + b * m + row0 + y, mask=in_y, other=0.0)
+    free_row = tl.load(free_ptr + b * m + a * ny + y, mask=in_y, other=0.0)
     diag_q = tl.zeros([BLOCK_Y], dtype=s_ptr.dtype.element_ty)
     diag_outer = tl.zeros([BLOCK_Y, BLOCK_Y], dtype=s_ptr.dtype.element_ty)
     for k0 in range(0, others, BLOCK_K):
@@ -233,46 +244,53 @@ def _newton_matrix_kernel(
         outer = rank_one[:, :, None] * s[:, None, :]  # [K, Y, Z]
         diag_q += tl.sum(q, axis=0)
         diag_outer += tl.sum(outer, axis=0)
-        cross = tl.where(eye[None, :, :], q[:, :, None], 0.0) + outer
-        col = other0 + k[:, None] * ny + y[None, :]  # [K, Z]
-        free_col = tl.load(free_ptr + b * m + col, mask=in_k[:, None] & in_y[None, :], other=0.0)
-        cross = cross * free_row[None, :, None] * free_col[:, None, :]
-        tl.store(
-            out_ptr + (b * m + row0 + y[None, :, None]) * m + col[:, None, :],
-            cross,
-            mask=in_k[:, None, None] & in_y[None, :, None] & in_y[None, None, :],
-        )
+        if not second:
+            cross = tl.where(eye[None, :, :], q[:, :, None], 0.0) + outer
+            free_col = tl.load(
+                free_ptr + b * m + other0 + k[:, None] * ny + y[None, :], mask=in_k[:, None] & in_y[None, :], other=0.0
+            )
+            cross = cross * free_row[None, :, None] * free_col[:, None, :]
+            tl.store(
+                cross_ptr + ((at[:, None, None] * ny + y[None, :, None]) * ny + y[None, None, :]),
+                cross,
+                mask=in_k[:, None, None] & in_y[None, :, None] & in_y[None, None, :],
+            )
     block = tl.where(eye, diag_q[:, None], 0.0) + diag_outer
     block = block * free_row[:, None] * free_row[None, :] + tl.where(eye, 1.0 - free_row[:, None], 0.0)
-    tl.store(out_ptr + (b * m + row0 + y[:, None]) * m + row0 + y[None, :], block, mask=in_y[:, None] & in_y[None, :])
+    own = tl.where(second, (b * n2 + a - n1) * ny * ny, (b * n1 + a) * ny * ny)
+    at_block = own + y[:, None] * ny + y[None, :]
+    in_block = in_y[:, None] & in_y[None, :]
+    if second:
+        tl.store(block2_ptr + at_block, block, mask=in_block)
+    else:
+        tl.store(block1_ptr + at_block, block, mask=in_block)
 
 
-def newton_matrix(w, h, s, support: solver.Support):
-    r"""``solver.newton_matrix``, fused: the (B, m, m) matrix
-    Σ_k w_k (diag s_k − s_k s_kᵀ) + (w_k / h_k) s_k s_kᵀ on (λ1, λ2), gauge pinned
-    (rows and columns of pinned or absent variables are those of the identity).
-    Cross block (x1, x2): diag q_k + (w_k/h_k − w_k) s_k s_kᵀ, q_k = w_k s_k; the
-    diagonal blocks are its sums over the other variable.
+def newton_blocks(w, h, s, support: solver.Support):
+    r"""``solver.newton_blocks``, fused: the Newton matrix's diagonal blocks
+    (B, n1, ny, ny) and (B, n2, ny, ny) and cross blocks (B, n1, n2, ny, ny), gauge
+    pinned.  Cross block (x1, x2): diag q_k + (w_k/h_k − w_k) s_k s_kᵀ, q_k = w_k s_k;
+    the diagonal blocks are its sums over the other variable.
 
-    A zero fill of the output, then one kernel, grid (B, n1 + n2): a program per
-    joint and symbol writes that symbol's ny rows (its cross blocks and its
-    diagonal block); the cross blocks are never stored apart.  Bytes: writes
-    b B m² (zero fill) + 2 b N ny (the cross blocks, both triangles) + b L ny
-    (diagonal blocks); reads s, the free mask of the columns, w and h once per
-    side: 4 b N + 4 b K.  Flops: ~10 N ny (per entry and side: the rank-one
-    product, its block sum, the diagonal add, two free-mask products).  The
-    torch pass materialises the (B, n1, n2, ny, ny) outer products and cross
-    blocks (~6 b N ny written and read), then copies, concatenates and masks the
-    m × m matrix (~6 b B m² more)."""
+    One kernel, grid (B, n1 + n2): a program per joint and symbol (see
+    ``_newton_blocks_kernel``).  Bytes: writes b N ny (the cross blocks, once) +
+    b L ny (diagonal blocks); reads s, w and h once per side and the free mask:
+    4 b N + 4 b K.  Flops: ~8 N ny (per entry and side: the rank-one product and
+    its block sum; the cross blocks' diagonal add and two free-mask products once).
+    The torch pass materialises the outer products, the cross blocks and their
+    masked copy and the sums (~6 b N ny written and read)."""
     w, h, s = w.contiguous(), h.contiguous(), s.contiguous()
     batch, n1, n2, ny = s.shape
-    m = (n1 + n2) * ny
     free = support.free.to(s.dtype).contiguous()
-    out = torch.zeros((batch, m, m), dtype=s.dtype, device=s.device)
+    block1 = torch.empty((batch, n1, ny, ny), dtype=s.dtype, device=s.device)
+    block2 = torch.empty((batch, n2, ny, ny), dtype=s.dtype, device=s.device)
+    cross = torch.empty((batch, n1, n2, ny, ny), dtype=s.dtype, device=s.device)
     block_y = _pow2(ny)
     block_k = min(_pow2(max(n1, n2)), max(1, TILE // (block_y * block_y)))
-    _newton_matrix_kernel[(batch, n1 + n2)](w, h, s, free, out, n1, n2, ny, m, BLOCK_K=block_k, BLOCK_Y=block_y)
-    return out
+    _newton_blocks_kernel[(batch, n1 + n2)](
+        w, h, s, free, block1, block2, cross, n1, n2, ny, BLOCK_K=block_k, BLOCK_Y=block_y
+    )
+    return block1, block2, cross
 
 
 @triton.jit
@@ -520,7 +538,7 @@ def envelope_gradient(p, lam1, lam2, grad_atoms):
 TRITON_PASSES = solver.Passes(
     pair_softmax=pair_softmax,
     weighted_marginals=weighted_marginals,
-    newton_matrix=newton_matrix,
+    newton_blocks=newton_blocks,
     certificate=certificate,
 )
 
@@ -530,7 +548,7 @@ def costs(batch: int, n1: int, n2: int, ny: int, itemsize: int = 8) -> dict:
     roofline): {pass: {"bytes", "flops", "transcendentals"}}, for joints within
     one tile (see the module docstring)."""
     cells, pairs = batch * n1 * n2 * ny, batch * n1 * n2
-    duals, m = batch * (n1 + n2) * ny, (n1 + n2) * ny
+    duals = batch * (n1 + n2) * ny
     b = itemsize
     return {
         "pair_softmax": {
@@ -539,9 +557,9 @@ def costs(batch: int, n1: int, n2: int, ny: int, itemsize: int = 8) -> dict:
             "transcendentals": cells + pairs,
         },
         "weighted_marginals": {"bytes": b * (cells + pairs + duals), "flops": 3 * cells, "transcendentals": 0},
-        "newton_matrix": {
-            "bytes": b * (batch * m * m + 2 * cells * ny + duals * ny + 4 * cells + 4 * pairs),
-            "flops": 10 * cells * ny,
+        "newton_blocks": {
+            "bytes": b * (cells * ny + duals * ny + 4 * cells + 4 * pairs),
+            "flops": 8 * cells * ny,
             "transcendentals": 0,
         },
         "certificate": {

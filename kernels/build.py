@@ -106,7 +106,7 @@ def fused_pass_launches(shape) -> list:
     with recorded_launches() as launches:
         broja_triton.pair_softmax(lam1, lam2, support)
         broja_triton.weighted_marginals(w, p)
-        broja_triton.newton_matrix(w, w, p, support)
+        broja_triton.newton_blocks(w, w, p, support)
         broja_triton.certificate(lam1, lam2, w, support)
         broja_triton.envelope_gradient(p, lam1, lam2, torch.ones(2, 5, dtype=torch.float64))
     return launches

@@ -15,8 +15,10 @@ from its start to its certificate, the iteration's state in registers:
 with I, J, Y, M the sizes n1, n2, ny, m = (n1 + n2) ny padded to powers of two
 (M at least 16, ``tl.dot``'s smallest side).  The Newton matrix is formed by two
 ``tl.dot`` products (DMMA in float64 on sm_80/sm_90) and factorised whole
-(``solver.DenseFactor``: Jacobi scaling, Cholesky with the shift raised where it
-fails, two refinement steps), column by column in registers.  Register tiles
+(Jacobi scaling, Cholesky with the shift raised where it fails as in
+``solver._cholesky_with_shift``, two refinement steps), column by column in
+registers: at these sizes the whole matrix fits a register tile, where the
+torch reference (``solver.SideFactor``) eliminates one side.  Register tiles
 cannot be indexed by a computed position, so the places that regroup values
 (cells → matrix entries, the (λ1, λ2) tiles ↔ one vector of m variables, the
 factor's columns) go through a small per-joint scratch in global memory
@@ -182,8 +184,7 @@ def _factorize(
     REGULARIZATION: tl.constexpr,
     MAX_SHIFT_RAISES: tl.constexpr,
 ):
-    """``solver.DenseFactor``'s factorisation: the Newton matrix Jacobi-scaled and
-    factorised with no shift, then REGULARIZATION raised ×100 while it fails
+    """The Newton matrix Jacobi-scaled and factorised whole with no shift, then REGULARIZATION raised ×100 while it fails
     (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
     again (rare) rather than keeping a copy in registers through the first.
     Returns the scale; the factor is at factor_ptr."""
@@ -236,7 +237,7 @@ def _newton_product(x, s, w, c, free, layout):
 
 @triton.jit
 def _factor_solve(factor_ptr, scale, rhs, s, w, c, free, layout, m, REFINEMENT_STEPS: tl.constexpr):
-    """``solver.DenseFactor.solve``: the Jacobi-scaled system, refined against the
+    """The Jacobi-scaled system solved by the factor, refined against the
     unshifted matrix (its products from the cells, as the C++ solver's)."""
     r = layout[5]
     b = rhs * scale

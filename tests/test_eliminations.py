@@ -169,6 +169,53 @@ def test_the_torch_solve_factorises_once_per_step(monkeypatch):
         assert solution.converged.all() and len(calls) == int(solution.iterations)
 
 
+def newton_system(rng, shape, batch=3):
+    """A batch of joints with an absent x1, a masked λ1 and an empty pair, at a random interior
+    iterate (w > 0, h > 0): the pieces ``solver.factorize`` takes, and a right-hand
+    side that vanishes off the free variables."""
+    p = torch.tensor(np.stack([dirichlet_joint(rng, shape, 0.3) for _ in range(batch)]))
+    p[0, 0] = 0.0
+    p[1, 0, :, 0] = 0.0
+    p[1, 1, 1, :] = 0.0
+    p = p / p.sum((1, 2, 3), keepdim=True)
+    support = solver.Support.of(p)
+    lam1, lam2, w = solver.analytic_start(support)
+    g, s = solver.pair_softmax(lam1 + 0.1 * torch.randn_like(lam1), lam2 + 0.1 * torch.randn_like(lam2), support)
+    h = -g + 0.3 + ~support.pair
+    w = (w + 0.01) * support.pair
+    rhs = torch.randn(batch, support.free.shape[1], dtype=torch.float64) * support.free
+    return w, h, s, support, rhs
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 2), (3, 5, 4), (5, 3, 4), (4, 4, 1), (6, 6, 3), (12, 9, 6)], ids=str)
+def test_the_side_factor_solves_the_dense_system(shape):
+    """SideFactor (the Newton matrix by blocks, the larger side eliminated) against
+    a dense solve of ``newton_matrix``: E = x1's side, x2's, and ties, one class,
+    absent symbols, masked variables and empty pairs."""
+    w, h, s, support, rhs = newton_system(np.random.default_rng(3), shape)
+    dense = torch.linalg.solve(solver.newton_matrix(w, h, s, support), rhs[..., None])[..., 0]
+    x = solver.SideFactor(w, h, s, support).solve(rhs)
+    assert torch.allclose(x, dense, rtol=0, atol=1e-12 * dense.abs().max())
+    assert torch.equal(x * ~support.free, torch.zeros_like(x))
+
+
+def test_a_joint_that_needs_the_shift_leaves_its_batch_mates_alone():
+    """A joint with a zero block (every pair of one x1 without mass) fails the
+    unshifted factorisation: it alone is factorised again with the shift raised
+    (its block's factor is then REGULARIZATION^(1/2) I), and the others' factors
+    and solves are those they have alone."""
+    w, h, s, support, rhs = newton_system(np.random.default_rng(4), (5, 4, 3))  # x1's side eliminated
+    w[2, 1] = 0.0
+    factor = solver.SideFactor(w, h, s, support)
+    assert all(t.isfinite().all() for t in (factor.factor_e, factor.g, factor.factor_k))
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(factor.factor_e[2, 1], solver.REGULARIZATION**0.5 * eye, rtol=1e-15, atol=0)
+    for joint in (0, 1):
+        alone = solver.SideFactor(w[[joint]], h[[joint]], s[[joint]], support.take([joint]))
+        assert torch.equal(alone.factor_k[0], factor.factor_k[joint])
+        assert torch.equal(alone.solve(rhs[[joint]])[0], factor.solve(rhs)[joint])
+
+
 def test_only_near_singular_blocks_get_the_shift(monkeypatch):
     """δ goes only on the blocks D_y whose scaled inverse's Frobenius norm
     exceeds PAIRS_SHIFT_FREE_NORM: none on a dense Dirichlet joint, at any step; on a

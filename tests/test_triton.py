@@ -127,10 +127,11 @@ def test_weighted_marginals(shape, batch, dtype):
 @in_process
 @cases
 @shapes
-def test_newton_matrix(shape, batch, dtype):
+def test_newton_blocks(shape, batch, dtype):
     support, lam1, lam2, w, h = random_batch(shape, batch, dtype, seed=3)
     _, s = solver.pair_softmax(lam1, lam2, support)
-    close(K.newton_matrix(w, h, s, support), solver.newton_matrix(w, h, s, support), dtype)
+    for ours, ref in zip(K.newton_blocks(w, h, s, support), solver.newton_blocks(w, h, s, support)):
+        close(ours, ref, dtype)
 
 
 @in_process
@@ -148,7 +149,7 @@ def test_certificate(shape, batch, dtype):
 @in_process
 def test_wide_tiles():
     """Sizes over one tile: several tiles of pairs and x2 blocks (row partials
-    summed), loops over x1; loops over the other symbol in the Newton matrix."""
+    summed), loops over x1; loops over the other symbol in the Newton blocks."""
     support, lam1, lam2, w, _ = random_batch((3, 9, 300), 1, torch.float64, seed=5)
     g, s = K.pair_softmax(lam1, lam2, support)
     g_ref, s_ref = solver.pair_softmax(lam1, lam2, support)
@@ -158,7 +159,8 @@ def test_wide_tiles():
         close(ours, ref, torch.float64)
     support, lam1, lam2, w, h = random_batch((5, 7, 20), 1, torch.float64, seed=6)
     _, s = solver.pair_softmax(lam1, lam2, support)
-    close(K.newton_matrix(w, h, s, support), solver.newton_matrix(w, h, s, support), torch.float64)
+    for ours, ref in zip(K.newton_blocks(w, h, s, support), solver.newton_blocks(w, h, s, support)):
+        close(ours, ref, torch.float64)
 
 
 def solve_batches():
@@ -461,7 +463,7 @@ def test_fused_kernels_builds(shape, capability):
     assert names == [
         "_pair_softmax_kernel",
         "_weighted_marginals_kernel",
-        "_newton_matrix_kernel",
+        "_newton_blocks_kernel",
         "_certificate_kernel",
         "_envelope_gradient_kernel",
     ]
