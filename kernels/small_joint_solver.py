@@ -184,8 +184,8 @@ def _factorize(
     REGULARIZATION: tl.constexpr,
     MAX_SHIFT_RAISES: tl.constexpr,
 ):
-    """The Newton matrix Jacobi-scaled and factorised whole with no shift, then REGULARIZATION raised ×100 while it fails
-    (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
+    """The Newton matrix Jacobi-scaled and factorised whole with no shift, then
+    REGULARIZATION raised ×100 while it fails (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
     again (rare) rather than keeping a copy in registers through the first.
     Returns the scale; the factor is at factor_ptr."""
     r = cells[4]
