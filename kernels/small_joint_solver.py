@@ -185,9 +185,10 @@ def _factorize(
     MAX_SHIFT_RAISES: tl.constexpr,
 ):
     """The Newton matrix Jacobi-scaled and factorised whole with no shift, then
-    REGULARIZATION raised ×100 while it fails (``solver._cholesky_with_shift``).  An attempt that fails forms the matrix
-    again (rare) rather than keeping a copy in registers through the first.
-    Returns the scale; the factor is at factor_ptr."""
+    REGULARIZATION raised ×100 while it fails (``solver._cholesky_with_shift``).
+    An attempt that fails forms the matrix again (rare) rather than keeping a
+    copy in registers through the first.  Returns the scale; the factor is at
+    factor_ptr."""
     r = cells[4]
     shift = tl.zeros((), s.dtype)
     scale = tl.zeros([r.shape[0]], dtype=s.dtype)
