@@ -206,23 +206,24 @@ class SideFactor:
     r"""The Newton matrix solved by eliminating one side (docs/pid-math.md, "Side
     elimination"; csrc/broja/schur.h): with E the side of more symbols and K the
     other (λ2's on ties: the gauge pins some of it), M = [[A_E, C], [Cᵀ, A_K]] with
-    A_E block-diagonal over E's symbols.  Each ny × ny block of A_E is Jacobi-scaled
-    and factorised, D_E A_E D_E + σ I = L Lᵀ; G = L⁻¹ D_E C; the Schur complement
-    S = A_K − Gᵀ G is scaled by A_K's diagonal, D_K S D_K + σ I = L_S L_Sᵀ.  The
-    same shift σ on both (REGULARIZATION, raised ×100 on the joints where either
-    factorisation fails), as the dense factorisation of the scaled M would have.
+    A_E block-diagonal over E's symbols, Jacobi-scaled, M̃ = D M D with
+    D = diag(M)^(-1/2), and shifted by σ: each ny × ny block of A_E is factorised,
+    D_E A_E D_E + σ I = L Lᵀ; G = L⁻¹ D_E C; the Schur complement
+    S = A_K − Gᵀ G gives D_K S D_K + σ I = L_S L_Sᵀ.  σ = 0, or REGULARIZATION
+    raised ×100 on the joints where either factorisation fails, as the dense
+    factorisation of M̃ would have it.
 
     Batched: the blocks' Cholesky, the triangular solves and Gᵀ G are torch's
     batched kernels (cuBLAS and cuSOLVER on a GPU), ~e k² + k³ / 3 flops for
     e = max(n1, n2) ny and k = min(n1, n2) ny where the dense matrix took
     (e + k)³ / 3, and e k + k² entries of memory where it took (e + k)².
-    Solving: t = L⁻¹ D_E r_E, x_K = D_K (L_S L_Sᵀ)⁻¹ D_K (r_K − Gᵀ t),
-    x_E = D_E L⁻ᵀ (t − G x_K); each solve is refined against M's own products
-    (``newton_product``), REFINEMENT_STEPS steps."""
+    A solve works on M̃: t = L⁻¹ b_E, x_K = (L_S L_Sᵀ)⁻¹ (b_K − D_K Gᵀ t),
+    x_E = L⁻ᵀ (t − G D_K x_K), refined REFINEMENT_STEPS times against M̃'s
+    products from its blocks (``scaled_product``)."""
 
     def __init__(self, w, h, s, support: Support, newton_blocks=newton_blocks):
         batch, n1, n2, ny = s.shape
-        self.w, self.h, self.s, self.support, self.n1 = w, h, s, support, n1
+        self.n1, self.ny = n1, ny
         block1, block2, cross = newton_blocks(w, h, s, support)
         self.keep2 = n2 <= n1
         if self.keep2:
@@ -230,20 +231,23 @@ class SideFactor:
         else:
             blocks_e, blocks_k, cross = block2, block1, cross.permute(0, 2, 1, 4, 3)
         symbols_e, symbols_k = blocks_e.shape[1], blocks_k.shape[1]
-        coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)  # C, E's rows by symbol
+        self.scale_e, self.scaled_e = _jacobi(blocks_e)
+        self.a_k = block_diagonal(blocks_k)
+        self.scale_k = self.a_k.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(s.dtype).tiny).rsqrt()
+        # D_E C, (B, e, k): E's variables by symbol, then K's.
+        coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)
         del cross
-        self.scale_e, scaled_e = _jacobi(blocks_e)
-        a_k = block_diagonal(blocks_k)
-        self.scale_k = a_k.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(s.dtype).tiny).rsqrt()
-        coupling = coupling * self.scale_e[..., None]
+        self.coupling = (coupling * self.scale_e[..., None]).flatten(1, 2)
+        del coupling
         eye_e = torch.eye(ny, dtype=s.dtype, device=s.device)
         eye_k = torch.eye(symbols_k * ny, dtype=s.dtype, device=s.device)
 
         def factorise(joints, shift):
-            factor_e, info_e = torch.linalg.cholesky_ex(scaled_e[joints] + shift[:, None, None, None] * eye_e)
-            # G = L⁻¹ C as Gᵀ = Cᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
-            g = torch.linalg.solve_triangular(factor_e.mT, coupling[joints].mT, upper=True, left=False).mT.flatten(1, 2)
-            schur = torch.baddbmm(a_k[joints], g.mT, g, alpha=-1)
+            factor_e, info_e = torch.linalg.cholesky_ex(self.scaled_e[joints] + shift[:, None, None, None] * eye_e)
+            coupling = self.coupling[joints].view(-1, symbols_e, ny, symbols_k * ny)
+            # G = L⁻¹ D_E C as Gᵀ = (D_E C)ᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
+            g = torch.linalg.solve_triangular(factor_e.mT, coupling.mT, upper=True, left=False).mT.flatten(1, 2)
+            schur = torch.baddbmm(self.a_k[joints], g.mT, g, alpha=-1)
             scale_k = self.scale_k[joints]
             scaled_k = schur * scale_k[:, :, None] * scale_k[:, None, :] + shift[:, None, None] * eye_k
             factor_k, info_k = torch.linalg.cholesky_ex(scaled_k)
@@ -259,25 +263,39 @@ class SideFactor:
             shift = torch.where(shift > 0, shift * 100, REGULARIZATION)
             self.factor_e[joints], self.g[joints], self.factor_k[joints], failed = factorise(joints, shift)
 
-    def solve_once(self, r):
-        batch, ny = len(r), self.s.shape[-1]
-        cut = self.n1 * ny
-        r_e, r_k = (r[:, :cut], r[:, cut:]) if self.keep2 else (r[:, cut:], r[:, :cut])
-        t = torch.linalg.solve_triangular(
-            self.factor_e, (r_e.view(self.scale_e.shape) * self.scale_e)[..., None], upper=False
-        ).view(batch, -1)
-        b = (r_k - (self.g.mT @ t[..., None])[..., 0]) * self.scale_k
-        x_k = torch.cholesky_solve(b[..., None], self.factor_k)[..., 0] * self.scale_k
-        u = (t - (self.g @ x_k[..., None])[..., 0]).view(self.scale_e.shape)[..., None]
-        x_e = torch.linalg.solve_triangular(self.factor_e.mT, u, upper=True)[..., 0] * self.scale_e
-        x_e = x_e.view(batch, -1)
+    def split(self, x):
+        """(B, (n1 + n2) ny) → E's part as (B, E's symbols, ny, 1) and K's as (B, k, 1)."""
+        cut = self.n1 * self.ny
+        x_e, x_k = (x[:, :cut], x[:, cut:]) if self.keep2 else (x[:, cut:], x[:, :cut])
+        return x_e.reshape(*self.scale_e.shape, 1), x_k[..., None]
+
+    def join(self, x_e, x_k):
+        x_e, x_k = x_e.flatten(1), x_k.flatten(1)
         return torch.cat([x_e, x_k] if self.keep2 else [x_k, x_e], 1)
 
+    def scaled_solve(self, b):
+        """(M̃ + σ I)⁻¹ b by the factors."""
+        b_e, b_k = self.split(b)
+        t = torch.linalg.solve_triangular(self.factor_e, b_e, upper=False)
+        x_k = torch.cholesky_solve(b_k - self.scale_k[..., None] * (self.g.mT @ t.flatten(1, 2)), self.factor_k)
+        u = t - (self.g @ (self.scale_k[..., None] * x_k)).view_as(t)
+        return self.join(torch.linalg.solve_triangular(self.factor_e.mT, u, upper=True), x_k)
+
+    def scaled_product(self, x):
+        """M̃ x from the blocks: [D_E A_E D_E x_E + D_E C D_K x_K; D_K (Cᵀ D_E x_E + A_K D_K x_K)]."""
+        x_e, x_k = self.split(x)
+        u_k = self.scale_k[..., None] * x_k
+        top = self.scaled_e @ x_e + (self.coupling @ u_k).view_as(x_e)
+        bottom = self.scale_k[..., None] * (self.coupling.mT @ x_e.flatten(1, 2) + self.a_k @ u_k)
+        return self.join(top, bottom)
+
     def solve(self, rhs):
-        x = self.solve_once(rhs)
+        scale = self.join(self.scale_e, self.scale_k)
+        b = rhs * scale
+        x = self.scaled_solve(b)
         for _ in range(REFINEMENT_STEPS):
-            x = x + self.solve_once(rhs - newton_product(self.w, self.h, self.s, self.support, x))
-        return x
+            x = x + self.scaled_solve(b - self.scaled_product(x))
+        return x * scale
 
 
 class PairsFactor:
