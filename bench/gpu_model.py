@@ -7,7 +7,8 @@ cells, m = (n1 + n2) ny dual variables per joint):
 
 * fused passes ("triton"): the bytes and flops of ``fastpid.kernels.costs``
   times the calls per iteration (pair softmax 2: the step and one trial of the
-  line search; certificate 1; weighted marginals 3; Newton blocks 1);
+  line search; certificate 1; weighted marginals 3; Newton blocks 1 where the
+  side elimination takes them);
 * the Newton system of ``fastpid.solver`` ("torch", and "triton" around its
   passes), by the elimination ``solver.choose_elimination`` picks, factorised
   once per iteration and solved for 2 directions, each 1 + its refinement steps
@@ -179,11 +180,14 @@ def launches_per_iteration(fused: bool) -> int:
     return counts[1] - counts[0]
 
 
-def fused_pass_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
+def fused_pass_cost(batch: int, n1: int, n2: int, ny: int, elimination: str) -> dict:
+    """Bytes and flops of one iteration's fused passes; the pair elimination forms
+    its own blocks (``solver.PairsFactor``), not the Newton blocks."""
     from fastpid.kernels.broja_triton import costs  # needs triton (CPU import only, nothing runs)
 
     per_call = costs(batch, n1, n2, ny)
-    return {key: sum(PASS_CALLS[name] * per_call[name][key] for name in PASS_CALLS) for key in ("bytes", "flops")}
+    calls = {name: count for name, count in PASS_CALLS.items() if elimination == "side" or name != "newton_blocks"}
+    return {key: sum(count * per_call[name][key] for name, count in calls.items()) for key in ("bytes", "flops")}
 
 
 def newton_system_cost(n1: int, n2: int, ny: int) -> tuple[str, float, float]:
@@ -263,8 +267,8 @@ def _side_workspace(n1: int, n2: int, ny: int) -> int:
 
 def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float]) -> dict:
     n1, n2, ny = shape
-    passes = fused_pass_cost(batch, n1, n2, ny)
     elimination, system_flops, system_bytes = newton_system_cost(n1, n2, ny)
+    passes = fused_pass_cost(batch, n1, n2, ny, elimination)
     system_flops, system_bytes = batch * system_flops, batch * system_bytes
     torch_memory = batch * solver.working_set_bytes(n1, n2, ny, elimination)
     chunks = -(-torch_memory // TORCH_BUDGET)
