@@ -19,7 +19,7 @@ import triton
 from fastpid.kernels import build, small_joint_solver
 
 SHAPES = [(2, 2, 2), (2, 3, 3), (4, 4, 2), (3, 3, 3), (4, 4, 4), (2, 2, 8), (8, 8, 2), (5, 5, 5), (4, 4, 8), (8, 8, 8)]
-FUSED_SHAPES = [(5, 5, 5), (20, 20, 6), (32, 32, 32)]
+FUSED_SHAPES = [(5, 5, 5), (20, 20, 6), (32, 32, 32), (3, 3, 200)]
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ from fastpid import solver
 
 TILE = 2048  # elements per program tile in the cell-wise kernels
 CERTIFICATE_MAX_PAIRS = 128 * 128  # n1 × n2 tile (padded) of one certificate program
+BLOCK_Y_MAX = 32  # classes a side of one tile of the Newton blocks (_newton_blocks_kernel)
 
 
 def _pow2(n: int) -> int:
@@ -213,12 +214,14 @@ def _newton_blocks_kernel(
     BLOCK_K: tl.constexpr,
     BLOCK_Y: tl.constexpr,
 ):
-    """One program per joint and symbol: x1 = a < n1 writes the cross blocks of its
-    pairs (x1, ·) and their sum, its diagonal block; x2 = a − n1 sums the cross
+    """One program per joint, symbol and BLOCK_Y × BLOCK_Y tile (y, z) of the
+    ny × ny blocks: x1 = a < n1 writes that tile of the cross blocks of its pairs
+    (x1, ·) and of their sum, its diagonal block; x2 = a − n1 sums the cross
     blocks of its pairs (·, x2) into its own, without storing them again.  It
     loops over the other variable in blocks of BLOCK_K."""
     b = tl.program_id(0).to(tl.int64)
     a = tl.program_id(1)
+    tiles = tl.cdiv(ny, BLOCK_Y)
     second = a >= n1
     m = (n1 + n2) * ny
     # Pair (own symbol, other symbol k) sits at pair_base + k * pair_stride.
@@ -226,10 +229,12 @@ def _newton_blocks_kernel(
     pair_stride = tl.where(second, n2, 1)
     others = tl.where(second, n1, n2)
     other0 = tl.where(second, 0, n1 * ny)  # the other side's first variable
-    y = tl.arange(0, BLOCK_Y)
-    in_y = y < ny
-    eye = y[:, None] == y[None, :]
-    free_row = tl.load(free_ptr + b * m + a * ny + y, mask=in_y, other=0.0)
+    y = tl.program_id(2) // tiles * BLOCK_Y + tl.arange(0, BLOCK_Y)
+    z = tl.program_id(2) % tiles * BLOCK_Y + tl.arange(0, BLOCK_Y)
+    in_y, in_z = y < ny, z < ny
+    eye = y[:, None] == z[None, :]
+    free_y = tl.load(free_ptr + b * m + a * ny + y, mask=in_y, other=0.0)
+    free_z = tl.load(free_ptr + b * m + a * ny + z, mask=in_z, other=0.0)
     diag_q = tl.zeros([BLOCK_Y], dtype=s_ptr.dtype.element_ty)
     diag_outer = tl.zeros([BLOCK_Y, BLOCK_Y], dtype=s_ptr.dtype.element_ty)
     for k0 in range(0, others, BLOCK_K):
@@ -238,28 +243,28 @@ def _newton_blocks_kernel(
         at = pair_base + k * pair_stride
         w = tl.load(w_ptr + at, mask=in_k, other=0.0)
         h = tl.load(h_ptr + at, mask=in_k, other=1.0)
-        s = tl.load(s_ptr + at[:, None] * ny + y[None, :], mask=in_k[:, None] & in_y[None, :], other=0.0)
-        q = w[:, None] * s
-        rank_one = (w / h - w)[:, None] * s
-        outer = rank_one[:, :, None] * s[:, None, :]  # [K, Y, Z]
+        s_y = tl.load(s_ptr + at[:, None] * ny + y[None, :], mask=in_k[:, None] & in_y[None, :], other=0.0)
+        s_z = tl.load(s_ptr + at[:, None] * ny + z[None, :], mask=in_k[:, None] & in_z[None, :], other=0.0)
+        q = w[:, None] * s_y
+        outer = ((w / h - w)[:, None] * s_y)[:, :, None] * s_z[:, None, :]  # [K, Y, Z]
         diag_q += tl.sum(q, axis=0)
         diag_outer += tl.sum(outer, axis=0)
         if not second:
             cross = tl.where(eye[None, :, :], q[:, :, None], 0.0) + outer
             free_col = tl.load(
-                free_ptr + b * m + other0 + k[:, None] * ny + y[None, :], mask=in_k[:, None] & in_y[None, :], other=0.0
+                free_ptr + b * m + other0 + k[:, None] * ny + z[None, :], mask=in_k[:, None] & in_z[None, :], other=0.0
             )
-            cross = cross * free_row[None, :, None] * free_col[:, None, :]
+            cross = cross * free_y[None, :, None] * free_col[:, None, :]
             tl.store(
-                cross_ptr + ((at[:, None, None] * ny + y[None, :, None]) * ny + y[None, None, :]),
+                cross_ptr + ((at[:, None, None] * ny + y[None, :, None]) * ny + z[None, None, :]),
                 cross,
-                mask=in_k[:, None, None] & in_y[None, :, None] & in_y[None, None, :],
+                mask=in_k[:, None, None] & in_y[None, :, None] & in_z[None, None, :],
             )
     block = tl.where(eye, diag_q[:, None], 0.0) + diag_outer
-    block = block * free_row[:, None] * free_row[None, :] + tl.where(eye, 1.0 - free_row[:, None], 0.0)
+    block = block * free_y[:, None] * free_z[None, :] + tl.where(eye, 1.0 - free_y[:, None], 0.0)
     own = tl.where(second, (b * n2 + a - n1) * ny * ny, (b * n1 + a) * ny * ny)
-    at_block = own + y[:, None] * ny + y[None, :]
-    in_block = in_y[:, None] & in_y[None, :]
+    at_block = own + y[:, None] * ny + z[None, :]
+    in_block = in_y[:, None] & in_z[None, :]
     if second:
         tl.store(block2_ptr + at_block, block, mask=in_block)
     else:
@@ -272,23 +277,40 @@ def newton_blocks(w, h, s, support: solver.Support):
     pinned.  Cross block (x1, x2): diag q_k + (w_k/h_k − w_k) s_k s_kᵀ, q_k = w_k s_k;
     the diagonal blocks are its sums over the other variable.
 
-    One kernel, grid (B, n1 + n2): a program per joint and symbol (see
+    One kernel, grid (B, n1 + n2, tiles²): a program per joint, symbol and tile
+    of the ny × ny blocks, tiles of at most BLOCK_Y_MAX classes a side (see
     ``_newton_blocks_kernel``).  Bytes: writes b N ny (the cross blocks, once) +
-    b L ny (diagonal blocks); reads s, w and h once per side and the free mask:
-    4 b N + 4 b K.  Flops: ~8 N ny (per entry and side: the rank-one product and
-    its block sum; the cross blocks' diagonal add and two free-mask products once).
-    The torch pass materialises the outer products, the cross blocks and their
-    masked copy and the sums (~6 b N ny written and read)."""
+    b L ny (diagonal blocks); reads s, w and h once per side and tile row and the
+    free mask: 4 b N + 4 b K for up to BLOCK_Y_MAX classes.  Flops: ~8 N ny (per
+    entry and side: the rank-one product and its block sum; the cross blocks'
+    diagonal add and two free-mask products once).  The torch pass materialises
+    the outer products, the cross blocks and their masked copy and the sums
+    (~6 b N ny written and read)."""
     w, h, s = w.contiguous(), h.contiguous(), s.contiguous()
     batch, n1, n2, ny = s.shape
     free = support.free.to(s.dtype).contiguous()
     block1 = torch.empty((batch, n1, ny, ny), dtype=s.dtype, device=s.device)
     block2 = torch.empty((batch, n2, ny, ny), dtype=s.dtype, device=s.device)
     cross = torch.empty((batch, n1, n2, ny, ny), dtype=s.dtype, device=s.device)
-    block_y = _pow2(ny)
+    block_y = min(_pow2(ny), BLOCK_Y_MAX)
     block_k = min(_pow2(max(n1, n2)), max(1, TILE // (block_y * block_y)))
-    _newton_blocks_kernel[(batch, n1 + n2)](
-        w, h, s, free, block1, block2, cross, n1, n2, ny, BLOCK_K=block_k, BLOCK_Y=block_y
+    tiles = triton.cdiv(ny, block_y)
+    # Eight warps for the widest tile: with four the accumulator and a tile of outer
+    # products spill on sm_80 (bench/results/triton-build-2026-12-07-blocks.md).
+    _newton_blocks_kernel[(batch, n1 + n2, tiles * tiles)](
+        w,
+        h,
+        s,
+        free,
+        block1,
+        block2,
+        cross,
+        n1,
+        n2,
+        ny,
+        BLOCK_K=block_k,
+        BLOCK_Y=block_y,
+        num_warps=4 if block_y < BLOCK_Y_MAX else 8,
     )
     return block1, block2, cross
 

@@ -149,7 +149,8 @@ def test_certificate(shape, batch, dtype):
 @in_process
 def test_wide_tiles():
     """Sizes over one tile: several tiles of pairs and x2 blocks (row partials
-    summed), loops over x1; loops over the other symbol in the Newton blocks."""
+    summed), loops over x1; loops over the other symbol in the Newton blocks,
+    and their class tiles (2 × 2 tiles of 32 classes, the last ones partial)."""
     support, lam1, lam2, w, _ = random_batch((3, 9, 300), 1, torch.float64, seed=5)
     g, s = K.pair_softmax(lam1, lam2, support)
     g_ref, s_ref = solver.pair_softmax(lam1, lam2, support)
@@ -157,10 +158,11 @@ def test_wide_tiles():
     close(s, s_ref, torch.float64)
     for ours, ref in zip(K.weighted_marginals(w, s_ref), solver.weighted_marginals(w, s_ref)):
         close(ours, ref, torch.float64)
-    support, lam1, lam2, w, h = random_batch((5, 7, 20), 1, torch.float64, seed=6)
-    _, s = solver.pair_softmax(lam1, lam2, support)
-    for ours, ref in zip(K.newton_blocks(w, h, s, support), solver.newton_blocks(w, h, s, support)):
-        close(ours, ref, torch.float64)
+    for shape in ((5, 7, 20), (3, 2, 40)):
+        support, lam1, lam2, w, h = random_batch(shape, 1, torch.float64, seed=6)
+        _, s = solver.pair_softmax(lam1, lam2, support)
+        for ours, ref in zip(K.newton_blocks(w, h, s, support), solver.newton_blocks(w, h, s, support)):
+            close(ours, ref, torch.float64)
 
 
 def solve_batches():
@@ -453,7 +455,7 @@ def test_small_joint_solver_builds(shape, capability):
 @compiled
 @with_nvidia_tools
 @pytest.mark.parametrize("capability", [80, 90])
-@pytest.mark.parametrize("shape", [(5, 5, 5), (20, 20, 6)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("shape", [(5, 5, 5), (20, 20, 6), (3, 3, 200)], ids=lambda s: "x".join(map(str, s)))
 def test_fused_kernels_builds(shape, capability):
     """Build evidence without a GPU for the fused passes and the fused backward: the
     launches their host wrappers make on a batch of this shape (recorded, not run),
