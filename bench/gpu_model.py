@@ -16,7 +16,8 @@ cells, m = (n1 + n2) ny dual variables per joint):
   by blocks, e = max(n1, n2) ny and k = min(n1, n2) ny (``solver.side_flops``
   per factorisation, which writes and reads the cross blocks and G, e k words
   each, and the Schur complement and its factor, k² each; each solve reads G
-  twice and the factors once: 2 e k + k² + e ny words, as many multiply-adds); pairs,
+  twice and the factors once, each refinement product D_E C twice and the
+  blocks once: 2 e k + k² + e ny words, as many multiply-adds); pairs,
   ``solver.pairs_flops`` per factorisation, its per-y blocks and capacitance
   matrix read twice per solve;
 * kernel launches: counted, not assumed: the aten ops one iteration dispatches
@@ -201,11 +202,12 @@ def newton_system_cost(n1: int, n2: int, ny: int) -> tuple[str, float, float]:
         flops = solver.pairs_flops(n1, n2, ny) + solves * 2 * factor_words
         words = 2 * factor_words + solves * 2 * factor_words
     else:
-        solves = 2 * (1 + solver.REFINEMENT_STEPS)
+        solves, products = 2 * (1 + solver.REFINEMENT_STEPS), 2 * solver.REFINEMENT_STEPS
         e, k = max(n1, n2) * ny, min(n1, n2) * ny
-        solve_words = 2 * e * k + k * k + e * ny
-        flops = solver.side_flops(n1, n2, ny) + solves * 2 * solve_words
-        words = 4 * e * k + 3 * k * k + solves * solve_words
+        # A solve reads G twice and the factors; a product D_E C twice, A_K and A_E's blocks.
+        pass_words = 2 * e * k + k * k + e * ny
+        flops = solver.side_flops(n1, n2, ny) + (solves + products) * 2 * pass_words
+        words = 4 * e * k + 3 * k * k + (solves + products) * pass_words
     return elimination, flops, 8.0 * words
 
 
