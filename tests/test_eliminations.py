@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import SOLVE_GAP_MAX, SOLVE_TOL, reference_array
+from conftest import DEVICES, SOLVE_GAP_MAX, SOLVE_TOL, reference_array
 
 import fastpid
 from fastpid import solver
@@ -169,7 +169,7 @@ def test_the_torch_solve_factorises_once_per_step(monkeypatch):
         assert solution.converged.all() and len(calls) == int(solution.iterations)
 
 
-def newton_system(rng, shape, batch=3):
+def newton_system(rng, shape, batch=3, device="cpu"):
     """A batch of joints with an absent x1, a masked λ1 and an empty pair, at a random interior
     iterate (w > 0, h > 0): the pieces ``solver.factorize`` takes, and a right-hand
     side that vanishes off the free variables."""
@@ -177,22 +177,23 @@ def newton_system(rng, shape, batch=3):
     p[0, 0] = 0.0
     p[1, 0, :, 0] = 0.0
     p[1, 1, 1, :] = 0.0
-    p = p / p.sum((1, 2, 3), keepdim=True)
+    p = (p / p.sum((1, 2, 3), keepdim=True)).to(device)
     support = solver.Support.of(p)
     lam1, lam2, w = solver.analytic_start(support)
     g, s = solver.pair_softmax(lam1 + 0.1 * torch.randn_like(lam1), lam2 + 0.1 * torch.randn_like(lam2), support)
     h = -g + 0.3 + ~support.pair
     w = (w + 0.01) * support.pair
-    rhs = torch.randn(batch, support.free.shape[1], dtype=torch.float64) * support.free
+    rhs = torch.randn(batch, support.free.shape[1], dtype=torch.float64).to(device) * support.free
     return w, h, s, support, rhs
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(2, 2, 2), (3, 5, 4), (5, 3, 4), (4, 4, 1), (6, 6, 3), (12, 9, 6)], ids=str)
-def test_the_side_factor_solves_the_dense_system(shape):
+def test_the_side_factor_solves_the_dense_system(shape, device):
     """SideFactor (the Newton matrix by blocks, the larger side eliminated) against
     a dense solve of ``newton_matrix``: E = x1's side, x2's, and ties, one class,
-    absent symbols, masked variables and empty pairs."""
-    w, h, s, support, rhs = newton_system(np.random.default_rng(3), shape)
+    absent symbols, masked variables and empty pairs; on a GPU, cuBLAS and cuSOLVER's."""
+    w, h, s, support, rhs = newton_system(np.random.default_rng(3), shape, device=device)
     dense = torch.linalg.solve(solver.newton_matrix(w, h, s, support), rhs[..., None])[..., 0]
     x = solver.SideFactor(w, h, s, support).solve(rhs)
     assert torch.allclose(x, dense, rtol=0, atol=1e-12 * dense.abs().max())
