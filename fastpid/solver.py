@@ -205,21 +205,21 @@ def _jacobi(matrix):
 class SideFactor:
     r"""The Newton matrix solved by eliminating one side (docs/pid-math.md, "Side
     elimination"; csrc/broja/schur.h): with E the side of more symbols and K the
-    other (λ2's on ties: the gauge pins some of it), M = [[A_E, C], [Cᵀ, A_K]] with
-    A_E block-diagonal over E's symbols, Jacobi-scaled, M̃ = D M D with
-    D = diag(M)^(-1/2), and shifted by σ: each ny × ny block of A_E is factorised,
-    D_E A_E D_E + σ I = L Lᵀ; G = L⁻¹ D_E C; the Schur complement
-    S = A_K − Gᵀ G gives D_K S D_K + σ I = L_S L_Sᵀ.  σ = 0, or REGULARIZATION
-    raised ×100 on the joints where either factorisation fails, as the dense
-    factorisation of M̃ would have it.
+    other (λ2's on ties: the gauge pins some of it), the Jacobi-scaled matrix
+    M̃ = D M D, D = diag(M)^(-1/2), is [[Ã_E, C̃], [C̃ᵀ, Ã_K]] with Ã_E
+    block-diagonal over E's symbols.  With a shift σ: each ny × ny block of Ã_E
+    is factorised, Ã_E + σ I = L Lᵀ; G = L⁻¹ C̃; the Schur complement gives
+    Ã_K − Gᵀ G + σ I = L_S L_Sᵀ.  σ = 0, or REGULARIZATION raised ×100 on the
+    joints where either factorisation fails, as the dense factorisation of M̃
+    would have it.
 
     Batched: the blocks' Cholesky, the triangular solves and Gᵀ G are torch's
     batched kernels (cuBLAS and cuSOLVER on a GPU), ~e k² + k³ / 3 flops for
     e = max(n1, n2) ny and k = min(n1, n2) ny where the dense matrix took
     (e + k)³ / 3, and e k + k² entries of memory where it took (e + k)².
-    A solve works on M̃: t = L⁻¹ b_E, x_K = (L_S L_Sᵀ)⁻¹ (b_K − D_K Gᵀ t),
-    x_E = L⁻ᵀ (t − G D_K x_K), refined REFINEMENT_STEPS times against M̃'s
-    products from its blocks (``scaled_product``)."""
+    A solve works on M̃: t = L⁻¹ b_E, x_K = (L_S L_Sᵀ)⁻¹ (b_K − Gᵀ t),
+    x_E = L⁻ᵀ (t − G x_K), refined REFINEMENT_STEPS times against M̃'s products
+    from its blocks (``scaled_product``)."""
 
     def __init__(self, w, h, s, support: Support, newton_blocks=newton_blocks):
         batch, n1, n2, ny = s.shape
@@ -232,12 +232,11 @@ class SideFactor:
             blocks_e, blocks_k, cross = block2, block1, cross.permute(0, 2, 1, 4, 3)
         symbols_e, symbols_k = blocks_e.shape[1], blocks_k.shape[1]
         self.scale_e, self.scaled_e = _jacobi(blocks_e)
-        self.a_k = block_diagonal(blocks_k)
-        self.scale_k = self.a_k.diagonal(dim1=1, dim2=2).clamp_min(torch.finfo(s.dtype).tiny).rsqrt()
-        # D_E C, (B, e, k): E's variables by symbol, then K's.
+        self.scale_k, self.scaled_k = _jacobi(block_diagonal(blocks_k))
+        # C̃ = D_E C D_K, (B, e, k): E's variables by symbol, then K's.
         coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)
         del cross
-        self.coupling = (coupling * self.scale_e[..., None]).flatten(1, 2)
+        self.coupling = (coupling * self.scale_e[..., None] * self.scale_k[:, None, None, :]).flatten(1, 2)
         del coupling
         eye_e = torch.eye(ny, dtype=s.dtype, device=s.device)
         eye_k = torch.eye(symbols_k * ny, dtype=s.dtype, device=s.device)
@@ -245,12 +244,10 @@ class SideFactor:
         def factorise(joints, shift):
             factor_e, info_e = torch.linalg.cholesky_ex(self.scaled_e[joints] + shift[:, None, None, None] * eye_e)
             coupling = self.coupling[joints].view(-1, symbols_e, ny, symbols_k * ny)
-            # G = L⁻¹ D_E C as Gᵀ = (D_E C)ᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
+            # G = L⁻¹ C̃ as Gᵀ = C̃ᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
             g = torch.linalg.solve_triangular(factor_e.mT, coupling.mT, upper=True, left=False).mT.flatten(1, 2)
-            schur = torch.baddbmm(self.a_k[joints], g.mT, g, alpha=-1)
-            scale_k = self.scale_k[joints]
-            scaled_k = schur * scale_k[:, :, None] * scale_k[:, None, :] + shift[:, None, None] * eye_k
-            factor_k, info_k = torch.linalg.cholesky_ex(scaled_k)
+            schur = torch.baddbmm(self.scaled_k[joints] + shift[:, None, None] * eye_k, g.mT, g, alpha=-1)
+            factor_k, info_k = torch.linalg.cholesky_ex(schur)
             return factor_e, g, factor_k, (info_e > 0).any(1) | (info_k > 0)
 
         shift = torch.zeros(batch, dtype=s.dtype, device=s.device)
@@ -277,16 +274,15 @@ class SideFactor:
         """(M̃ + σ I)⁻¹ b by the factors."""
         b_e, b_k = self.split(b)
         t = torch.linalg.solve_triangular(self.factor_e, b_e, upper=False)
-        x_k = torch.cholesky_solve(b_k - self.scale_k[..., None] * (self.g.mT @ t.flatten(1, 2)), self.factor_k)
-        u = t - (self.g @ (self.scale_k[..., None] * x_k)).view_as(t)
+        x_k = torch.cholesky_solve(b_k - self.g.mT @ t.flatten(1, 2), self.factor_k)
+        u = t - (self.g @ x_k).view_as(t)
         return self.join(torch.linalg.solve_triangular(self.factor_e.mT, u, upper=True), x_k)
 
     def scaled_product(self, x):
-        """M̃ x from the blocks: [D_E A_E D_E x_E + D_E C D_K x_K; D_K (Cᵀ D_E x_E + A_K D_K x_K)]."""
+        """M̃ x from the blocks: [Ã_E x_E + C̃ x_K; C̃ᵀ x_E + Ã_K x_K]."""
         x_e, x_k = self.split(x)
-        u_k = self.scale_k[..., None] * x_k
-        top = self.scaled_e @ x_e + (self.coupling @ u_k).view_as(x_e)
-        bottom = self.scale_k[..., None] * (self.coupling.mT @ x_e.flatten(1, 2) + self.a_k @ u_k)
+        top = self.scaled_e @ x_e + (self.coupling @ x_k).view_as(x_e)
+        bottom = self.coupling.mT @ x_e.flatten(1, 2) + self.scaled_k @ x_k
         return self.join(top, bottom)
 
     def solve(self, rhs):
