@@ -135,9 +135,9 @@ def newton_blocks(w, h, s, support: Support):
     q = w[..., None] * s
     rank_one = (w / h - w)[..., None] * s
     cross = torch.diag_embed(q) + rank_one[..., :, None] * s[..., None, :]
-    free1, free2 = free_per_side(support, n1, ny)
+    free1, free2 = _free_per_side(support, n1, ny)
     cross_masked = cross * free1[:, :, None, :, None] * free2[:, None, :, None, :]
-    return _pin(cross.sum(2), free1), _pin(cross.sum(1), free2), cross_masked
+    return _identity_off_free(cross.sum(2), free1), _identity_off_free(cross.sum(1), free2), cross_masked
 
 
 def newton_matrix(w, h, s, support: Support):
@@ -146,23 +146,23 @@ def newton_matrix(w, h, s, support: Support):
     (kernels/small_joint_solver.py), and the tests' reference for ``SideFactor``."""
     batch, n1, n2, ny = s.shape
     block1, block2, cross = newton_blocks(w, h, s, support)
-    top = torch.cat([block_diagonal(block1), cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny)], 2)
-    bottom = torch.cat([cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny), block_diagonal(block2)], 2)
+    top = torch.cat([_block_diagonal(block1), cross.permute(0, 1, 3, 2, 4).reshape(batch, n1 * ny, n2 * ny)], 2)
+    bottom = torch.cat([cross.permute(0, 2, 4, 1, 3).reshape(batch, n2 * ny, n1 * ny), _block_diagonal(block2)], 2)
     return torch.cat([top, bottom], 1)
 
 
-def free_per_side(support: Support, n1: int, ny: int):
+def _free_per_side(support: Support, n1: int, ny: int):
     """The free mask as two float tensors, (B, n1, ny) and (B, n2, ny)."""
     free = support.free.to(support.p1.dtype)
     return free[:, : n1 * ny].view(len(free), n1, ny), free[:, n1 * ny :].view(len(free), -1, ny)
 
 
-def _pin(blocks, free):
+def _identity_off_free(blocks, free):
     """Diagonal blocks with the rows and columns of variables that are not free replaced by the identity's."""
     return blocks * free[..., :, None] * free[..., None, :] + torch.diag_embed(1.0 - free)
 
 
-def block_diagonal(blocks):
+def _block_diagonal(blocks):
     """(B, n, ny, ny) blocks → the (B, n ny, n ny) block-diagonal matrix."""
     batch, n, ny, _ = blocks.shape
     eye = torch.eye(n, dtype=blocks.dtype, device=blocks.device)
@@ -232,7 +232,8 @@ class SideFactor:
             blocks_e, blocks_k, cross = block2, block1, cross.permute(0, 2, 1, 4, 3)
         symbols_e, symbols_k = blocks_e.shape[1], blocks_k.shape[1]
         self.scale_e, self.scaled_e = _jacobi(blocks_e)
-        self.scale_k, self.scaled_k = _jacobi(block_diagonal(blocks_k))
+        self.scale_k, self.scaled_k = _jacobi(_block_diagonal(blocks_k))
+        self.scale = self.join(self.scale_e, self.scale_k)  # D, in (λ1, λ2) order
         # C̃ = D_E C D_K, (B, e, k): E's variables by symbol, then K's.
         coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)
         del cross
@@ -267,6 +268,7 @@ class SideFactor:
         return x_e.reshape(*self.scale_e.shape, 1), x_k[..., None]
 
     def join(self, x_e, x_k):
+        """``split``'s inverse: (B, (n1 + n2) ny) in (λ1, λ2) order."""
         x_e, x_k = x_e.flatten(1), x_k.flatten(1)
         return torch.cat([x_e, x_k] if self.keep2 else [x_k, x_e], 1)
 
@@ -286,12 +288,11 @@ class SideFactor:
         return self.join(top, bottom)
 
     def solve(self, rhs):
-        scale = self.join(self.scale_e, self.scale_k)
-        b = rhs * scale
+        b = rhs * self.scale
         x = self.scaled_solve(b)
         for _ in range(REFINEMENT_STEPS):
             x = x + self.scaled_solve(b - self.scaled_product(x))
-        return x * scale
+        return x * self.scale
 
 
 class PairsFactor:

@@ -228,7 +228,6 @@ def _newton_blocks_kernel(
     pair_base = tl.where(second, b * n1 * n2 + (a - n1), (b * n1 + a) * n2)
     pair_stride = tl.where(second, n2, 1)
     others = tl.where(second, n1, n2)
-    other0 = tl.where(second, 0, n1 * ny)  # the other side's first variable
     y = tl.program_id(2) // tiles * BLOCK_Y + tl.arange(0, BLOCK_Y)
     z = tl.program_id(2) % tiles * BLOCK_Y + tl.arange(0, BLOCK_Y)
     in_y, in_z = y < ny, z < ny
@@ -252,7 +251,7 @@ def _newton_blocks_kernel(
         if not second:
             cross = tl.where(eye[None, :, :], q[:, :, None], 0.0) + outer
             free_col = tl.load(
-                free_ptr + b * m + other0 + k[:, None] * ny + z[None, :], mask=in_k[:, None] & in_z[None, :], other=0.0
+                free_ptr + b * m + (n1 + k[:, None]) * ny + z[None, :], mask=in_k[:, None] & in_z[None, :], other=0.0
             )
             cross = cross * free_y[None, :, None] * free_col[:, None, :]
             tl.store(
