@@ -232,22 +232,25 @@ class SideFactor:
             blocks_e, blocks_k, cross = block2, block1, cross.permute(0, 2, 1, 4, 3)
         symbols_e, symbols_k = blocks_e.shape[1], blocks_k.shape[1]
         self.scale_e, self.scaled_e = _jacobi(blocks_e)
-        self.scale_k, self.scaled_k = _jacobi(_block_diagonal(blocks_k))
+        scale_k, scaled_blocks_k = _jacobi(blocks_k)  # A_K is block-diagonal: so is its scaling
+        self.scale_k, self.scaled_k = scale_k.flatten(1), _block_diagonal(scaled_blocks_k)
         self.scale = self.join(self.scale_e, self.scale_k)  # D, in (λ1, λ2) order
-        # C̃ = D_E C D_K, (B, e, k): E's variables by symbol, then K's.
+        # C̃ = D_E C D_K, (B, e, k): E's variables by symbol, then K's (scaled in place: the
+        # cross blocks take the most memory of the factorisation).
         coupling = cross.permute(0, 1, 3, 2, 4).reshape(batch, symbols_e, ny, symbols_k * ny)
         del cross
-        self.coupling = (coupling * self.scale_e[..., None] * self.scale_k[:, None, None, :]).flatten(1, 2)
+        self.coupling = coupling.mul_(self.scale_e[..., None]).mul_(self.scale_k[:, None, None, :]).flatten(1, 2)
         del coupling
-        eye_e = torch.eye(ny, dtype=s.dtype, device=s.device)
-        eye_k = torch.eye(symbols_k * ny, dtype=s.dtype, device=s.device)
 
         def factorise(joints, shift):
-            factor_e, info_e = torch.linalg.cholesky_ex(self.scaled_e[joints] + shift[:, None, None, None] * eye_e)
+            shifted_e = self.scaled_e[joints].clone()
+            shifted_e.diagonal(dim1=-2, dim2=-1).add_(shift[:, None, None])
+            factor_e, info_e = torch.linalg.cholesky_ex(shifted_e)
             coupling = self.coupling[joints].view(-1, symbols_e, ny, symbols_k * ny)
             # G = L⁻¹ C̃ as Gᵀ = C̃ᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
             g = torch.linalg.solve_triangular(factor_e.mT, coupling.mT, upper=True, left=False).mT.flatten(1, 2)
-            schur = torch.baddbmm(self.scaled_k[joints] + shift[:, None, None] * eye_k, g.mT, g, alpha=-1)
+            schur = torch.baddbmm(self.scaled_k[joints], g.mT, g, alpha=-1)
+            schur.diagonal(dim1=1, dim2=2).add_(shift[:, None])
             factor_k, info_k = torch.linalg.cholesky_ex(schur)
             return factor_e, g, factor_k, (info_e > 0).any(1) | (info_k > 0)
 
