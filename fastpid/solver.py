@@ -249,8 +249,10 @@ class SideFactor:
             coupling = self.coupling[joints].view(-1, symbols_e, ny, symbols_k * ny)
             # G = L⁻¹ C̃ as Gᵀ = C̃ᵀ L⁻ᵀ: LAPACK then writes G row-major, so flattening it copies nothing.
             g = torch.linalg.solve_triangular(factor_e.mT, coupling.mT, upper=True, left=False).mT.flatten(1, 2)
-            schur = torch.baddbmm(self.scaled_k[joints], g.mT, g, alpha=-1)
+            # The shift before Gᵀ G is subtracted, as the Cholesky of the whole shifted M̃ would have it.
+            schur = self.scaled_k[joints].clone()
             schur.diagonal(dim1=1, dim2=2).add_(shift[:, None])
+            schur.baddbmm_(g.mT, g, alpha=-1)
             factor_k, info_k = torch.linalg.cholesky_ex(schur)
             return factor_e, g, factor_k, (info_e > 0).any(1) | (info_k > 0)
 
