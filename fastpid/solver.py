@@ -183,17 +183,35 @@ def newton_product(w, h, s, support: Support, x):
     return torch.cat([rows.flatten(1), cols.flatten(1)], 1) * support.free
 
 
-def _cholesky_with_shift(scaled):
-    """Cholesky factor of a batch of Jacobi-scaled SPD matrices, with a diagonal
-    shift (REGULARIZATION, raised ×100) on the members where it fails."""
-    eye = torch.eye(scaled.shape[-1], dtype=scaled.dtype, device=scaled.device)
-    shift = torch.zeros(scaled.shape[:-2], dtype=scaled.dtype, device=scaled.device)
-    for _ in range(MAX_SHIFT_RAISES):
-        factor, info = torch.linalg.cholesky_ex(scaled + shift[..., None, None] * eye)
-        if not (info > 0).any():
+def _factorise_with_shift(factorise, batch: int, like: torch.Tensor) -> list:
+    """The factors of ``factorise(joints, shift) → (*factors, failed)`` for a batch:
+    first with no shift, then REGULARIZATION raised ×100 on the joints whose
+    factorisation failed, MAX_SHIFT_RAISES attempts in all; only those joints are
+    factorised again (``joints``: a slice of all of them, so views, then their indices)."""
+    shift = torch.zeros(batch, dtype=like.dtype, device=like.device)
+    *factors, failed = factorise(slice(None), shift)
+    joints = torch.arange(batch, device=like.device)
+    for _ in range(MAX_SHIFT_RAISES - 1):
+        if not failed.any():
             break
-        shift = torch.where(info > 0, torch.where(shift > 0, shift * 100, REGULARIZATION), shift)
-    return factor
+        joints, shift = joints[failed], shift[failed]
+        shift = torch.where(shift > 0, shift * 100, REGULARIZATION)
+        *retried, failed = factorise(joints, shift)
+        for factor, again in zip(factors, retried):
+            factor[joints] = again
+    return factors
+
+
+def _cholesky_with_shift(scaled):
+    """Cholesky factor of a batch (B, n, n) of Jacobi-scaled SPD matrices, with a
+    diagonal shift (``_factorise_with_shift``) on the members where it fails."""
+    eye = torch.eye(scaled.shape[-1], dtype=scaled.dtype, device=scaled.device)
+
+    def factorise(joints, shift):
+        factor, info = torch.linalg.cholesky_ex(scaled[joints] + shift[:, None, None] * eye)
+        return factor, info > 0
+
+    return _factorise_with_shift(factorise, len(scaled), scaled)[0]
 
 
 def _jacobi(matrix):
@@ -256,15 +274,7 @@ class SideFactor:
             factor_k, info_k = torch.linalg.cholesky_ex(schur)
             return factor_e, g, factor_k, (info_e > 0).any(1) | (info_k > 0)
 
-        shift = torch.zeros(batch, dtype=s.dtype, device=s.device)
-        self.factor_e, self.g, self.factor_k, failed = factorise(slice(None), shift)  # views, not copies
-        joints = torch.arange(batch, device=s.device)
-        for _ in range(MAX_SHIFT_RAISES - 1):
-            if not failed.any():
-                break
-            joints, shift = joints[failed], shift[failed]
-            shift = torch.where(shift > 0, shift * 100, REGULARIZATION)
-            self.factor_e[joints], self.g[joints], self.factor_k[joints], failed = factorise(joints, shift)
+        self.factor_e, self.g, self.factor_k = _factorise_with_shift(factorise, batch, s)
 
     def split(self, x):
         """(B, (n1 + n2) ny) → E's part as (B, E's symbols, ny, 1) and K's as (B, k, 1)."""
