@@ -296,6 +296,45 @@ def test_triton_solvers(benchmark, copy_bandwidth, kernel, joints, shape):
     )
 
 
+# ---------------------------------------------------------------- the CUDA solvers
+
+
+BLOCK_CASES = [_case(1_024, (5, 5, 5)), _case(1_024, (20, 20, 6)), _case(65_536, (20, 20, 6))]
+
+
+@pytest.mark.benchmark(group="gpu cuda solvers")
+@pytest.mark.skipif(not backends.has_cuda_kernel(), reason="extension built without FASTPID_CUDA")
+@pytest.mark.parametrize("joints, shape", BLOCK_CASES)
+@pytest.mark.parametrize("lanes", [0, 64, 128, 256], ids=lambda lanes: f"block of {lanes}" if lanes else "thread")
+def test_cuda_solvers(benchmark, copy_bandwidth, lanes, joints, shape):
+    """The solve alone by the thread-per-joint kernel ("cuda") and the block-per-joint
+    kernel with blocks of 64, 128 and 256 threads: the mid regime's crossover (the
+    torch path's batched factorisations: test_forward's "torch")."""
+    from fastpid import solver
+
+    if lanes == 0 and joints > 1_024 and shape == (20, 20, 6):
+        pytest.skip("one thread per joint: timed at this size by test_forward's 'cuda'")
+    P = make_joints(joints, shape)
+    tol = TOL * np.log(2)
+    if lanes:
+        solve = sync(lambda: torch.ops.fastpid.broja_solve_block(P, tol, 100, solver.PATIENCE, lanes))
+    else:
+        solve = sync(lambda: torch.ops.fastpid.broja_solve(P, tol, 100, solver.PATIENCE))
+    solution = solver.Solution(*benchmark.pedantic(solve, rounds=rounds_for(wall(solve)), iterations=1))
+    record(
+        benchmark,
+        "solve",
+        "cuda",
+        joints,
+        shape,
+        None,
+        copy_bandwidth,
+        kernel=f"a block of {lanes} per joint" if lanes else "one thread per joint",
+        iterations_max=int(solution.iterations.max()),
+        converged_fraction=float(solution.converged.double().mean()),
+    )
+
+
 # ---------------------------------------------------------------- the references, for scale
 
 

@@ -58,6 +58,20 @@ cells, m = (n1 + n2) ny dual variables per joint):
   (bench/results/triton-build-2026-12-07.md: ~255 per thread, allocated in
   units of 256 per thread per warp); a batch runs in waves of SMS × that.
 
+* the block-per-joint kernel (csrc/broja_block.h, ``torch.ops.fastpid.broja_solve_block``):
+  persistent blocks of 64, 128 or 256 lanes (the best is shown), as many as
+  the registers allow (``PROGRAM_REGISTERS`` per thread), one joint each at a
+  time.  The flops of bench/roofline.py split in two: those the code leaves to
+  one lane (the refinement's products and the right-hand sides' pair terms,
+  20 N per solve; the triangular solves with S's factor, 2 k² per solve; the
+  primal residuals, 13 N) at ``ONE_LANE_CYCLES_PER_FLOP``, the rest at the
+  block's share of its SM's FP64 vector rate (latency hidden by the warps the
+  SM holds); plus ``SYNC_CYCLES`` per barrier (two per pivot of S, ~100 more
+  per iteration and 12 per solve).  Its traffic is the thread kernel's (the
+  same scalar loops) but for the rank updates, in 4 × 2 register tiles
+  (0.75 words per multiply-add), served by L2 where the resident blocks'
+  workspaces fit.
+
 Memory per batch: "torch" holds ``solver.working_set_bytes`` per joint and
 solves in chunks within the budget (``FASTPID_MEMORY_GIB``, set here to what
 the card leaves); "cuda" allocates ``workspace_bytes`` per joint for the whole
@@ -108,6 +122,13 @@ CLOCK_HZ = 1.98e9  # H100 SXM5 boost clock
 STEP_CYCLES = {"one warp": 125 + 40 + 40 + 50, "several warps": 125 + 150 + 40 + 40 + 50}
 PROGRAM_REGISTERS = 256  # per thread, as allocated (the build's 220-255)
 MAX_PROGRAMS_PER_SM = 32  # resident thread blocks per SM (sm_90)
+# The block-per-joint kernel (csrc/broja_block.h): a __syncthreads of a few warps that
+# arrive together, and one lane's scalar loops (FP64 FMA latency ~8 cycles over ~2
+# independent chains per loop).
+SYNC_CYCLES = 40
+ONE_LANE_CYCLES_PER_FLOP = 4
+BLOCK_LANES = (64, 128, 256)
+BLOCK_TILE = (4, 2)  # the team's rank-update tiles (csrc/broja/common.h: kTeamTileRows, kTeamTileColumns)
 ITERATIONS = 10  # a typical forward at tol 1e-8 (8 at 5×5×5, 11 at 20×20×6 on the CPU)
 PASS_CALLS = {"pair_softmax": 2, "certificate": 1, "weighted_marginals": 3, "newton_blocks": 1}
 TORCH_BUDGET = 64 * 2**30  # FASTPID_MEMORY_GIB=64 on an 80 GB card: the rest for the inputs and the allocator
@@ -240,6 +261,42 @@ def thread_per_joint_cost(batch: int, n1: int, n2: int, ny: int) -> dict:
     }
 
 
+def block_per_joint_cost(batch: int, n1: int, n2: int, ny: int, lanes: int) -> dict:
+    """Time per iteration and memory of the block-per-joint kernel on a batch (module docstring)."""
+    parts = roofline.flops_per_iteration(n1, n2, ny)
+    cells, solves = n1 * n2 * ny, roofline.SOLVES_PER_ITERATION
+    k = roofline.sides(n1, n2, ny)[2]
+    # One lane: the refinement's products and the right-hand sides' pair terms (scatters over
+    # the pairs), the triangular solves with S's factor, the primal residuals.
+    one_lane = solves * (20 * cells + 2 * k * k) + 13 * cells
+    split = parts["total"] - one_lane
+    syncs = 2 * k + 100 + 12 * solves  # two per pivot of S, the rest per pass and reduction
+    blocks_per_sm = min(MAX_PROGRAMS_PER_SM, REGISTERS_PER_SM // (PROGRAM_REGISTERS * lanes))
+    teams = min(batch, SMS * blocks_per_sm)
+    on_sm = -(-teams // SMS)
+    warps_per_sm = on_sm * lanes / 32
+    block_rate = FP64_VECTOR_RATE / SMS * min(1.0, warps_per_sm / LATENCY_WARPS) / on_sm
+    # The rank updates (the Schur complement's and the Cholesky's trailing ones) in register
+    # tiles: (R + C) / (R C) words per multiply-add; the other loops as the thread kernel's.
+    tiled = parts["Schur update"] + parts["Schur Cholesky"]
+    scalar = sum(parts[name] for name in ("assembly", "E blocks", "cross"))
+    tile_words = (BLOCK_TILE[0] + BLOCK_TILE[1]) / (BLOCK_TILE[0] * BLOCK_TILE[1])
+    words = 3 * scalar / 2 + tile_words * tiled / 2 + 2 * parts["solves"] / 2 + 2 * parts["elementwise"]
+    joint_bytes = 8.0 * words
+    workspace = _side_workspace(n1, n2, ny) + 2 * 8 * ny * lanes  # and each lane's scratch
+    bandwidth = L2_BANDWIDTH if teams * workspace <= L2_BYTES else BANDWIDTH
+    joint_s = (
+        max(split / block_rate, joint_bytes / (bandwidth / teams))
+        + one_lane * ONE_LANE_CYCLES_PER_FLOP / CLOCK_HZ
+        + syncs * SYNC_CYCLES / CLOCK_HZ
+    )
+    return {
+        "lanes": lanes,
+        "iteration_s": -(-batch // teams) * joint_s + LAUNCH_S,
+        "memory": teams * workspace + batch * 8.0 * (2 * n1 * n2 * ny + (n1 + n2) * ny + n1 * n2),
+    }
+
+
 def program_per_joint_seconds(batch: int, n1: int, n2: int, ny: int) -> float | None:
     """Predicted forward time of the per-joint Triton program on a batch (module
     docstring), or None for joints it does not take (``small_joint_solver.fits``)."""
@@ -299,6 +356,9 @@ def predict(batch: int, shape: tuple[int, int, int], launches: dict[str, float])
         "cuda_memory": cuda["memory"],
         "cuda_fits": cuda["memory"] <= CARD_BYTES,
         "cuda_s": cuda_s,
+        "block": min(
+            (block_per_joint_cost(batch, n1, n2, ny, lanes) for lanes in BLOCK_LANES), key=lambda b: b["iteration_s"]
+        ),
     }
 
 
@@ -307,11 +367,14 @@ def table(launches: dict[str, float]) -> str:
         "| joints | shape | m | elimination | fused passes: MB, Mflop / iter | system: MB, Gflop / iter "
         "| torch memory (chunks) | triton: per iter | triton: forward / joint "
         "| cuda: MB, Gflop / iter | cuda: FP64 rate | cuda memory | cuda: per iter | cuda: forward / joint "
-        "| triton, one program per joint: forward | forward / joint |",
-        "| ---: | --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: |",
+        "| triton, one program per joint: forward | forward / joint "
+        "| block per joint: lanes, memory | per iter | forward / joint |",
+        "| ---: | --- | ---: | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: | ---: | ---: "
+        "| --- | ---: | ---: |",
     ]
     for batch, shape in CASES:
         row = predict(batch, shape, launches)
+        block = row["block"]
         fits = "" if row["cuda_fits"] else ", does not fit"
         cuda = ("–", "–") if not row["cuda_fits"] else (_time(row["cuda_s"]), _time(ITERATIONS * row["cuda_s"] / batch))
         program = ("–", "–") if row["program_s"] is None else (_time(row["program_s"]), _time(row["program_s"] / batch))
@@ -322,7 +385,9 @@ def table(launches: dict[str, float]) -> str:
             f"{_bytes(row['torch_memory'])} ({row['chunks']:,}) | "
             f"{_time(row['triton_s'])} | {_time(ITERATIONS * row['triton_s'] / batch)} | "
             f"{row['cuda_bytes'] / 1e6:.3g}, {row['cuda_flops'] / 1e9:.3g} | {row['cuda_rate'] / 1e12:.3g} TFLOP/s | "
-            f"{_bytes(row['cuda_memory'])}{fits} | {cuda[0]} | {cuda[1]} | {program[0]} | {program[1]} |"
+            f"{_bytes(row['cuda_memory'])}{fits} | {cuda[0]} | {cuda[1]} | {program[0]} | {program[1]} | "
+            f"{block['lanes']}, {_bytes(block['memory'])} | {_time(block['iteration_s'])} | "
+            f"{_time(ITERATIONS * block['iteration_s'] / batch)} |"
         )
     return "\n".join(lines)
 

@@ -35,6 +35,12 @@
 // are the CUDA implementations' code and workspace layout run on the CPU
 // (csrc/broja_interleaved.h, csrc/cpu/broja_interleaved_cpu.cpp), for the tests;
 //
+//   fastpid::broja_solve_block(Tensor p, float tol, int max_iter, int patience, int lanes) -> (as broja_solve)
+//
+// solves each joint by a team of `lanes` threads: a thread block per joint on CUDA
+// (csrc/cuda/broja_block_cuda.cu), the same code by emulated teams on the CPU
+// (csrc/broja_block.h, csrc/cpu/broja_block_cpu.cpp);
+//
 //   fastpid::broja_workspace(int n1, int n2, int ny) -> (int bytes, int elimination)
 //
 // is the workspace the CPU op takes for one n1 × n2 × ny joint and the
@@ -56,12 +62,14 @@
 #include "broja_checks.h"
 #include "broja_forward.h"
 #include "cpu/broja_backward_cpu.h"
+#include "cpu/broja_block_cpu.h"
 #include "cpu/broja_certificate_cpu.h"
 #include "cpu/broja_cpu.h"
 #include "cpu/broja_interleaved_cpu.h"
 #include "cpu/kmeans_cpu.h"
 #ifdef WITH_CUDA
 #include "cuda/broja_backward_cuda.h"
+#include "cuda/broja_block_cuda.h"
 #include "cuda/broja_cuda.h"
 #endif
 
@@ -166,6 +174,9 @@ TORCH_LIBRARY(fastpid, m) {
   m.def(
       "broja_certificate_interleaved(Tensor p, Tensor lam1, Tensor lam2, Tensor w) -> (Tensor, Tensor, Tensor, "
       "Tensor)");
+  m.def(
+      "broja_solve_block(Tensor p, float tol, int max_iter, int patience, int lanes) -> (Tensor, Tensor, Tensor, "
+      "Tensor, Tensor)");
   m.def("broja_workspace(int n1, int n2, int ny) -> (int, int)", &broja_workspace);
   m.def("broja_constants() -> float[]", &broja_constants);
   m.def("broja_backward(Tensor p, Tensor lam1, Tensor lam2, Tensor grad_atoms) -> Tensor");
@@ -183,6 +194,7 @@ TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
   m.impl("broja_certificate", &broja_certificate_cpu);
   m.impl("broja_solve_interleaved", &broja_solve_interleaved_cpu);
   m.impl("broja_certificate_interleaved", &broja_certificate_interleaved_cpu);
+  m.impl("broja_solve_block", &broja_solve_block_cpu);
   m.impl("broja_forward", &broja_forward);
   m.impl("kmeans_seed", &kmeans_seed_cpu);
   m.impl("kmeans_lloyd", &kmeans_lloyd_cpu);
@@ -191,6 +203,7 @@ TORCH_LIBRARY_IMPL(fastpid, CPU, m) {
 #ifdef WITH_CUDA
 TORCH_LIBRARY_IMPL(fastpid, CUDA, m) {
   m.impl("broja_solve", &broja_solve_cuda);
+  m.impl("broja_solve_block", &broja_solve_block_cuda);
   m.impl("broja_backward", &broja_backward_cuda);
   m.impl("broja_certificate", &broja_certificate_cuda);
   m.impl("broja_forward", &broja_forward);

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 import fastpid
+from fastpid import solver
 from fastpid.references import ATOMS, cvxpy_pid, dit_pid
 
 # One intra-op thread unless FASTPID_TEST_THREADS says otherwise: on a small
@@ -146,8 +147,6 @@ def assert_same_solution(ours, ref, p: torch.Tensor, tol: float = SOLVE_TOL):
     """Two ``fastpid.solver.Solution`` of the batch ``p``: both certified, the same
     value and (within one) the same iteration count; ``converged`` matches the gap
     and λ = 0 where P1 or P2 vanishes.  Returns our certified values."""
-    from fastpid import solver
-
     support = solver.Support.of(p)
     _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
     _, ref_value, ref_gap = solver.certificate(ref.lam1, ref.lam2, ref.w, support)
@@ -158,3 +157,28 @@ def assert_same_solution(ours, ref, p: torch.Tensor, tol: float = SOLVE_TOL):
     assert torch.equal(ours.converged, gap <= tol)
     assert torch.all(ours.lam1[support.p1 == 0] == 0) and torch.all(ours.lam2[support.p2 == 0] == 0)
     return value
+
+
+def cpu_side_solve(monkeypatch, p: torch.Tensor, tol: float = SOLVE_TOL) -> solver.Solution:
+    """The CPU op with the device's elimination (side) and every joint alone (no lanes)."""
+    with monkeypatch.context() as patch:
+        patch.setenv("FASTPID_ELIMINATION", "side")
+        patch.setenv("FASTPID_CPU_LANES", "0")
+        return solver.Solution(*torch.ops.fastpid.broja_solve(p, tol, 100, solver.PATIENCE))
+
+
+def assert_agrees_with_reference_and_cpu_op(monkeypatch, p: torch.Tensor, ours) -> None:
+    """``ours``, a device solver's ``Solution`` of ``p`` run on the host, against the
+    reference's and the CPU op's answers: the same certified values and gaps, the
+    same convergence, iteration counts within one; λ = 0 where P1 or P2 vanishes.  (A
+    joint may stop unconverged with a gap below the stall threshold in all three.)"""
+    support = solver.Support.of(p)
+    _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
+    assert torch.isfinite(value).all() and torch.equal(ours.converged, gap <= SOLVE_TOL)
+    assert torch.all(ours.lam1[support.p1 == 0] == 0) and torch.all(ours.lam2[support.p2 == 0] == 0)
+    for other in (solver.solve(p, tol=SOLVE_TOL), cpu_side_solve(monkeypatch, p)):
+        _, other_value, other_gap = solver.certificate(other.lam1, other.lam2, other.w, support)
+        assert (ours.iterations - other.iterations).abs().max() <= 1, (ours.iterations, other.iterations)
+        assert torch.equal(ours.converged, other.converged)
+        assert (value - other_value).abs().max() <= SOLVE_VALUE_ATOL, value - other_value
+        assert (gap - other_gap).abs().max() <= SOLVE_GAP_MAX, gap - other_gap

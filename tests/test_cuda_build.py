@@ -73,7 +73,7 @@ def test_library_has_sm90_code():
     assert ".sm_90." in listing, listing
 
 
-KERNELS = ("broja_solve_kernel", "broja_certificate_kernel", "broja_backward_kernel")
+KERNELS = ("broja_solve_kernel", "broja_certificate_kernel", "broja_backward_kernel", "broja_solve_block_kernel")
 
 
 def resource_usage() -> dict[str, dict[str, dict[str, int]]]:
@@ -112,7 +112,7 @@ def test_every_kernel_in_the_sm80_and_sm90_cubins():
 def test_no_kernel_has_a_stack_frame():
     """No per-thread stack in any kernel on either architecture: neither register spills
     nor a per-joint struct kept in local memory (the solve kernel's ``Joint`` once took
-    912-1,040 bytes there)."""
+    912-1,040 bytes there, the block kernel's 944 with 64-bit array pointers)."""
     for arch, kernels in resource_usage().items():
         for kernel, usage in kernels.items():
             assert usage["STACK"] == 0 and usage["LOCAL"] == 0, (arch, kernel, usage)
@@ -183,6 +183,28 @@ def test_structural_zeros_and_sparse_joints(shape):
 def test_canonical_gates():
     for P in CANONICAL.values():
         assert_cuda_matches_torch(batch([P]))
+
+
+@needs_gpu
+@pytest.mark.parametrize("lanes", [32, 128, 256])
+def test_block_kernel_matches_torch_and_its_host_emulation(lanes):
+    """fastpid::broja_solve_block on the GPU (a thread block per joint) against the
+    reference, and against the same code run by emulated teams on the host
+    (tests/test_block.py): the same iterate, up to rounding."""
+    rng = np.random.default_rng(lanes)
+    for joints in (
+        [dirichlet_joint(rng, (5, 5, 5), 1.0) for _ in range(12)],
+        [dirichlet_joint(rng, (20, 20, 6), 1.0) for _ in range(3)],
+        list(degenerate_joints((4, 3, 5)).values()) + [sparse_joint(rng, (4, 3, 5), 0.6) for _ in range(4)],
+    ):
+        p = batch(joints)
+        ours = solver.Solution(*torch.ops.fastpid.broja_solve_block(p, SOLVE_TOL, 100, solver.PATIENCE, lanes))
+        assert all(t.device == p.device for t in (ours.lam1, ours.lam2, ours.w, ours.iterations, ours.converged))
+        value = assert_same_solution(ours, backends.get("torch").solve(p, SOLVE_TOL, 100, solver.PATIENCE), p)
+        host = solver.Solution(*torch.ops.fastpid.broja_solve_block(p.cpu(), SOLVE_TOL, 100, solver.PATIENCE, lanes))
+        assert (ours.iterations.cpu() - host.iterations).abs().max() <= 1
+        _, host_value, _ = solver.certificate(host.lam1, host.lam2, host.w, solver.Support.of(p.cpu()))
+        assert (value.cpu() - host_value).abs().max() <= SOLVE_VALUE_ATOL
 
 
 @needs_gpu

@@ -19,7 +19,7 @@ import torch
 
 pytest.importorskip("fastpid._C")
 
-from conftest import SOLVE_GAP_MAX, SOLVE_TOL, SOLVE_VALUE_ATOL, joint_batch  # noqa: E402
+from conftest import SOLVE_TOL, assert_agrees_with_reference_and_cpu_op, joint_batch  # noqa: E402
 
 import fastpid  # noqa: E402
 from fastpid import backends, solver  # noqa: E402
@@ -41,29 +41,8 @@ def interleaved_solve(p: torch.Tensor, tol: float = SOLVE_TOL, max_iter: int = 1
     return solver.Solution(*torch.ops.fastpid.broja_solve_interleaved(p, tol, max_iter, solver.PATIENCE))
 
 
-def cpu_side_solve(monkeypatch, p: torch.Tensor, tol: float = SOLVE_TOL) -> solver.Solution:
-    """The CPU op with the device's elimination (side) and every joint alone (no lanes)."""
-    with monkeypatch.context() as patch:
-        patch.setenv("FASTPID_ELIMINATION", "side")
-        patch.setenv("FASTPID_CPU_LANES", "0")
-        return solver.Solution(*torch.ops.fastpid.broja_solve(p, tol, 100, solver.PATIENCE))
-
-
 def assert_matches_reference_and_cpu_op(monkeypatch, p: torch.Tensor) -> None:
-    """The reference's and the CPU op's answers: the same certified values and gaps, the
-    same convergence, iteration counts within one; λ = 0 where P1 or P2 vanishes.  (A
-    joint may stop unconverged with a gap below the stall threshold in all three.)"""
-    support = solver.Support.of(p)
-    ours = interleaved_solve(p)
-    _, value, gap = solver.certificate(ours.lam1, ours.lam2, ours.w, support)
-    assert torch.isfinite(value).all() and torch.equal(ours.converged, gap <= SOLVE_TOL)
-    assert torch.all(ours.lam1[support.p1 == 0] == 0) and torch.all(ours.lam2[support.p2 == 0] == 0)
-    for other in (solver.solve(p, tol=SOLVE_TOL), cpu_side_solve(monkeypatch, p)):
-        _, other_value, other_gap = solver.certificate(other.lam1, other.lam2, other.w, support)
-        assert (ours.iterations - other.iterations).abs().max() <= 1, (ours.iterations, other.iterations)
-        assert torch.equal(ours.converged, other.converged)
-        assert (value - other_value).abs().max() <= SOLVE_VALUE_ATOL, value - other_value
-        assert (gap - other_gap).abs().max() <= SOLVE_GAP_MAX, gap - other_gap
+    assert_agrees_with_reference_and_cpu_op(monkeypatch, p, interleaved_solve(p))
 
 
 @pytest.mark.parametrize(

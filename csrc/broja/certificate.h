@@ -13,9 +13,9 @@ inline namespace FASTPID_ISA {
 
 // q = w s and the residuals r = marginals(q) − (P1, P2) of the current
 // iterate, given s of pair_softmax (the Newton step needs them); leaves the
-// marginals of q in t1, t2.
+// marginals of q in t1, t2.  By one lane (primal_residuals).
 template <typename T>
-FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
+FASTPID_HOST_DEVICE inline void primal_residuals_alone(Joint<T>& J) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   Ptr<T> rows = J.t1;
   Ptr<T> cols = J.t2;
@@ -38,14 +38,20 @@ FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
   for (int i = 0; i < n1 * ny; ++i) J.r1[i] = rows[i] - J.p1[i];
   for (int i = 0; i < n2 * ny; ++i) J.r2[i] = cols[i] - J.p2[i];
 }
+// The same by a team: one lane, as its row and column sums run over pairs that
+// other lanes' rows and columns share.
+template <typename T>
+FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
+  if (J.team.leader()) primal_residuals_alone(J);
+  J.team.sync();
+}
 
 // The duality gap of the current iterate (solver.certificate), given g, s of
-// pair_softmax.  Also leaves what primal_residuals does, the rounded Q in qr
-// and f(Q) in *value (when not null).
+// pair_softmax and the residuals of primal_residuals.  Also leaves the rounded
+// Q in qr and f(Q) in *value.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
-  primal_residuals(J);
   Ptr<T> rows = J.t1;
   Ptr<T> cols = J.t2;
   // Rounding: rows scaled down to P1, then columns to P2, then the rank-one deficit.
@@ -131,12 +137,19 @@ FASTPID_HOST_DEVICE inline T certificate_gap_over(Joint<T>& J, T* value_out) {
     for (int y = 0; y < ny; ++y) dual += (J.lam1[x1 * ny + y] - m) * J.p1[x1 * ny + y];
   }
   for (int i = 0; i < n2 * ny; ++i) dual += J.lam2[i] * J.p2[i];
-  if (value_out != nullptr) *value_out = value;
+  *value_out = value;
   return value - dual;
 }
+// The same from w, g and s (primal_residuals first); in a team by one lane, as
+// its sums run over pairs that other lanes' rows and columns share.
 template <typename T>
 FASTPID_HOST_DEVICE inline T certificate_gap(Joint<T>& J, T* value_out = nullptr) {
-  return J.dense ? certificate_gap_over<true>(J, value_out) : certificate_gap_over<false>(J, value_out);
+  primal_residuals(J);
+  T value = T(0), gap = T(0);
+  if (J.team.leader()) gap = J.dense ? certificate_gap_over<true>(J, &value) : certificate_gap_over<false>(J, &value);
+  gap = J.team.share(gap);
+  if (value_out != nullptr) *value_out = J.team.share(value);
+  return gap;
 }
 
 // H(Y), H(Y|X1), H(Y|X2), H(Y|X1,X2) of the joint p in nats, into out[0..3]

@@ -54,6 +54,36 @@ struct Strided {
   FASTPID_HOST_DEVICE U& operator[](ptrdiff_t i) const { return at[i * kInterleave]; }
   FASTPID_HOST_DEVICE Strided operator+(ptrdiff_t i) const { return Strided(at + i * kInterleave); }
 };
+// A team's copy (FASTPID_TEAM 1, csrc/broja_block.h): every lane holds all of
+// a joint's array pointers, so they are 32-bit byte offsets from the team's
+// workspace, team_workspace() (a block's shared variable on the device, the
+// emulating thread's on the host), at half the registers of pointers.
+#ifndef FASTPID_TEAM
+#define FASTPID_TEAM 0
+#endif
+#if FASTPID_TEAM
+FASTPID_HOST_DEVICE inline char*& team_workspace() {
+#ifdef __CUDA_ARCH__
+  __shared__ char* workspace;
+#else
+  static thread_local char* workspace = nullptr;
+#endif
+  return workspace;
+}
+template <typename U>
+struct Offset {
+  uint32_t at;  // bytes from team_workspace()
+  Offset() = default;
+  FASTPID_HOST_DEVICE Offset(decltype(nullptr)) : at(0) {}
+  FASTPID_HOST_DEVICE static Offset bytes(uint32_t at) {
+    Offset offset;
+    offset.at = at;
+    return offset;
+  }
+  FASTPID_HOST_DEVICE U& operator[](ptrdiff_t i) const { return reinterpret_cast<U*>(team_workspace() + at)[i]; }
+  FASTPID_HOST_DEVICE Offset operator+(ptrdiff_t i) const { return bytes(at + uint32_t(i * ptrdiff_t(sizeof(U)))); }
+};
+#endif
 #if FASTPID_INTERLEAVE > 1
 // Without const (Strided<const U> would not deduce T from a Strided<T>): the
 // contiguous copies, where ConstPtr is const T*, check what is read only.
@@ -61,6 +91,11 @@ template <typename U>
 using Ptr = Strided<U>;
 template <typename U>
 using ConstPtr = Strided<U>;
+#elif FASTPID_TEAM
+template <typename U>
+using Ptr = Offset<U>;
+template <typename U>
+using ConstPtr = Offset<U>;
 #else
 template <typename U>
 using Ptr = U*;
@@ -169,7 +204,115 @@ static_assert(2 * FASTPID_VECTOR_BYTES / 8 <= kPadding && kPadding % kTileRows =
 // n rounded up to a multiple of kPadding.
 FASTPID_HOST_DEVICE inline int padded(int n) { return (n + kPadding - 1) / kPadding * kPadding; }
 
-#if defined(__GNUC__) && !defined(__CUDACC__)
+// The threads that solve one joint together: a CUDA thread block per joint
+// (csrc/broja_block.h compiles the solver with FASTPID_TEAM 1), or the host's
+// emulation of one (csrc/cpu/broja_block_cpu.cpp).  Every lane runs the whole
+// iteration with the same scalars (a reduction gives each lane the same sum);
+// the loops over arrays are split among the lanes, lane rank() taking the
+// indices rank(), rank() + size(), …, and a sync() separates a loop's writes from
+// reads of other lanes' entries.  Every other copy has a team of one whose
+// members are constants: its loops are plain serial loops.
+#if FASTPID_TEAM
+constexpr int kMaxTeamLanes = 256;  // the solver takes ~255 registers a thread: 65,536 / 256
+struct Team {
+#ifdef __CUDA_ARCH__
+  // The thread block (its special registers: nothing for a lane to hold).
+  __device__ int rank() const { return int(threadIdx.x); }
+  __device__ int size() const { return int(blockDim.x); }
+  // The size() values the team shares: the block's shared memory.
+  __device__ double* scratch() const {
+    __shared__ double values[kMaxTeamLanes];
+    return values;
+  }
+#else
+  // The host emulation's lane, shared values and barrier (null: a team of one).
+  int lane = 0, lanes = 1;
+  double* values = nullptr;
+  void (*wait)(void* emulation) = nullptr;
+  void* emulation = nullptr;
+  int rank() const { return lane; }
+  int size() const { return lanes; }
+  double* scratch() const { return values; }
+#endif
+  FASTPID_HOST_DEVICE bool leader() const { return rank() == 0; }
+  FASTPID_HOST_DEVICE void sync() const {
+#ifdef __CUDA_ARCH__
+    __syncthreads();
+#else
+    if (wait != nullptr) wait(emulation);
+#endif
+  }
+  // Every lane's x combined in lane order (the same value on every lane, run after
+  // run); sum, and max/min propagating NaN as max_/min_ below do.
+  template <typename Combine>
+  FASTPID_HOST_DEVICE double reduce(double x, Combine combine) const {
+    if (size() == 1) return x;
+    double* values = scratch();
+    sync();  // the previous reduction's reads are done
+    values[rank()] = x;
+    sync();
+    double result = values[0];
+    for (int l = 1; l < size(); ++l) result = combine(result, values[l]);
+    return result;
+  }
+  FASTPID_HOST_DEVICE double sum(double x) const {
+    return reduce(x, [](double a, double b) { return a + b; });
+  }
+  FASTPID_HOST_DEVICE double max(double x) const {
+    return reduce(x, [](double a, double b) { return (a != a) | (a > b) ? a : b; });
+  }
+  FASTPID_HOST_DEVICE double min(double x) const {
+    return reduce(x, [](double a, double b) { return (a != a) | (a < b) ? a : b; });
+  }
+  FASTPID_HOST_DEVICE bool all(bool x) const { return min(x ? 1.0 : 0.0) > 0.0; }
+  // The leader's x on every lane (values set by the leader alone).
+  FASTPID_HOST_DEVICE double share(double x) const {
+    if (size() == 1) return x;
+    double* values = scratch();
+    sync();
+    if (leader()) values[0] = x;
+    sync();
+    return values[0];
+  }
+};
+#else
+struct Team {
+  FASTPID_HOST_DEVICE static constexpr int rank() { return 0; }
+  FASTPID_HOST_DEVICE static constexpr int size() { return 1; }
+  FASTPID_HOST_DEVICE static constexpr bool leader() { return true; }
+  FASTPID_HOST_DEVICE static void sync() {}
+  template <typename U>
+  FASTPID_HOST_DEVICE static U sum(U x) {
+    return x;
+  }
+  template <typename U>
+  FASTPID_HOST_DEVICE static U max(U x) {
+    return x;
+  }
+  template <typename U>
+  FASTPID_HOST_DEVICE static U min(U x) {
+    return x;
+  }
+  template <typename U>
+  FASTPID_HOST_DEVICE static U all(U x) {
+    return x;
+  }
+  template <typename U>
+  FASTPID_HOST_DEVICE static U share(U x) {
+    return x;
+  }
+};
+#endif
+
+// The CPU kernels below in GCC/Clang vectors: not in device code, and not in a
+// team's copy, whose host emulation runs the device's loops.
+#if defined(__GNUC__) && !defined(__CUDACC__) && !FASTPID_TEAM
+#define FASTPID_HOST_VECTORS 1
+#else
+#define FASTPID_HOST_VECTORS 0
+#endif
+
+#if FASTPID_HOST_VECTORS
 // Vectors of FASTPID_VECTOR_BYTES (GCC/Clang vector extensions) for the CPU
 // kernels below, with unaligned loads and stores.
 typedef double vector_double __attribute__((vector_size(FASTPID_VECTOR_BYTES)));
@@ -187,13 +330,14 @@ inline void store(double* x, vector_double v) { __builtin_memcpy(x, &v, sizeof v
 // FASTPID_VECTOR_EXP and FASTPID_VECTOR_LOG (functions of one vector_double)
 // before including this header, as csrc/cpu/broja_cpu_avx2.cpp does with
 // SLEEF's, for the double versions below.
+// exp_all and log_all split among the team's lanes.
 template <typename T>
-FASTPID_HOST_DEVICE inline void exp_all(Ptr<T> x, int n) {
-  for (int i = 0; i < n; ++i) x[i] = exp_(x[i]);
+FASTPID_HOST_DEVICE inline void exp_all(const Team& team, Ptr<T> x, int n) {
+  for (int i = team.rank(); i < n; i += team.size()) x[i] = exp_(x[i]);
 }
 template <typename T>
-FASTPID_HOST_DEVICE inline void log_all(Ptr<T> x, int n) {
-  for (int i = 0; i < n; ++i) x[i] = log_(x[i]);
+FASTPID_HOST_DEVICE inline void log_all(const Team& team, Ptr<T> x, int n) {
+  for (int i = team.rank(); i < n; i += team.size()) x[i] = log_(x[i]);
 }
 template <typename T, typename Pointer>
 FASTPID_HOST_DEVICE inline T sum_xlogx_over(Pointer x, int n) {
@@ -212,12 +356,12 @@ FASTPID_HOST_DEVICE inline T sum_xlogx(const T* x, int n) {  // the joint p (con
 }
 #endif
 #if defined(FASTPID_VECTOR_EXP) && defined(FASTPID_VECTOR_LOG)
-inline void exp_all(double* x, int n) {
+inline void exp_all(const Team&, double* x, int n) {
   int i = 0;
   for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_EXP(load(x + i)));
   for (; i < n; ++i) x[i] = exp_(x[i]);
 }
-inline void log_all(double* x, int n) {
+inline void log_all(const Team&, double* x, int n) {
   int i = 0;
   for (; i + kVectorDoubles <= n; i += kVectorDoubles) store(x + i, FASTPID_VECTOR_LOG(load(x + i)));
   for (; i < n; ++i) x[i] = log_(x[i]);
@@ -253,7 +397,7 @@ FASTPID_HOST_DEVICE inline T dot(ConstPtr<T> a, ConstPtr<T> b, int n) {
   for (; i < n; ++i) s0 += a[i] * b[i];
   return (s0 + s1) + (s2 + s3);
 }
-#if defined(__GNUC__) && !defined(__CUDACC__)
+#if FASTPID_HOST_VECTORS
 // The same with two vector accumulators (4 or 8 partial sums).
 FASTPID_HOST_DEVICE inline double dot(const double* a, const double* b, int n) {
   vector_double s0 = {}, s1 = {};
@@ -329,7 +473,7 @@ FASTPID_HOST_DEVICE inline void rank_update(Ptr<T> S, int ldS, ConstPtr<T> G, in
       S[r * ldS + j] -= sum;
     }
 }
-#if defined(__GNUC__) && !defined(__CUDACC__)
+#if FASTPID_HOST_VECTORS
 // The same in tiles of kTileRows × 2 vectors of FASTPID_VECTOR_BYTES (GCC/Clang
 // vector extensions): 4 × 4 with SSE2, the x86-64 baseline, 4 × 8 where
 // csrc/cpu/broja_cpu_avx2.cpp builds the solver for AVX2 and FMA.  Tiles that
@@ -358,14 +502,51 @@ FASTPID_HOST_DEVICE inline void rank_update(double* S, int ldS, const double* G,
 }
 #endif
 
+// rank_update split among a team's lanes (a team of one: the serial kernel
+// above): the upper triangle in tiles of kTeamTileRows × kTeamTileColumns taken in
+// turn, each in registers, so that a lane's loads of a row of G serve
+// kTeamTileRows kTeamTileColumns multiply-adds (the padding makes every tile a
+// full one, as for the serial tiles).  Wider tiles spill the device build.
+constexpr int kTeamTileRows = 4, kTeamTileColumns = 2;
+template <typename T>
+FASTPID_HOST_DEVICE inline void rank_update(const Team& team, Ptr<T> S, int ldS, ConstPtr<T> G, int ldG, int rows,
+                                            int n) {
+#if FASTPID_TEAM
+  constexpr int R = kTeamTileRows, C = kTeamTileColumns;
+  int tile = 0;
+  for (int r0 = 0; r0 < n; r0 += R)
+    for (int j0 = r0; j0 < n; j0 += C, ++tile) {
+      if (tile % team.size() != team.rank()) continue;
+      T acc[R][C] = {};
+      for (int i = 0; i < rows; ++i) {
+        ConstPtr<T> Gi = G + i * ldG;
+        T a[R], b[C];
+        for (int x = 0; x < R; ++x) a[x] = Gi[r0 + x];
+        for (int y = 0; y < C; ++y) b[y] = Gi[j0 + y];
+        for (int x = 0; x < R; ++x)
+          for (int y = 0; y < C; ++y) acc[x][y] += a[x] * b[y];
+      }
+      for (int x = 0; x < R; ++x)
+        for (int y = 0; y < C; ++y) S[(r0 + x) * ldS + j0 + y] -= acc[x][y];
+    }
+#else
+  rank_update(S, ldS, G, ldG, rows, n);
+#endif
+}
+
 // S ← D S D + shift I on the upper triangle of S (row-major, n × n, leading
 // dimension ld), with D = diag^(-1/2) (clamped at the smallest normal number)
 // from the given diagonal: the Jacobi scaling of the factorisations below.
+// Rows split among the team (a row reads all of D: a sync between).
 template <typename T>
-FASTPID_HOST_DEVICE inline void scale_upper(Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D, T shift) {
-  for (int i = 0; i < n; ++i)
-    D[i] = T(1) / sqrt_(where(diag[i] < Limits<T>::tiny(), Limits<T>::tiny(), diag[i]));  // NaN stays NaN
-  for (int i = 0; i < n; ++i) {
+FASTPID_HOST_DEVICE inline void scale_upper(const Team& team, Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D,
+                                            T shift) {
+  const auto scale = [&](int i) {
+    return T(1) / sqrt_(where(diag[i] < Limits<T>::tiny(), Limits<T>::tiny(), diag[i]));  // NaN stays NaN
+  };
+  for (int i = team.rank(); i < n; i += team.size()) D[i] = scale(i);
+  team.sync();
+  for (int i = team.rank(); i < n; i += team.size()) {
     Ptr<T> Si = S + i * ld;
     const T di = D[i];
     for (int j = i; j < n; ++j) Si[j] = Si[j] * di * D[j];
@@ -379,39 +560,59 @@ FASTPID_HOST_DEVICE inline void scale_upper(Ptr<T> S, int ld, int n, ConstPtr<T>
 // end on hold the Schur complement of the leading ones.  Reciprocal pivots in
 // inv.  False if a pivot is not positive (or NaN).  S is padded as rank_update
 // needs, with kPadding more rows and columns where end is not a multiple of it.
+// In a team, column j belongs to lane j mod size within a panel, and the
+// trailing update's rows as rank_update splits them.  Every lane reads S as
+// the team left it at its last sync.
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> factor_upper(Ptr<T> S, int ld, int n, int begin, int end, Ptr<T> inv) {
+FASTPID_HOST_DEVICE inline Mask<T> factor_upper(const Team& team, Ptr<T> S, int ld, int n, int begin, int end,
+                                                Ptr<T> inv) {
   constexpr int kPanel = 16;
   Mask<T> ok = T(0) == T(0);
+  const int lane = team.rank(), lanes = team.size();
   for (int p0 = begin; p0 < end; p0 += kPanel) {
     const int p1 = end < p0 + kPanel ? end : p0 + kPanel;
     for (int p = p0; p < p1; ++p) {
+      team.sync();
       Ptr<T> Up = S + p * ld;
       const T pivot = Up[p];
       ok = ok & (pivot > T(0));
-      if (!any_(ok)) return ok;
-      Up[p] = sqrt_(pivot);
-      const T r = T(1) / Up[p];
-      inv[p] = r;
-      for (int j = p + 1; j < n; ++j) Up[j] *= r;
+      if (!any_(ok)) {
+        team.sync();  // every lane has read the pivot before the caller writes S again
+        return ok;
+      }
+      const T root = sqrt_(pivot);
+      const T r = T(1) / root;
+      // Row p's columns after p (each lane its own: the updates below read only theirs).
+      const int first = p + 1 + ((lane - (p + 1) % lanes) + lanes) % lanes;
+      for (int j = first; j < n; j += lanes) Up[j] *= r;
+      team.sync();  // every lane has read the pivot; row p is scaled
+      if (team.leader()) {
+        Up[p] = root;
+        inv[p] = r;
+      }
       for (int i = p + 1; i < p1; ++i) {
         const T f = Up[i];
         Ptr<T> Si = S + i * ld;
-        for (int j = i; j < n; ++j) Si[j] -= f * Up[j];
+        const int from = i + ((lane - i % lanes) + lanes) % lanes;
+        for (int j = from; j < n; j += lanes) Si[j] -= f * Up[j];
       }
     }
-    if (p1 < n) rank_update(S + p1 * ld + p1, ld, S + p0 * ld + p1, ld, p1 - p0, n - p1);
+    if (p1 < n) {
+      team.sync();
+      rank_update(team, S + p1 * ld + p1, ld, S + p0 * ld + p1, ld, p1 - p0, n - p1);
+    }
   }
+  team.sync();
   return ok;
 }
 
 // Scaled Cholesky D S D + shift I = Uᵀ U of the upper triangle of S
 // (scale_upper, then factor_upper over every pivot).
 template <typename T>
-FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D, Ptr<T> inv,
-                                                  T shift) {
-  scale_upper(S, ld, n, diag, D, shift);
-  return factor_upper(S, ld, n, 0, n, inv);
+FASTPID_HOST_DEVICE inline Mask<T> cholesky_upper(const Team& team, Ptr<T> S, int ld, int n, ConstPtr<T> diag, Ptr<T> D,
+                                                  Ptr<T> inv, T shift) {
+  scale_upper(team, S, ld, n, diag, D, shift);
+  return factor_upper(team, S, ld, n, 0, n, inv);
 }
 
 // x[0 .. n) ← 0 (one contiguous fill: rows and their padding at once).
@@ -425,7 +626,7 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void subtract_scaled(Ptr<T> x, ConstPtr<T> u, T f, int n) {
   for (int j = 0; j < n; ++j) x[j] -= u[j] * f;
 }
-#if defined(__GNUC__) && !defined(__CUDACC__)
+#if FASTPID_HOST_VECTORS
 // The same in vectors (x and u may alias as far as the compiler knows, which
 // keeps it from vectorising the loop above).
 FASTPID_HOST_DEVICE inline void subtract_scaled(double* x, const double* u, double f, int n) {

@@ -31,8 +31,8 @@ inline namespace FASTPID_ISA {
 // of their c, a branch on values: joints in vector lanes (csrc/cpu/lanes.h)
 // always eliminate a side.  Device code has no pairs elimination (the CUDA
 // kernel eliminates a side: csrc/cuda/broja_cuda.cu), so that its registers
-// are those of the side elimination.
-#if defined(__CUDA_ARCH__)
+// are those of the side elimination; nor has a team's copy (csrc/broja_block.h).
+#if defined(__CUDA_ARCH__) || FASTPID_TEAM
 template <typename T>
 constexpr bool kPairsHere = false;
 #else
@@ -58,7 +58,8 @@ FASTPID_HOST_DEVICE inline void solve_factored(Joint<T>& J, ConstPtr<T> r1, Cons
 // the same shift gives the same factor.)
 template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> factor_with_shift(Joint<T>& J) {
-  for (int k = 0; k < J.np; ++k) J.c[k] = J.pair[k] ? J.w[k] / J.h[k] - J.w[k] : T(0);
+  for (int k = J.team.rank(); k < J.np; k += J.team.size()) J.c[k] = J.pair[k] ? J.w[k] / J.h[k] - J.w[k] : T(0);
+  J.team.sync();
   T shift = T(0);
   Mask<T> ok = factor(J, shift);
   for (int attempt = 1; attempt < kMaxShiftRaises && !all_(ok); ++attempt) {
@@ -114,26 +115,30 @@ template <typename T>
 FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, ConstPtr<T> x1, ConstPtr<T> x2,
                                       Ptr<T> e1, Ptr<T> e2) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const Team team = J.team;
   Ptr<T> m1 = J.t1;  // |M| |x|
   Ptr<T> m2 = J.t2;
-  for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
-  for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
-  if (J.dense)
-    add_products<true>(J, x1, x2, e1, e2, m1, m2);
-  else
-    add_products<false>(J, x1, x2, e1, e2, m1, m2);
+  if (team.leader()) {  // the products add each pair to rows that other pairs share: one lane
+    for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
+    for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
+    if (J.dense)
+      add_products<true>(J, x1, x2, e1, e2, m1, m2);
+    else
+      add_products<false>(J, x1, x2, e1, e2, m1, m2);
+  }
+  team.sync();
   T berr = T(0);
-  for (int i = 0; i < n1 * ny; ++i) {
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) {
     e1[i] = J.on1[i] ? r1[i] - e1[i] : T(0);
     const T scale = m1[i] + fabs_(r1[i]);
     if (J.on1[i]) berr = where(scale > T(0), max_(berr, fabs_(e1[i]) / scale), berr);
   }
-  for (int i = 0; i < n2 * ny; ++i) {
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) {
     e2[i] = J.free2[i] ? r2[i] - e2[i] : T(0);
     const T scale = m2[i] + fabs_(r2[i]);
     if (J.free2[i]) berr = where(scale > T(0), max_(berr, fabs_(e2[i]) / scale), berr);
   }
-  return berr;
+  return team.max(berr);
 }
 
 // The right-hand side's pair terms, s_k f_k with f_k = (rc_k + w_k primal_k) / h_k, added
@@ -160,8 +165,10 @@ FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, Ptr<T> rc) {
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, Ptr<T> slope) {
   const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
-  for (int k = 0; k < J.np; ++k) slope[k] = T(0);
-  for (int v = 0; v < pairs; ++v) {
+  const Team team = J.team;
+  for (int k = team.rank(); k < J.np; k += team.size()) slope[k] = T(0);
+  team.sync();
+  for (int v = team.rank(); v < pairs; v += team.size()) {
     const PairCells c = pair_cells<Dense>(J, v);
     ConstPtr<T> sk = J.s + c.k * ny;
     ConstPtr<T> a = J.d1 + c.k / n2 * ny;
@@ -180,14 +187,19 @@ FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, Ptr<T> slope) {
 template <typename T>
 FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, Ptr<T> rc, Ptr<T> dw, Ptr<T> dh) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
-  for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
-  for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
-  if (J.dense)
-    add_pair_terms<true>(J, rc);
-  else
-    add_pair_terms<false>(J, rc);
-  for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
-  for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
+  const Team team = J.team;
+  if (team.leader()) {  // each pair's terms go to rows that other pairs share: one lane
+    for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
+    for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
+    if (J.dense)
+      add_pair_terms<true>(J, rc);
+    else
+      add_pair_terms<false>(J, rc);
+  }
+  team.sync();
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
+  team.sync();
   solve_factored(J, J.rhs1, J.rhs2, J.d1, J.d2);
   // Iterative refinement with the unshifted matrix, at most kRefinementSteps
   // steps as in the reference, while the backward error exceeds a few ulps.
@@ -196,34 +208,38 @@ FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, Ptr<T> rc, Ptr<T> 
     const T berr = residual(J, J.rhs1, J.rhs2, J.d1, J.d2, J.e1, J.e2);
     const Mask<T> refine = !(berr <= T(kRefinementBerr) * Limits<T>::epsilon());
     if (!any_(refine)) break;
+    team.sync();  // the residual's reads of d are done
     solve_factored(J, J.e1, J.e2, J.f1, J.f2);
-    for (int i = 0; i < n1 * ny; ++i) J.d1[i] = where(refine, J.d1[i] + J.f1[i], J.d1[i]);
-    for (int i = 0; i < n2 * ny; ++i) J.d2[i] = where(refine, J.d2[i] + J.f2[i], J.d2[i]);
+    for (int i = team.rank(); i < n1 * ny; i += team.size()) J.d1[i] = where(refine, J.d1[i] + J.f1[i], J.d1[i]);
+    for (int i = team.rank(); i < n2 * ny; i += team.size()) J.d2[i] = where(refine, J.d2[i] + J.f2[i], J.d2[i]);
+    team.sync();
   }
   if (J.dense)
     pair_slopes<true>(J, dw);
   else
     pair_slopes<false>(J, dw);
-  for (int k = 0; k < J.np; ++k) {
+  team.sync();
+  for (int k = team.rank(); k < J.np; k += team.size()) {
     const T slope = dw[k];
     dh[k] = J.pair[k] ? -J.primal[k] - slope : T(0);
     dw[k] = J.pair[k] ? (rc[k] + J.w[k] * slope) / J.h[k] : T(0);
   }
+  team.sync();
 }
 
 // Largest α ≤ 1 with value + α delta ≥ 0 (solver.max_step).
 template <typename T>
-FASTPID_HOST_DEVICE inline T max_step(ConstPtr<T> value, ConstPtr<T> delta, int n) {
+FASTPID_HOST_DEVICE inline T max_step(const Team& team, ConstPtr<T> value, ConstPtr<T> delta, int n) {
   // The min over the decreasing entries, NaN if any ratio is NaN; without branches on the values.
   T alpha = T(1), nan = T(0);
   Mask<T> any_nan = T(0) != T(0);
-  for (int k = 0; k < n; ++k) {
+  for (int k = team.rank(); k < n; k += team.size()) {
     const T r = where(delta[k] < T(0), -value[k] / delta[k], T(1));
     any_nan = any_nan | (r != r);
     nan = where(r != r, r, nan);
     alpha = where(r < alpha, r, alpha);
   }
-  return where(any_nan, nan, alpha);
+  return team.min(where(any_nan, nan, alpha));
 }
 
 // One predictor-corrector step, for the joints in `active`, from the current
@@ -236,72 +252,84 @@ FASTPID_HOST_DEVICE inline T max_step(ConstPtr<T> value, ConstPtr<T> delta, int 
 template <typename T>
 FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Mask<T> step(Joint<T>& J, Mask<T> active) {
   const int np = J.np, n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const Team team = J.team;  // every loop split among its lanes, sums and extremes reduced
+  const int lane = team.rank(), lanes = team.size();
   T mu = T(0);
-  for (int k = 0; k < np; ++k) {
+  for (int k = lane; k < np; k += lanes) {
     J.primal[k] = J.pair[k] ? J.g[k] + J.h[k] : T(0);
     J.comp[k] = J.pair[k] ? J.w[k] * J.h[k] : T(0);
     mu += J.comp[k];
   }
-  mu /= J.total_weight;
+  mu = team.sum(mu) / J.total_weight;
   Mask<T> ok = active & factor_with_shift(J);
   if (!any_(ok)) return ok;
   // Predictor: the affine-scaling direction.
-  for (int k = 0; k < np; ++k) J.rc[k] = -J.comp[k];
+  for (int k = lane; k < np; k += lanes) J.rc[k] = -J.comp[k];
+  team.sync();
   newton_direction(J, J.rc, J.dw_a, J.dh_a);
-  const T alpha_a = min_(max_step(J.w, J.dw_a, np), max_step(J.h, J.dh_a, np));
+  const T alpha_a = min_(max_step(team, J.w, J.dw_a, np), max_step(team, J.h, J.dh_a, np));
   T mu_a = T(0);
-  for (int k = 0; k < np; ++k)
+  for (int k = lane; k < np; k += lanes)
     if (J.pair[k]) mu_a += (J.w[k] + alpha_a * J.dw_a[k]) * (J.h[k] + alpha_a * J.dh_a[k]);
-  mu_a /= J.total_weight;
+  mu_a = team.sum(mu_a) / J.total_weight;
   const T mu_floor = where(mu < Limits<T>::tiny(), Limits<T>::tiny(), mu);
   T ratio = mu_a / mu_floor;
   ratio = where(ratio < T(0), T(0), where(ratio > T(1), T(1), ratio));
   // σ ≥ kInfeasibilityCentring max |r_d| / μ (docs/pid-math.md, "Infeasibility and centring": μ falls no faster than
   // the marginal residual), at most 1.
   T infeasibility = T(0);
-  for (int i = 0; i < n1 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
-  for (int i = 0; i < n2 * ny; ++i) infeasibility = max_(infeasibility, fabs_(J.r2[i]));
+  for (int i = lane; i < n1 * ny; i += lanes) infeasibility = max_(infeasibility, fabs_(J.r1[i]));
+  for (int i = lane; i < n2 * ny; i += lanes) infeasibility = max_(infeasibility, fabs_(J.r2[i]));
+  infeasibility = team.max(infeasibility);
   T sigma_floor = T(kInfeasibilityCentring) * infeasibility / mu_floor;
   sigma_floor = where(sigma_floor > T(1), T(1), sigma_floor);  // NaN stays NaN
   const T sigma_mu = max_(ratio * ratio * ratio, sigma_floor) * mu;
   // Corrector: centring plus the second-order term.
-  for (int k = 0; k < np; ++k) J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
+  for (int k = lane; k < np; k += lanes)
+    J.rc[k] = J.pair[k] ? sigma_mu * J.weight[k] - J.comp[k] - J.dw_a[k] * J.dh_a[k] : T(0);
+  team.sync();
   newton_direction(J, J.rc, J.dw, J.dh);
   T fraction = T(1) - mu;
   fraction = where(fraction < T(kFractionToBoundary), T(kFractionToBoundary),
                    where(fraction > T(kMaxFractionToBoundary), T(kMaxFractionToBoundary), fraction));
-  T alpha = fraction * min_(max_step(J.w, J.dw, np), max_step(J.h, J.dh, np));
+  T alpha = fraction * min_(max_step(team, J.w, J.dw, np), max_step(team, J.h, J.dh, np));
   ok = ok & finite(alpha) & (alpha > T(0));
-  for (int k = 0; k < np; ++k) ok = ok & finite(J.dw[k]) & finite(J.dh[k]);
-  for (int i = 0; i < n1 * ny; ++i) ok = ok & finite(J.d1[i]);
-  for (int i = 0; i < n2 * ny; ++i) ok = ok & finite(J.d2[i]);
+  Mask<T> finite_step = T(0) == T(0);
+  for (int k = lane; k < np; k += lanes) finite_step = finite_step & finite(J.dw[k]) & finite(J.dh[k]);
+  for (int i = lane; i < n1 * ny; i += lanes) finite_step = finite_step & finite(J.d1[i]);
+  for (int i = lane; i < n2 * ny; i += lanes) finite_step = finite_step & finite(J.d2[i]);
+  ok = ok & team.all(finite_step);
   if (!any_(ok)) return ok;
   // Safeguard: λ may leave the feasible set by no more than it already has or
   // kMaxViolation; halve the step until it does not.
   T allowed = T(kMaxViolation);
-  for (int k = 0; k < np; ++k) allowed = max_(allowed, J.g[k]);
-  for (int i = 0; i < n1 * ny; ++i) J.lam1_0[i] = J.lam1[i];
-  for (int i = 0; i < n2 * ny; ++i) J.lam2_0[i] = J.lam2[i];
+  for (int k = lane; k < np; k += lanes) allowed = max_(allowed, J.g[k]);
+  allowed = team.max(allowed);
+  for (int i = lane; i < n1 * ny; i += lanes) J.lam1_0[i] = J.lam1[i];
+  for (int i = lane; i < n2 * ny; i += lanes) J.lam2_0[i] = J.lam2[i];
   Mask<T> pending = ok;  // joints still looking for a step length
   for (int t = 0; t < kMaxBacktracks && any_(pending); ++t) {
     if (t > 0) alpha = where(pending, alpha / T(2), alpha);
-    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(ok, J.lam1_0[i] + alpha * J.d1[i], J.lam1_0[i]);
-    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(ok, J.lam2_0[i] + alpha * J.d2[i], J.lam2_0[i]);
+    for (int i = lane; i < n1 * ny; i += lanes) J.lam1[i] = where(ok, J.lam1_0[i] + alpha * J.d1[i], J.lam1_0[i]);
+    for (int i = lane; i < n2 * ny; i += lanes) J.lam2[i] = where(ok, J.lam2_0[i] + alpha * J.d2[i], J.lam2_0[i]);
+    team.sync();
     pair_softmax(J);
     Mask<T> within = T(0) == T(0);
-    for (int k = 0; k < np; ++k) within = within & (J.g[k] <= allowed);
-    pending = pending & !within;
+    for (int k = lane; k < np; k += lanes) within = within & (J.g[k] <= allowed);
+    pending = pending & !team.all(within);
   }
   const Mask<T> stepped = ok & !pending;
   if (any_(pending)) {
-    for (int i = 0; i < n1 * ny; ++i) J.lam1[i] = where(stepped, J.lam1[i], J.lam1_0[i]);
-    for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = where(stepped, J.lam2[i], J.lam2_0[i]);
+    for (int i = lane; i < n1 * ny; i += lanes) J.lam1[i] = where(stepped, J.lam1[i], J.lam1_0[i]);
+    for (int i = lane; i < n2 * ny; i += lanes) J.lam2[i] = where(stepped, J.lam2[i], J.lam2_0[i]);
+    team.sync();
     pair_softmax(J);
   }
-  for (int k = 0; k < np; ++k) {
+  for (int k = lane; k < np; k += lanes) {
     J.w[k] = where(stepped, J.w[k] + alpha * J.dw[k], J.w[k]);
     J.h[k] = where(stepped, J.h[k] + alpha * J.dh[k], J.h[k]);
   }
+  team.sync();
   return stepped;
 }
 
@@ -316,20 +344,23 @@ struct Result {
 // Solves one joint p (n1 × n2 × ny, contiguous) as solver.solve does and writes
 // the best iterate's λ1 (n1 × ny), λ2 (n2 × ny) and w (n1 × n2), solving the
 // Newton systems by `elimination` (kSide or kPairs; kPairs for scalar T only).
-// `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination) bytes for each
-// of the kInterleave joints that share it, this one at `lane` (0 where
-// kInterleave is 1); it needs no initialisation.
+// `workspace` holds workspace_bytes<T>(n1, n2, ny, elimination, team.size())
+// bytes for each of the kInterleave joints that share it, this one at `lane`
+// (0 where kInterleave is 1); it needs no initialisation.  Every lane of `team`
+// calls it with the same arguments (a team's copy: csrc/broja_block.h).
 template <typename T>
 FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Result<T> solve_joint(const T* p, int n1, int n2, int ny, T tol, int max_iter,
                                                                int patience, Elimination elimination, void* workspace,
-                                                               int lane, T* lam1_out, T* lam2_out, T* w_out) {
+                                                               int lane, T* lam1_out, T* lam2_out, T* w_out,
+                                                               const Team& team = Team()) {
   Joint<T> J;
-  attach(J, workspace, lane, n1, n2, ny, elimination);
+  attach(J, workspace, lane, n1, n2, ny, elimination, team);
   set_up(J, p);
   const int c1 = n1 * ny, c2 = n2 * ny, np = J.np;
-  for (int i = 0; i < c1; ++i) J.best_lam1[i] = J.lam1[i];
-  for (int i = 0; i < c2; ++i) J.best_lam2[i] = J.lam2[i];
-  for (int k = 0; k < np; ++k) J.best_w[k] = J.w[k];
+  const int first = team.rank(), lanes = team.size();  // each lane copies its own entries
+  for (int i = first; i < c1; i += lanes) J.best_lam1[i] = J.lam1[i];
+  for (int i = first; i < c2; i += lanes) J.best_lam2[i] = J.lam2[i];
+  for (int k = first; k < np; k += lanes) J.best_w[k] = J.w[k];
   Result<T> result{T(0), T(0) != T(0)};
   T best_gap = Limits<T>::inf(), stalled = T(0);
   Mask<T> stopped = T(0) != T(0);  // done, or no step possible
@@ -342,9 +373,9 @@ FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Result<T> solve_joint(const T* p, int n
     const Mask<T> better = take & (gap < best_gap);
     if (any_(better)) {
       best_gap = where(better, gap, best_gap);
-      for (int i = 0; i < c1; ++i) J.best_lam1[i] = where(better, J.lam1[i], J.best_lam1[i]);
-      for (int i = 0; i < c2; ++i) J.best_lam2[i] = where(better, J.lam2[i], J.best_lam2[i]);
-      for (int k = 0; k < np; ++k) J.best_w[k] = where(better, J.w[k], J.best_w[k]);
+      for (int i = first; i < c1; i += lanes) J.best_lam1[i] = where(better, J.lam1[i], J.best_lam1[i]);
+      for (int i = first; i < c2; i += lanes) J.best_lam2[i] = where(better, J.lam2[i], J.best_lam2[i]);
+      for (int k = first; k < np; k += lanes) J.best_w[k] = where(better, J.w[k], J.best_w[k]);
       result.iterations = where(better, T(iteration), result.iterations);
     }
     stalled = where(take, where(gap != gap, T(patience), where(improved, T(0), stalled + T(1))), stalled);
@@ -353,8 +384,9 @@ FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Result<T> solve_joint(const T* p, int n
   const T far = T(kCertifyAbove) * max_(tol, T(kStallGap));
   for (int iteration = 0; iteration <= max_iter; ++iteration) {
     T complementarity = T(0);
-    for (int k = 0; k < np; ++k)
+    for (int k = first; k < np; k += lanes)
       if (J.pair[k]) complementarity += J.w[k] * J.h[k];
+    complementarity = team.sum(complementarity);
     const Mask<T> near = iteration == max_iter ? T(0) == T(0) : !(complementarity > far);  // NaN: near
     const Mask<T> take = (!stopped) & near;
     if (any_(take))
@@ -368,9 +400,9 @@ FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE Result<T> solve_joint(const T* p, int n
     if (all_(stopped)) break;
   }
   result.converged = best_gap <= tol;
-  for (int i = 0; i < c1; ++i) lam1_out[i] = J.best_lam1[i];
-  for (int i = 0; i < c2; ++i) lam2_out[i] = J.best_lam2[i];
-  for (int k = 0; k < np; ++k) w_out[k] = J.best_w[k];
+  for (int i = first; i < c1; i += lanes) lam1_out[i] = J.best_lam1[i];
+  for (int i = first; i < c2; i += lanes) lam2_out[i] = J.best_lam2[i];
+  for (int k = first; k < np; k += lanes) w_out[k] = J.best_w[k];
   return result;
 }
 

@@ -59,6 +59,7 @@ struct Side {
 
 template <typename T>
 struct Joint {
+  Team team;           // the lanes that solve this joint together (common.h)
   int n1, n2, ny, np;  // np = n1 n2 pairs, pair k = k1 n2 + k2 of symbols (k1, k2), cell k ny + y
   T total_weight;      // Σ_k weight_k (at least the smallest normal number)
   // Problem data and masks.
@@ -102,8 +103,8 @@ struct Joint {
   Ptr<T> G;           // L_e⁻¹ D_e C_e for all e, stacked (E.total × ldK)
   Ptr<T> S, DS, IS;   // Schur complement: upper factor (ldK², row-major), Jacobi scales, 1 / pivots
   Ptr<T> diagK;       // (Kmax) diagonal of A_K: the Jacobi scaling of S
-  Ptr<T> sK, tE, xK;  // scratch (ny), (Emax), (Kmax)
-  Ptr<T> u;           // scratch (ny)
+  Ptr<T> sK, tE, xK;  // scratch (ny) per lane, (Emax), (Kmax)
+  Ptr<T> u;           // scratch (ny) per lane
   // Pairs elimination: nn = n1 + n2 variables per target value y, variable v
   // being λ1(v, y) for v < n1 and λ2(v − n1, y) beyond.
   int nn, ldC;                    // ldC: leading dimension of the capacitance, padded(np) + kPadding
@@ -139,7 +140,11 @@ struct Carving {
 template <typename U>
 FASTPID_HOST_DEVICE inline void carve(Ptr<U>& ptr, Carving b, size_t& offset, size_t count) {
   offset = (offset + 63) & ~size_t(63);
+#if FASTPID_TEAM
+  ptr = Ptr<U>::bytes(uint32_t(offset));  // a function of the sizes: base is team_workspace() (block::solve)
+#else
   ptr = Ptr<U>(b.base ? reinterpret_cast<U*>(b.base + offset * kInterleave) + b.lane : nullptr);
+#endif
   offset += count * sizeof(U);
 }
 
@@ -161,11 +166,12 @@ FASTPID_HOST_DEVICE inline Side kept(const Joint<T>& J) {
 
 // Points the arrays of `J` into `base` (when not null), at `lane` among the
 // kInterleave joints that share it, and returns the bytes an n1 × n2 × ny joint
-// solved with `elimination` needs; call with base = nullptr to size the
-// workspace.  Only the chosen elimination's arrays are laid out.
+// solved with `elimination` by a team of `lanes` needs (each lane has its own
+// ny-entry scratch u, sK); call with base = nullptr to size the workspace.  Only
+// the chosen elimination's arrays are laid out.
 template <typename T>
 FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int n1, int n2, int ny,
-                                         Elimination elimination) {
+                                         Elimination elimination, int lanes = 1) {
   const Carving b{static_cast<char*>(base), lane};
   size_t o = 0;
   const size_t np = size_t(n1) * n2, c1 = size_t(n1) * ny, c2 = size_t(n2) * ny, nc = np * ny;
@@ -225,7 +231,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int 
     carve(J.DS, b, o, k_max);
     carve(J.IS, b, o, k_max);
     carve(J.diagK, b, o, k_max);
-    carve(J.sK, b, o, ny);
+    carve(J.sK, b, o, size_t(ny) * lanes);
     carve(J.tE, b, o, e_max);
     carve(J.xK, b, o, k_max);
   }
@@ -265,7 +271,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int 
     carve(J.row, b, o, nn);
     carve(J.ty, b, o, ny * nn);
   }
-  carve(J.u, b, o, ny);
+  carve(J.u, b, o, size_t(ny) * lanes);
   carve(J.on1, b, o, c1);
   carve(J.on2, b, o, c2);
   carve(J.free2, b, o, c2);
@@ -284,26 +290,28 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int 
 // bytes per joint that shares it) from its first 64-byte boundary on, at `lane`.
 template <typename T>
 FASTPID_HOST_DEVICE inline void attach(Joint<T>& J, void* workspace, int lane, int n1, int n2, int ny,
-                                       Elimination elimination) {
+                                       Elimination elimination, const Team& team = Team()) {
   char* base = static_cast<char*>(workspace);
   base += (64 - reinterpret_cast<uintptr_t>(base) % 64) % 64;
-  layout(J, base, lane, n1, n2, ny, elimination);
+  layout(J, base, lane, n1, n2, ny, elimination, team.size());
+  J.team = team;
+  J.u = J.u + team.rank() * ny;
+  if (elimination == Elimination::kSide) J.sK = J.sK + team.rank() * ny;
 }
 
 // Bytes of workspace solve_joint (certify_joint: Elimination::kNone) needs for
-// an n1 × n2 × ny joint, with the 63 bytes it may skip to align its start to 64
-// bytes; kInterleave joints share kInterleave times as many.
+// an n1 × n2 × ny joint solved by a team of `lanes`, with the 63 bytes it may
+// skip to align its start to 64 bytes; kInterleave joints share kInterleave
+// times as many.
 template <typename T>
-FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination) {
+FASTPID_HOST_DEVICE inline size_t workspace_bytes(int n1, int n2, int ny, Elimination elimination, int lanes = 1) {
   Joint<T> J;
-  return layout(J, nullptr, 0, n1, n2, ny, elimination) + 63;
+  return layout(J, nullptr, 0, n1, n2, ny, elimination, lanes) + 63;
 }
 
 // ---------------------------------------------------------------- set-up
 
 FASTPID_HOST_DEVICE inline void list_free(Side& side, int n, int ny, ConstPtr<unsigned char> free) {
-  side.n = n;
-  side.free = free;
   int total = 0;
   for (int a = 0; a < n; ++a) {
     int m = 0;
@@ -351,8 +359,9 @@ FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
   const int n2 = J.n2, ny = J.ny, np = J.np, pairs = pairs_with_cells<Dense>(J);
+  const Team team = J.team;  // pairs, cells and pairs again split among its lanes
   Ptr<T> z = Dense ? J.s : J.z;
-  for (int v = 0; v < pairs; ++v) {  // z ← λ1 + λ2 − the max over the cells, g ← the max
+  for (int v = team.rank(); v < pairs; v += team.size()) {  // z ← λ1 + λ2 − the max over the cells, g ← the max
     const PairCells c = pair_cells<Dense>(J, v);
     ConstPtr<T> l1 = J.lam1 + c.k / n2 * ny;
     ConstPtr<T> l2 = J.lam2 + c.k % n2 * ny;
@@ -374,8 +383,10 @@ FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
     }
     J.g[c.k] = m;
   }
-  exp_all(z, Dense ? np * ny : J.n_cells);
-  for (int v = 0; v < pairs; ++v) {
+  team.sync();
+  exp_all(team, z, Dense ? np * ny : J.n_cells);
+  team.sync();
+  for (int v = team.rank(); v < pairs; v += team.size()) {
     const PairCells c = pair_cells<Dense>(J, v);
     ConstPtr<T> zk = z + c.start;
     Ptr<T> sk = J.s + c.k * ny;
@@ -386,13 +397,15 @@ FASTPID_HOST_DEVICE inline void pair_softmax_over(Joint<T>& J) {
     J.pair_sum[c.k] = sum;
   }
   if (!Dense)
-    for (int k = 0; k < np; ++k)
+    for (int k = team.rank(); k < np; k += team.size())
       if (!J.pair[k]) {
         J.g[k] = T(0);
         J.pair_sum[k] = T(1);
       }
-  log_all(J.pair_sum, np);
-  for (int k = 0; k < np; ++k) J.g[k] += J.pair_sum[k];
+  team.sync();
+  log_all(team, J.pair_sum, np);
+  for (int k = team.rank(); k < np; k += team.size()) J.g[k] += J.pair_sum[k];
+  team.sync();
 }
 template <typename T>
 FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
@@ -402,9 +415,9 @@ FASTPID_HOST_DEVICE inline void pair_softmax(Joint<T>& J) {
     pair_softmax_over<false>(J);
 }
 
-// Marginals and masks (solver.Support.of): all the certificate needs.
+// Marginals and masks (solver.Support.of), by one lane.
 template <typename T>
-FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
+FASTPID_HOST_DEVICE inline void set_up_support_alone(Joint<T>& J, const T* p) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   for (int i = 0; i < n1 * ny; ++i) J.p1[i] = T(0);
   for (int i = 0; i < n2 * ny; ++i) J.p2[i] = T(0);
@@ -443,8 +456,16 @@ FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
       if (J.cell[k * ny + y]) J.cells[J.n_cells++] = y;
   }
   J.pair_start[J.n_valid] = J.n_cells;
-  J.dense = J.n_cells == J.np * ny;
   for (int i = 0; i < J.np * ny; ++i) J.s[i] = J.qr[i] = T(0);  // off the cells both stay 0
+}
+
+// Marginals and masks (solver.Support.of): all the certificate needs.
+template <typename T>
+FASTPID_HOST_DEVICE inline void set_up_support(Joint<T>& J, const T* p) {
+  if (J.team.leader()) set_up_support_alone(J, p);  // once per solve: one lane
+  J.n_valid = int(J.team.share(J.n_valid));
+  J.n_cells = int(J.team.share(J.n_cells));
+  J.dense = J.n_cells == J.np * J.ny;
 }
 
 // The pinned x2 of a target value y: the first of largest P2(x2, y) (p2 points
@@ -493,16 +514,25 @@ FASTPID_HOST_DEVICE inline void list_target_values(Joint<T>& J) {
 template <typename T>
 FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const Team team = J.team;
   set_up_support(J, p);
   // Gauge: pin λ2 at the first x2 of largest P2(x2, y) (torch.argmax's rule,
   // NaN counting as the largest); Lanes, whose joints share one structure, pin
-  // at the first x2 with P2 > 0 (gauge_pin in csrc/cpu/lanes.h).
-  for (int y = 0; y < ny; ++y) {
-    const int pin = gauge_pin(J.p2 + y, J.on2 + y, n2, ny);
-    for (int x2 = 0; x2 < n2; ++x2) J.free2[x2 * ny + y] = J.on2[x2 * ny + y] && x2 != pin;
+  // at the first x2 with P2 > 0 (gauge_pin in csrc/cpu/lanes.h).  Listed by one lane.
+  if (team.leader()) {
+    for (int y = 0; y < ny; ++y) {
+      const int pin = gauge_pin(J.p2 + y, J.on2 + y, n2, ny);
+      for (int x2 = 0; x2 < n2; ++x2) J.free2[x2 * ny + y] = J.on2[x2 * ny + y] && x2 != pin;
+    }
+    list_free(J.side1, n1, ny, J.on1);
+    list_free(J.side2, n2, ny, J.free2);
   }
-  list_free(J.side1, n1, ny, J.on1);
-  list_free(J.side2, n2, ny, J.free2);
+  J.side1.n = n1;
+  J.side1.free = J.on1;
+  J.side2.n = n2;
+  J.side2.free = J.free2;
+  J.side1.total = int(team.share(J.side1.total));
+  J.side2.total = int(team.share(J.side2.total));
   // Keep the side with fewer free variables (λ2 on ties): the Schur complement
   // is the only dense factorisation.
   J.keep2 = J.side2.total <= J.side1.total;
@@ -511,30 +541,30 @@ FASTPID_HOST_DEVICE inline void set_up(Joint<T>& J, const T* p) {
   J.ldK = padded(kept(J).total);
   if (J.elimination == Elimination::kPairs) list_target_values(J);
   // Start: λ1 = log P1 − log P(y) − 1, λ2 = log P2, w = Q0(x1, x2).
-  for (int x1 = 0; x1 < n1; ++x1)
-    for (int y = 0; y < ny; ++y) {
-      const int i = x1 * ny + y;
-      const T log_py = where(J.py[y] > T(0), log_(J.py[y]), T(0));
-      J.lam1[i] = J.on1[i] ? log_(J.p1[i]) - log_py - T(1) : T(0);
-    }
-  for (int i = 0; i < n2 * ny; ++i) J.lam2[i] = J.on2[i] ? log_(J.p2[i]) : T(0);
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      ConstPtr<T> a = J.p1 + k1 * ny;
-      ConstPtr<T> b = J.p2 + k2 * ny;
-      T sum = T(0);
-      for (int y = 0; y < ny; ++y)
-        if (J.cell[k * ny + y]) sum += a[y] * b[y] / J.py[y];
-      J.w[k] = sum;
-    }
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) {
+    const int y = i % ny;
+    const T log_py = where(J.py[y] > T(0), log_(J.py[y]), T(0));
+    J.lam1[i] = J.on1[i] ? log_(J.p1[i]) - log_py - T(1) : T(0);
+  }
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) J.lam2[i] = J.on2[i] ? log_(J.p2[i]) : T(0);
+  for (int k = team.rank(); k < J.np; k += team.size()) {
+    ConstPtr<T> a = J.p1 + k / n2 * ny;
+    ConstPtr<T> b = J.p2 + k % n2 * ny;
+    T sum = T(0);
+    for (int y = 0; y < ny; ++y)
+      if (J.cell[k * ny + y]) sum += a[y] * b[y] / J.py[y];
+    J.w[k] = sum;
+  }
+  team.sync();
   pair_softmax(J);
-  for (int k = 0; k < J.np; ++k) J.h[k] = J.pair[k] ? -J.g[k] : T(1);
   // Weighted central path w_k h_k = μ Q0(x1, x2).
   T total = T(0);
-  for (int k = 0; k < J.np; ++k) {
+  for (int k = team.rank(); k < J.np; k += team.size()) {
+    J.h[k] = J.pair[k] ? -J.g[k] : T(1);
     J.weight[k] = J.pair[k] ? J.w[k] : T(0);
     total += J.weight[k];
   }
+  total = team.sum(total);
   J.total_weight = where(total < Limits<T>::tiny(), Limits<T>::tiny(), total);
 }
 

@@ -50,7 +50,7 @@ FASTPID_HOST_DEVICE inline bool factor_block(Joint<T>& J, int m, T shift) {
   Ptr<T> A = J.block;
   Ptr<T> diag = J.row;
   for (int i = 0; i < m; ++i) diag[i] = A[i * ld + i];
-  if (!cholesky_upper(A, ld, m, diag, J.blockD, J.blockI, shift)) return false;
+  if (!cholesky_upper(Team(), A, ld, m, diag, J.blockD, J.blockI, shift)) return false;
   Ptr<T> V = J.columns;
   zero(V, size_t(m) * ld);
   for (int i = 0; i < m; ++i) {
@@ -161,7 +161,7 @@ FASTPID_HOST_DEVICE inline void cross_chunk(Ptr<T> out, size_t np, ConstPtr<T> x
   for (int r = 0; r < Rows; ++r)
     for (int l = 0; l < width; ++l) out[r * np + l] += acc[r][l];
 }
-#if defined(__GNUC__) && !defined(__CUDACC__)
+#if FASTPID_HOST_VECTORS
 // The same with the accumulators in vectors of FASTPID_VECTOR_BYTES (left to
 // itself the compiler vectorises across the rows instead).
 template <int Rows>
@@ -312,16 +312,16 @@ FASTPID_HOST_DEVICE inline bool pairs_factor(Joint<T>& J, T shift) {
     J.vk[a] = T(1) + Ca[a];  // Jacobi scaling from |σ| + ρ G ρ, at least 1
     Ca[a] += a < J.n_positive ? T(1) : T(-1);
   }
-  scale_upper(C, ld, n, J.vk, J.capD, T(0));
+  scale_upper(Team(), C, ld, n, J.vk, J.capD, T(0));
   const int p = J.n_positive;
   for (int a = 0; a < p; ++a) C[size_t(a) * ld + a] += shift;
-  if (!factor_upper(C, ld, n, 0, p, J.capI)) return false;
+  if (!factor_upper(Team(), C, ld, n, 0, p, J.capI)) return false;
   for (int a = p; a < n; ++a) {  // the trailing Schur complement is negative definite: negate it
     Ptr<T> Ca = C + size_t(a) * ld;
     for (int b = a; b < n; ++b) Ca[b] = -Ca[b];
     Ca[a] += shift;
   }
-  return factor_upper(C, ld, n, p, n, J.capI);
+  return factor_upper(Team(), C, ld, n, p, n, J.capI);
 }
 
 // t_y = F_y r_y for every y, into J.ty (ny × nn, zero off the free variables),

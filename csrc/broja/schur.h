@@ -16,21 +16,43 @@ inline namespace FASTPID_ISA {
 template <typename T>
 FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
   const int ny = J.ny;
+  const Team team = J.team;  // K blocks, then E blocks, split among its lanes
   const Side E = eliminated(J);
   const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
   Ptr<T> S = J.S;
-  for (int i = 0; i < ldK * ldK; ++i) S[i] = T(0);
+  for (int i = team.rank(); i < ldK * ldK; i += team.size()) S[i] = T(0);
+  team.sync();
+  // The diagonal blocks of A_K: block b sums q_k[z] e_z + c_k s_k[z] s_k over the pairs of b.
+  for (int b = team.rank(); b < K.n; b += team.size()) {
+    const int mb = K.count[b], ob = K.offset[b];
+    ConstPtr<int> zs = K.ys + b * ny;
+    Ptr<T> sKb = J.sK;
+    for (int e = 0; e < E.n; ++e) {
+      const int k = e * J.stride_e + b * J.stride_k;
+      if (!J.pair[k]) continue;
+      ConstPtr<T> sk = J.s + k * ny;
+      ConstPtr<T> qk = J.q + k * ny;
+      const T ck = J.c[k];
+      for (int j = 0; j < mb; ++j) sKb[j] = sk[zs[j]];
+      for (int i = 0; i < mb; ++i) {
+        Ptr<T> Si = S + (ob + i) * ldK + ob;
+        const T t = ck * sKb[i];
+        for (int j = 0; j < mb; ++j) Si[j] += t * sKb[j];
+        Si[i] += qk[zs[i]];
+      }
+    }
+  }
   Mask<T> ok = T(0) == T(0);
-  for (int e = 0; e < E.n; ++e) {
+  for (int e = team.rank(); e < E.n; e += team.size()) {
     const int m = E.count[e], o = E.offset[e];
     ConstPtr<int> ys = E.ys + e * ny;
     Ptr<T> A = J.LE + o * ny;  // rows o..o+m of an (E.total × ny) array
     Ptr<T> D = J.DE + o;
     Ptr<T> Ge = J.G + o * ldK;  // rows o..o+m of G: first C_e, then L⁻¹ D C_e
     for (int i = 0; i < m * ny; ++i) A[i] = T(0);
-    // One pass over the pairs of e: its block A_e, the blocks of A_K and the
-    // cross block C_e, whose column (b, z) is q_k[z] e_z + c_k s_k[z] s_k.
+    // One pass over the pairs of e: its block A_e and the cross block C_e,
+    // whose column (b, z) is q_k[z] e_z + c_k s_k[z] s_k.
     for (int b = 0; b < K.n; ++b) {
       const int k = e * J.stride_e + b * J.stride_k;
       const int mb = K.count[b], ob = K.offset[b];
@@ -57,16 +79,10 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
         const int pz = K.pos[b * ny + ys[i]];
         if (pz >= 0) Ci[pz] += qk[ys[i]];
       }
-      for (int i = 0; i < mb; ++i) {
-        Ptr<T> Si = S + (ob + i) * ldK + ob;
-        const T t = ck * sKb[i];
-        for (int j = 0; j < mb; ++j) Si[j] += t * sKb[j];
-        Si[i] += qk[zs[i]];
-      }
     }
     if (m == 0) continue;
     ok = ok & cholesky_jacobi(A, ny, m, D, J.IE + o, shift);
-    if (!any_(ok)) return ok;
+    if (!any_(ok)) break;
     // G_e = L⁻¹ D C_e row by row (forward substitution), in place.
     ConstPtr<T> inv = J.IE + o;
     for (int i = 0; i < m; ++i) {
@@ -82,13 +98,17 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
       for (int j = nK; j < ldK; ++j) Gi[j] = T(0);
     }
   }
-  for (int i = 0; i < nK; ++i) J.diagK[i] = S[i * ldK + i];  // diagonal of A_K
+  ok = team.all(ok);
+  if (!any_(ok)) return ok;
+  for (int i = team.rank(); i < nK; i += team.size()) J.diagK[i] = S[i * ldK + i];  // diagonal of A_K
+  team.sync();
   // S −= G_Eᵀ G_E, all e at once.
-  rank_update(S, ldK, J.G, ldK, nE, nK);
+  rank_update(team, S, ldK, J.G, ldK, nE, nK);
+  team.sync();
   // Scaled by the diagonal of M (A_K's), as the reference scales the whole
   // matrix: S's pivots are then those of the reference's Cholesky, which fail
   // where S has lost its definiteness to cancellation.
-  return ok & cholesky_upper(S, ldK, nK, J.diagK, J.DS, J.IS, shift);
+  return ok & cholesky_upper(team, S, ldK, nK, J.diagK, J.DS, J.IS, shift);
 }
 
 // (x1, x2) ← the factorised (shifted) matrix's inverse applied to (r1, r2), which
@@ -97,6 +117,7 @@ FASTPID_HOST_DEVICE inline Mask<T> side_factor(Joint<T>& J, T shift) {
 template <typename T>
 FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r2, Ptr<T> x1, Ptr<T> x2) {
   const int ny = J.ny;
+  const Team team = J.team;  // E blocks, K blocks and rows of G split among its lanes
   const Side E = eliminated(J);
   const Side K = kept(J);
   const int nE = E.total, nK = K.total, ldK = J.ldK;
@@ -107,34 +128,46 @@ FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, ConstPtr<T> r1, ConstPtr
   Ptr<T> dK = keep2 ? x2 : x1;
   Ptr<T> t = J.tE;
   Ptr<T> x = J.xK;
-  for (int e = 0; e < E.n; ++e) {
+  for (int e = team.rank(); e < E.n; e += team.size()) {
     const int m = E.count[e], o = E.offset[e];
     ConstPtr<int> ys = E.ys + e * ny;
     for (int i = 0; i < m; ++i) t[o + i] = rE[e * ny + ys[i]] * J.DE[o + i];
     forward(J.LE + o * ny, ny, m, J.IE + o, t + o);
   }
-  for (int b = 0; b < K.n; ++b)
+  for (int b = team.rank(); b < K.n; b += team.size())
     for (int j = 0; j < K.count[b]; ++j) x[K.offset[b] + j] = rK[b * ny + K.ys[b * ny + j]];
+  team.sync();
+  // x −= Gᵀ t, each lane its own entries of x.
   for (int i = 0; i < nE; ++i) {
     const T f = t[i];
     ConstPtr<T> Gi = J.G + i * ldK;
-    for (int r = 0; r < nK; ++r) x[r] -= f * Gi[r];
+    for (int r = team.rank(); r < nK; r += team.size()) x[r] -= f * Gi[r];
   }
-  for (int r = 0; r < nK; ++r) x[r] *= J.DS[r];
-  forward_upper(J.S, ldK, nK, J.IS, x);
-  backward_upper(J.S, ldK, nK, J.IS, x);
-  for (int r = 0; r < nK; ++r) x[r] *= J.DS[r];
-  for (int i = 0; i < nE; ++i) t[i] -= dot(J.G + i * ldK, x, nK);
-  for (int i = 0; i < K.n * ny; ++i) dK[i] = T(0);
-  for (int b = 0; b < K.n; ++b)
-    for (int j = 0; j < K.count[b]; ++j) dK[b * ny + K.ys[b * ny + j]] = x[K.offset[b] + j];
-  for (int i = 0; i < E.n * ny; ++i) dE[i] = T(0);
-  for (int e = 0; e < E.n; ++e) {
+  for (int r = team.rank(); r < nK; r += team.size()) x[r] *= J.DS[r];
+  team.sync();
+  if (team.leader()) {  // the triangular solves: one lane
+    forward_upper(J.S, ldK, nK, J.IS, x);
+    backward_upper(J.S, ldK, nK, J.IS, x);
+  }
+  team.sync();
+  for (int r = team.rank(); r < nK; r += team.size()) x[r] *= J.DS[r];
+  team.sync();
+  for (int i = team.rank(); i < nE; i += team.size()) t[i] -= dot(J.G + i * ldK, x, nK);
+  for (int b = team.rank(); b < K.n; b += team.size()) {
+    Ptr<T> row = dK + b * ny;
+    for (int y = 0; y < ny; ++y) row[y] = T(0);
+    for (int j = 0; j < K.count[b]; ++j) row[K.ys[b * ny + j]] = x[K.offset[b] + j];
+  }
+  team.sync();
+  for (int e = team.rank(); e < E.n; e += team.size()) {
     const int m = E.count[e], o = E.offset[e];
     ConstPtr<int> ys = E.ys + e * ny;
+    Ptr<T> row = dE + e * ny;
+    for (int y = 0; y < ny; ++y) row[y] = T(0);
     backward(J.LE + o * ny, ny, m, J.IE + o, t + o);
-    for (int i = 0; i < m; ++i) dE[e * ny + ys[i]] = t[o + i] * J.DE[o + i];
+    for (int i = 0; i < m; ++i) row[ys[i]] = t[o + i] * J.DE[o + i];
   }
+  team.sync();
 }
 
 }  // namespace FASTPID_ISA
