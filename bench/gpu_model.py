@@ -62,12 +62,11 @@ cells, m = (n1 + n2) ny dual variables per joint):
   persistent blocks of 64, 128 or 256 lanes (the best is shown), as many as
   the registers allow (``PROGRAM_REGISTERS`` per thread), one joint each at a
   time.  The flops of bench/roofline.py split in two: those the code leaves to
-  one lane (the refinement's products and the right-hand sides' pair terms,
-  20 N per solve; the triangular solves with S's factor, 2 k² per solve; the
-  primal residuals, 13 N) at ``ONE_LANE_CYCLES_PER_FLOP``, the rest at the
-  block's share of its SM's FP64 vector rate (latency hidden by the warps the
-  SM holds); plus ``SYNC_CYCLES`` per barrier (two per pivot of S, ~100 more
-  per iteration and 12 per solve).  Its traffic is the thread kernel's (the
+  one lane (the certificate's rounding, 25 N, charged every iteration) at
+  ``ONE_LANE_CYCLES_PER_FLOP``, the rest at the block's share of its SM's FP64
+  vector rate (latency hidden by the warps the SM holds); plus ``SYNC_CYCLES``
+  per barrier (two per pivot of S's factorisation, one per pivot of each
+  triangular solve with its factor, ~100 more per iteration and 16 per solve).  Its traffic is the thread kernel's (the
   same scalar loops) but for the rank updates, in 4 × 2 register tiles
   (0.75 words per multiply-add), served by L2 where the resident blocks'
   workspaces fit.
@@ -266,11 +265,12 @@ def block_per_joint_cost(batch: int, n1: int, n2: int, ny: int, lanes: int) -> d
     parts = roofline.flops_per_iteration(n1, n2, ny)
     cells, solves = n1 * n2 * ny, roofline.SOLVES_PER_ITERATION
     k = roofline.sides(n1, n2, ny)[2]
-    # One lane: the refinement's products and the right-hand sides' pair terms (scatters over
-    # the pairs), the triangular solves with S's factor, the primal residuals.
-    one_lane = solves * (20 * cells + 2 * k * k) + 13 * cells
+    # One lane: the certificate's rounding (its sums over pairs), at most once per iteration.
+    one_lane = 25 * cells
     split = parts["total"] - one_lane
-    syncs = 2 * k + 100 + 12 * solves  # two per pivot of S, the rest per pass and reduction
+    # Two per pivot of S's factorisation, one per pivot of each triangular solve (two per
+    # solve), ~100 more per iteration (passes and reductions) and 16 per solve.
+    syncs = 2 * k + 100 + solves * (2 * k + 16)
     blocks_per_sm = min(MAX_PROGRAMS_PER_SM, REGISTERS_PER_SM // (PROGRAM_REGISTERS * lanes))
     teams = min(batch, SMS * blocks_per_sm)
     on_sm = -(-teams // SMS)

@@ -13,37 +13,28 @@ inline namespace FASTPID_ISA {
 
 // q = w s and the residuals r = marginals(q) − (P1, P2) of the current
 // iterate, given s of pair_softmax (the Newton step needs them); leaves the
-// marginals of q in t1, t2.  By one lane (primal_residuals).
-template <typename T>
-FASTPID_HOST_DEVICE inline void primal_residuals_alone(Joint<T>& J) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
-  Ptr<T> rows = J.t1;
-  Ptr<T> cols = J.t2;
-  for (int i = 0; i < n1 * ny; ++i) rows[i] = T(0);
-  for (int i = 0; i < n2 * ny; ++i) cols[i] = T(0);
-  for (int k1 = 0, k = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2, ++k) {
-      const T wk = J.w[k];
-      Ptr<T> qk = J.q + k * ny;
-      ConstPtr<T> sk = J.s + k * ny;
-      Ptr<T> rk = rows + k1 * ny;
-      Ptr<T> ck = cols + k2 * ny;
-      for (int y = 0; y < ny; ++y) {
-        const T v = wk * sk[y];
-        qk[y] = v;
-        rk[y] += v;
-        ck[y] += v;
-      }
-    }
-  for (int i = 0; i < n1 * ny; ++i) J.r1[i] = rows[i] - J.p1[i];
-  for (int i = 0; i < n2 * ny; ++i) J.r2[i] = cols[i] - J.p2[i];
-}
-// The same by a team: one lane, as its row and column sums run over pairs that
-// other lanes' rows and columns share.
+// marginals of q in t1, t2.  Over every (pair, y): s vanishes off the cells.
 template <typename T>
 FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
-  if (J.team.leader()) primal_residuals_alone(J);
-  J.team.sync();
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const Team team = J.team;
+  Ptr<T> rows = J.t1;
+  Ptr<T> cols = J.t2;
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) rows[i] = T(0);
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) cols[i] = T(0);
+  team.sync();
+  sum_by_rows_and_columns<true>(J, [&](const PairCells& c, int, int y, bool row) {
+    if (row) {
+      const T v = J.w[c.k] * J.s[c.k * ny + y];
+      J.q[c.k * ny + y] = v;
+      rows[c.k / n2 * ny + y] += v;
+    } else {
+      cols[c.k % n2 * ny + y] += J.q[c.k * ny + y];
+    }
+  });
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) J.r1[i] = rows[i] - J.p1[i];
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) J.r2[i] = cols[i] - J.p2[i];
+  team.sync();
 }
 
 // The duality gap of the current iterate (solver.certificate), given g, s of

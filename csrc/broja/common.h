@@ -219,7 +219,7 @@ struct Team {
   // The thread block (its special registers: nothing for a lane to hold).
   __device__ int rank() const { return int(threadIdx.x); }
   __device__ int size() const { return int(blockDim.x); }
-  // The size() values the team shares: the block's shared memory.
+  // The values the team shares (max(size(), 2)): the block's shared memory.
   __device__ double* scratch() const {
     __shared__ double values[kMaxTeamLanes];
     return values;
@@ -649,6 +649,51 @@ FASTPID_HOST_DEVICE inline void forward_upper(ConstPtr<T> U, int ld, int n, Cons
 template <typename T>
 FASTPID_HOST_DEVICE inline void backward_upper(ConstPtr<T> U, int ld, int n, ConstPtr<T> inv, Ptr<T> x) {
   for (int i = n - 1; i >= 0; --i) x[i] = (x[i] - dot(U + i * ld + i + 1, x + i + 1, n - i - 1)) * inv[i];
+}
+
+// The same by a team (a team of one: the serial ones above).  Lane l owns the
+// entries j ≡ l (mod size): at each pivot its owner finishes that entry and
+// publishes it in the team's shared values, two slots in turn (a lane still
+// reading one slot has not passed the next pivot's sync), and every lane
+// subtracts it from its own entries: one sync per pivot, not a chain on one lane.
+// The backward solve goes by columns of U (x_j −= U_ji x_i for j < i), the same
+// sums as the rows' dot products in another order.
+template <typename T>
+FASTPID_HOST_DEVICE inline void forward_upper(const Team& team, ConstPtr<T> U, int ld, int n, ConstPtr<T> inv,
+                                              Ptr<T> x) {
+#if FASTPID_TEAM
+  const int lane = team.rank(), lanes = team.size();
+  double* slot = team.scratch();
+  team.sync();  // the team's shared values are free
+  for (int p = 0; p < n; ++p) {
+    if (p % lanes == lane) slot[p % 2] = x[p] = x[p] * inv[p];
+    team.sync();
+    const T xp = slot[p % 2];
+    ConstPtr<T> Up = U + p * ld;
+    for (int j = p + 1 + ((lane - (p + 1) % lanes) + lanes) % lanes; j < n; j += lanes) x[j] -= Up[j] * xp;
+  }
+  team.sync();
+#else
+  forward_upper(U, ld, n, inv, x);
+#endif
+}
+template <typename T>
+FASTPID_HOST_DEVICE inline void backward_upper(const Team& team, ConstPtr<T> U, int ld, int n, ConstPtr<T> inv,
+                                               Ptr<T> x) {
+#if FASTPID_TEAM
+  const int lane = team.rank(), lanes = team.size();
+  double* slot = team.scratch();
+  team.sync();
+  for (int i = n - 1; i >= 0; --i) {
+    if (i % lanes == lane) slot[i % 2] = x[i] = x[i] * inv[i];
+    team.sync();
+    const T xi = slot[i % 2];
+    for (int j = lane; j < i; j += lanes) x[j] -= U[j * ld + i] * xi;
+  }
+  team.sync();
+#else
+  backward_upper(U, ld, n, inv, x);
+#endif
 }
 
 }  // namespace FASTPID_ISA

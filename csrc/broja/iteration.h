@@ -71,17 +71,20 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_with_shift(Joint<T>& J) {
 
 // (e1, e2) += M (x1, x2) and (m1, m2) += |M| |x| (the bound below), pair by
 // pair, over the cells only (s and q vanish off them); Dense as in pair_softmax.
+// Each pair's c_k ⟨s_k, x⟩ and its bound first (J.pair_terms), then the sums by
+// rows and columns.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, ConstPtr<T> x1, ConstPtr<T> x2, Ptr<T> e1, Ptr<T> e2,
                                              Ptr<T> m1, Ptr<T> m2) {
-  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
-  for (int v = 0; v < pairs; ++v) {
+  const int n2 = J.n2, ny = J.ny, np = J.np, pairs = pairs_with_cells<Dense>(J);
+  const Team team = J.team;
+  Ptr<T> dots = J.pair_terms;
+  Ptr<T> dots_abs = J.pair_terms + np;
+  for (int v = team.rank(); v < pairs; v += team.size()) {
     const PairCells c = pair_cells<Dense>(J, v);
-    const int k1 = c.k / n2, k2 = c.k % n2;
     ConstPtr<T> sk = J.s + c.k * ny;
-    ConstPtr<T> qk = J.q + c.k * ny;
-    ConstPtr<T> a = x1 + k1 * ny;
-    ConstPtr<T> b = x2 + k2 * ny;
+    ConstPtr<T> a = x1 + c.k / n2 * ny;
+    ConstPtr<T> b = x2 + c.k % n2 * ny;
     T dot = T(0), dot_abs = T(0);
     for (int i = 0; i < c.count; ++i) {
       const int y = Dense ? i : c.ys[i];
@@ -89,22 +92,19 @@ FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, ConstPtr<T> x1, ConstP
       dot_abs += sk[y] * (fabs_(a[y]) + fabs_(b[y]));
     }
     const T ck = J.c[c.k];
-    dot *= ck;
-    dot_abs *= fabs_(ck);
-    Ptr<T> o1 = e1 + k1 * ny;
-    Ptr<T> o2 = e2 + k2 * ny;
-    Ptr<T> p1 = m1 + k1 * ny;
-    Ptr<T> p2 = m2 + k2 * ny;
-    for (int i = 0; i < c.count; ++i) {
-      const int y = Dense ? i : c.ys[i];
-      const T value = qk[y] * (a[y] + b[y]) + sk[y] * dot;
-      const T bound = qk[y] * (fabs_(a[y]) + fabs_(b[y])) + sk[y] * dot_abs;
-      o1[y] += value;
-      o2[y] += value;
-      p1[y] += bound;
-      p2[y] += bound;
-    }
+    dots[c.k] = dot * ck;
+    dots_abs[c.k] = dot_abs * fabs_(ck);
   }
+  team.sync();
+  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, bool row) {
+    const T sky = J.s[c.k * ny + y], qky = J.q[c.k * ny + y];
+    const T a = x1[c.k / n2 * ny + y], b = x2[c.k % n2 * ny + y];
+    const T value = qky * (a + b) + sky * dots[c.k];
+    const T bound = qky * (fabs_(a) + fabs_(b)) + sky * dots_abs[c.k];
+    const int at = (row ? c.k / n2 : c.k % n2) * ny + y;
+    (row ? e1 : e2)[at] += value;
+    (row ? m1 : m2)[at] += bound;
+  });
 }
 
 // (e1, e2) ← (r1, r2) − M (x1, x2) on the free variables (0 elsewhere), with the
@@ -118,15 +118,12 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r
   const Team team = J.team;
   Ptr<T> m1 = J.t1;  // |M| |x|
   Ptr<T> m2 = J.t2;
-  if (team.leader()) {  // the products add each pair to rows that other pairs share: one lane
-    for (int i = 0; i < n1 * ny; ++i) e1[i] = m1[i] = T(0);
-    for (int i = 0; i < n2 * ny; ++i) e2[i] = m2[i] = T(0);
-    if (J.dense)
-      add_products<true>(J, x1, x2, e1, e2, m1, m2);
-    else
-      add_products<false>(J, x1, x2, e1, e2, m1, m2);
-  }
-  team.sync();
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) e1[i] = m1[i] = T(0);
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) e2[i] = m2[i] = T(0);
+  if (J.dense)
+    add_products<true>(J, x1, x2, e1, e2, m1, m2);
+  else
+    add_products<false>(J, x1, x2, e1, e2, m1, m2);
   T berr = T(0);
   for (int i = team.rank(); i < n1 * ny; i += team.size()) {
     e1[i] = J.on1[i] ? r1[i] - e1[i] : T(0);
@@ -142,25 +139,25 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r
 }
 
 // The right-hand side's pair terms, s_k f_k with f_k = (rc_k + w_k primal_k) / h_k, added
-// over the cells (Dense as in pair_softmax); rc is updated in place.
+// over the cells (Dense as in pair_softmax); rc is updated in place.  Each pair's f_k
+// first (J.pair_terms), then the sums by rows and columns.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, Ptr<T> rc) {
   const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
-  for (int v = 0; v < pairs; ++v) {
-    const PairCells c = pair_cells<Dense>(J, v);
-    rc[c.k] += J.w[c.k] * J.primal[c.k];
-    const T f = rc[c.k] / J.h[c.k];
-    ConstPtr<T> sk = J.s + c.k * ny;
-    Ptr<T> a = J.rhs1 + c.k / n2 * ny;
-    Ptr<T> b = J.rhs2 + c.k % n2 * ny;
-    for (int i = 0; i < c.count; ++i) {
-      const int y = Dense ? i : c.ys[i];
-      const T value = sk[y] * f;
-      a[y] += value;
-      b[y] += value;
-    }
+  const Team team = J.team;
+  Ptr<T> f = J.pair_terms;
+  for (int v = team.rank(); v < pairs; v += team.size()) {
+    const int k = pair_cells<Dense>(J, v).k;
+    rc[k] += J.w[k] * J.primal[k];
+    f[k] = rc[k] / J.h[k];
   }
+  team.sync();
+  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, bool row) {
+    const T value = J.s[c.k * ny + y] * f[c.k];
+    (row ? J.rhs1 + c.k / n2 * ny : J.rhs2 + c.k % n2 * ny)[y] += value;
+  });
 }
+
 // The slopes ⟨s_k, Δλ1 + Δλ2⟩ of the pairs with cells into slope (0 elsewhere).
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void pair_slopes(Joint<T>& J, Ptr<T> slope) {
@@ -188,15 +185,12 @@ template <typename T>
 FASTPID_HOST_DEVICE inline void newton_direction(Joint<T>& J, Ptr<T> rc, Ptr<T> dw, Ptr<T> dh) {
   const int n1 = J.n1, n2 = J.n2, ny = J.ny;
   const Team team = J.team;
-  if (team.leader()) {  // each pair's terms go to rows that other pairs share: one lane
-    for (int i = 0; i < n1 * ny; ++i) J.rhs1[i] = J.r1[i];
-    for (int i = 0; i < n2 * ny; ++i) J.rhs2[i] = J.r2[i];
-    if (J.dense)
-      add_pair_terms<true>(J, rc);
-    else
-      add_pair_terms<false>(J, rc);
-  }
-  team.sync();
+  for (int i = team.rank(); i < n1 * ny; i += team.size()) J.rhs1[i] = J.r1[i];
+  for (int i = team.rank(); i < n2 * ny; i += team.size()) J.rhs2[i] = J.r2[i];
+  if (J.dense)
+    add_pair_terms<true>(J, rc);
+  else
+    add_pair_terms<false>(J, rc);
   for (int i = team.rank(); i < n1 * ny; i += team.size()) J.rhs1[i] = J.on1[i] ? -J.rhs1[i] : T(0);
   for (int i = team.rank(); i < n2 * ny; i += team.size()) J.rhs2[i] = J.free2[i] ? -J.rhs2[i] : T(0);
   team.sync();

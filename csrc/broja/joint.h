@@ -70,6 +70,7 @@ struct Joint {
   // (dense = false): pair valid_pairs[v] has the cells cells[pair_start[v] ..
   // pair_start[v + 1]) (their y, increasing), v < n_valid pairs with cells.
   Ptr<int> valid_pairs, pair_start, cells;  // (np), (np + 1), (np ny)
+  Ptr<int> pair_slot;                       // (np) v of pair k among the pairs with cells, or −1
   int n_valid, n_cells;
   bool dense;  // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
   Side side1, side2;
@@ -88,6 +89,7 @@ struct Joint {
   // Per iteration.
   Ptr<T> g, s, q, c;          // (np), (np, ny), w s (np, ny), w / h − w (np)
   Ptr<T> z;                   // (np ny) scratch on the listed cells: pair_softmax's exponents, certificate_gap's Q
+  Ptr<T> pair_terms;          // (2 np) scratch: per-pair factors of the products and right-hand sides
   Ptr<T> pair_sum;            // (np) scratch: Σ_y exp, Q(x1, x2), P(x1, x2) (pair_softmax, certificate_gap,
                               // conditional_entropies)
   Ptr<T> qr;                  // rounded Q (np, ny)
@@ -197,6 +199,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int 
   carve(J.best_w, b, o, np);
   carve(J.g, b, o, np);
   carve(J.pair_sum, b, o, np);
+  carve(J.pair_terms, b, o, 2 * np);
   carve(J.s, b, o, nc);
   carve(J.q, b, o, nc);
   carve(J.c, b, o, np);
@@ -278,6 +281,7 @@ FASTPID_HOST_DEVICE inline size_t layout(Joint<T>& J, void* base, int lane, int 
   carve(J.cell, b, o, nc);
   carve(J.pair, b, o, np);
   carve(J.valid_pairs, b, o, np);
+  carve(J.pair_slot, b, o, np);
   carve(J.pair_start, b, o, np + 1);
   carve(J.cells, b, o, nc);
   carve(J.z, b, o, nc);
@@ -349,6 +353,30 @@ FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
   if (Dense) return {v, v * J.ny, J.ny, nullptr};
   const int start = J.pair_start[v];
   return {J.valid_pairs[v], start, J.pair_start[v + 1] - start, J.cells + start};
+}
+
+// Sums over the pairs of each row x1 and of each column x2, as a team:
+// visit(c, i, y, true) for every cell i (target value y) of every pair c with
+// cells by rows x1 (each lane its own rows, over x2 in order), then, after a
+// sync, visit(c, i, y, false) by columns x2 (over x1 in order).  Each row's and
+// column's terms come in the order of one pass over the pairs, so a team of one
+// sums exactly as that pass did.
+template <bool Dense, typename T, typename Visit>
+FASTPID_HOST_DEVICE inline void sum_by_rows_and_columns(const Joint<T>& J, Visit visit) {
+  const int n1 = J.n1, n2 = J.n2;
+  const Team team = J.team;
+  const auto pair = [&](int k, bool row) {
+    const int v = Dense ? k : J.pair_slot[k];
+    if (v < 0) return;
+    const PairCells c = pair_cells<Dense>(J, v);
+    for (int i = 0; i < c.count; ++i) visit(c, i, Dense ? i : c.ys[i], row);
+  };
+  for (int k1 = team.rank(); k1 < n1; k1 += team.size())
+    for (int k2 = 0; k2 < n2; ++k2) pair(k1 * n2 + k2, true);
+  team.sync();
+  for (int k2 = team.rank(); k2 < n2; k2 += team.size())
+    for (int k1 = 0; k1 < n1; ++k1) pair(k1 * n2 + k2, false);
+  team.sync();
 }
 
 // g_k = log Σ_y exp(λ1 + λ2) and s_k = softmax_y over the pair's cells
@@ -449,6 +477,7 @@ FASTPID_HOST_DEVICE inline void set_up_support_alone(Joint<T>& J, const T* p) {
     }
   J.n_valid = J.n_cells = 0;
   for (int k = 0; k < J.np; ++k) {
+    J.pair_slot[k] = J.pair[k] ? J.n_valid : -1;
     if (!J.pair[k]) continue;
     J.valid_pairs[J.n_valid] = k;
     J.pair_start[J.n_valid++] = J.n_cells;

@@ -144,12 +144,8 @@ FASTPID_HOST_DEVICE inline void side_solve(Joint<T>& J, ConstPtr<T> r1, ConstPtr
     for (int r = team.rank(); r < nK; r += team.size()) x[r] -= f * Gi[r];
   }
   for (int r = team.rank(); r < nK; r += team.size()) x[r] *= J.DS[r];
-  team.sync();
-  if (team.leader()) {  // the triangular solves: one lane
-    forward_upper(J.S, ldK, nK, J.IS, x);
-    backward_upper(J.S, ldK, nK, J.IS, x);
-  }
-  team.sync();
+  forward_upper(team, J.S, ldK, nK, J.IS, x);
+  backward_upper(team, J.S, ldK, nK, J.IS, x);
   for (int r = team.rank(); r < nK; r += team.size()) x[r] *= J.DS[r];
   team.sync();
   for (int i = team.rank(); i < nE; i += team.size()) t[i] -= dot(J.G + i * ldK, x, nK);

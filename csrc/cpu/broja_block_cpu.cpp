@@ -11,6 +11,7 @@
 #include <c10/util/Exception.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -23,7 +24,7 @@ namespace {
 class TeamEmulation {
  public:
   explicit TeamEmulation(int lanes)
-      : lanes_(lanes), contexts_(lanes), stacks_(lanes), scratch_(lanes), finished_(lanes) {
+      : lanes_(lanes), contexts_(lanes), stacks_(lanes), scratch_(std::max(lanes, 2)), finished_(lanes) {
     for (auto& stack : stacks_) stack.reset(new char[kStackBytes]);
   }
 
