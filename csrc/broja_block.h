@@ -31,6 +31,7 @@
 
 #include "broja.h"
 #include "broja_checks.h"
+#include "device_solve_args.h"
 
 namespace fastpid {
 namespace block {
@@ -40,21 +41,7 @@ constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 // Lanes per team: at most one block of them fits a multiprocessor's registers.
 constexpr int kMaxLanes = broja::kMaxTeamLanes;
 
-// A batch (B, n1, n2, ny) of float64 joints, `teams` workspaces of team_bytes
-// each and the outputs of fastpid::broja_solve.
-struct SolveArgs {
-  const double* p;
-  int64_t batch;
-  int n1, n2, ny;
-  double tol;
-  int max_iter, patience;
-  int lanes;
-  char* workspace;
-  size_t team_bytes;
-  double *lam1, *lam2, *w;
-  int64_t* iterations;
-  bool* converged;
-};
+using SolveArgs = DeviceSolveArgs;  // workspace_bytes: a team's, lanes: its threads
 
 // Joint i solved by `team` (every lane calls it) in its workspace.
 FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE void solve(const SolveArgs& a, int64_t i, char* workspace,
@@ -96,9 +83,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_bat
               ": workspace too large, got ", p.sizes());
   const at::Tensor workspace = at::empty({int64_t(team_bytes) * teams}, p.options().dtype(at::kByte));
   run_all(SolveArgs{p.const_data_ptr<double>(), batch, int(n1), int(n2), int(ny), tol, int(max_iter), int(patience),
-                    int(lanes), static_cast<char*>(workspace.mutable_data_ptr()), team_bytes,
-                    lam1.mutable_data_ptr<double>(), lam2.mutable_data_ptr<double>(), w.mutable_data_ptr<double>(),
-                    iterations.mutable_data_ptr<int64_t>(), converged.mutable_data_ptr<bool>()},
+                    static_cast<char*>(workspace.mutable_data_ptr()), team_bytes, lam1.mutable_data_ptr<double>(),
+                    lam2.mutable_data_ptr<double>(), w.mutable_data_ptr<double>(),
+                    iterations.mutable_data_ptr<int64_t>(), converged.mutable_data_ptr<bool>(), int(lanes)},
           teams);
   return outputs;
 }

@@ -30,6 +30,7 @@
 
 #include "broja.h"
 #include "broja_checks.h"
+#include "device_solve_args.h"
 
 namespace fastpid {
 namespace interleaved {
@@ -39,22 +40,10 @@ constexpr int kGroup = broja::kInterleave;  // joints per interleaved workspace:
 // (broja/iteration.h, kPairsHere), so that its registers are the side elimination's.
 constexpr broja::Elimination kElimination = broja::Elimination::kSide;
 
-// A batch (B, n1, n2, ny) of float64 joints, the group workspaces (group_bytes
-// each) and the outputs of fastpid::broja_solve.
-struct SolveArgs {
-  const double* p;
-  int64_t batch;
-  int n1, n2, ny;
-  double tol;
-  int max_iter, patience;
-  char* workspace;
-  size_t group_bytes;
-  double *lam1, *lam2, *w;
-  int64_t* iterations;
-  bool* converged;
-};
+using SolveArgs = DeviceSolveArgs;  // workspace_bytes: a group's, lanes: 1
 
-// The same for fastpid::broja_certificate.
+// A batch of joints and solutions, the group workspaces (group_bytes each) and the
+// outputs of fastpid::broja_certificate.
 struct CertifyArgs {
   const double *p, *lam1, *lam2, *w;
   int64_t batch;
@@ -71,9 +60,10 @@ FASTPID_HOST_DEVICE inline char* group_workspace(char* workspace, size_t group_b
 
 FASTPID_HOST_DEVICE FASTPID_FORCE_INLINE void solve(const SolveArgs& a, int64_t i) {
   const int64_t c1 = int64_t(a.n1) * a.ny, c2 = int64_t(a.n2) * a.ny, np = int64_t(a.n1) * a.n2;
-  const broja::Result<double> result = broja::solve_joint<double>(
-      a.p + i * np * a.ny, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience, kElimination,
-      group_workspace(a.workspace, a.group_bytes, i), int(i % kGroup), a.lam1 + i * c1, a.lam2 + i * c2, a.w + i * np);
+  const broja::Result<double> result =
+      broja::solve_joint<double>(a.p + i * np * a.ny, a.n1, a.n2, a.ny, a.tol, a.max_iter, a.patience, kElimination,
+                                 group_workspace(a.workspace, a.workspace_bytes, i), int(i % kGroup), a.lam1 + i * c1,
+                                 a.lam2 + i * c2, a.w + i * np);
   a.iterations[i] = int64_t(result.iterations);
   a.converged[i] = result.converged;
 }
@@ -115,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> solve_bat
   run_all(SolveArgs{p.const_data_ptr<double>(), batch, int(n1), int(n2), int(ny), tol, int(max_iter), int(patience),
                     static_cast<char*>(workspace.mutable_data_ptr()), group_bytes, lam1.mutable_data_ptr<double>(),
                     lam2.mutable_data_ptr<double>(), w.mutable_data_ptr<double>(),
-                    iterations.mutable_data_ptr<int64_t>(), converged.mutable_data_ptr<bool>()});
+                    iterations.mutable_data_ptr<int64_t>(), converged.mutable_data_ptr<bool>(), 1});
   return outputs;
 }
 

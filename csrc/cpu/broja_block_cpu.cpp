@@ -133,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> broja_sol
         at::parallel_for(0, teams, 1, [&](int64_t begin, int64_t end) {
           for (int64_t t = begin; t < end; ++t) {
             TeamEmulation emulation(args.lanes);
-            char* workspace = args.workspace + size_t(t) * args.team_bytes;
+            char* workspace = args.workspace + size_t(t) * args.workspace_bytes;
             for (int64_t i = t; i < args.batch; i += teams) {
               auto body = [&](const broja::Team& team) { block::solve(args, i, workspace, team); };
               TORCH_CHECK(emulation.run(body), op, ": the lanes of joint ", i, " reached different syncs");

@@ -20,7 +20,7 @@ __global__ void __launch_bounds__(block::kMaxLanes, 1)
     broja_solve_block_kernel(const block::SolveArgs args, unsigned long long* next_joint) {
   __shared__ unsigned long long joint;
   broja::Team team;
-  char* workspace = args.workspace + size_t(blockIdx.x) * args.team_bytes;
+  char* workspace = args.workspace + size_t(blockIdx.x) * args.workspace_bytes;
   for (;;) {
     if (team.leader()) joint = atomicAdd(next_joint, 1ull);
     __syncthreads();
