@@ -23,14 +23,11 @@ FASTPID_HOST_DEVICE inline void primal_residuals(Joint<T>& J) {
   for (int i = team.rank(); i < n1 * ny; i += team.size()) rows[i] = T(0);
   for (int i = team.rank(); i < n2 * ny; i += team.size()) cols[i] = T(0);
   team.sync();
-  sum_by_rows_and_columns<true>(J, [&](const PairCells& c, int, int y, bool row) {
-    if (row) {
-      const T v = J.w[c.k] * J.s[c.k * ny + y];
-      J.q[c.k * ny + y] = v;
-      rows[c.k / n2 * ny + y] += v;
-    } else {
-      cols[c.k % n2 * ny + y] += J.q[c.k * ny + y];
-    }
+  sum_by_rows_and_columns<true>(J, [&](const PairCells& c, int, int y, int a, int b, bool to_row, bool to_column) {
+    if (to_row) J.q[c.k * ny + y] = J.w[c.k] * J.s[c.k * ny + y];  // the row pass comes first
+    const T v = J.q[c.k * ny + y];
+    if (to_row) rows[a + y] += v;
+    if (to_column) cols[b + y] += v;
   });
   for (int i = team.rank(); i < n1 * ny; i += team.size()) J.r1[i] = rows[i] - J.p1[i];
   for (int i = team.rank(); i < n2 * ny; i += team.size()) J.r2[i] = cols[i] - J.p2[i];

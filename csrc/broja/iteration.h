@@ -96,14 +96,19 @@ FASTPID_HOST_DEVICE inline void add_products(Joint<T>& J, ConstPtr<T> x1, ConstP
     dots_abs[c.k] = dot_abs * fabs_(ck);
   }
   team.sync();
-  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, bool row) {
+  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, int a1, int b1, bool to_row, bool to_column) {
     const T sky = J.s[c.k * ny + y], qky = J.q[c.k * ny + y];
-    const T a = x1[c.k / n2 * ny + y], b = x2[c.k % n2 * ny + y];
+    const T a = x1[a1 + y], b = x2[b1 + y];
     const T value = qky * (a + b) + sky * dots[c.k];
     const T bound = qky * (fabs_(a) + fabs_(b)) + sky * dots_abs[c.k];
-    const int at = (row ? c.k / n2 : c.k % n2) * ny + y;
-    (row ? e1 : e2)[at] += value;
-    (row ? m1 : m2)[at] += bound;
+    if (to_row) {
+      e1[a1 + y] += value;
+      m1[a1 + y] += bound;
+    }
+    if (to_column) {
+      e2[b1 + y] += value;
+      m2[b1 + y] += bound;
+    }
   });
 }
 
@@ -143,7 +148,7 @@ FASTPID_HOST_DEVICE inline T residual(Joint<T>& J, ConstPtr<T> r1, ConstPtr<T> r
 // first (J.pair_terms), then the sums by rows and columns.
 template <bool Dense, typename T>
 FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, Ptr<T> rc) {
-  const int n2 = J.n2, ny = J.ny, pairs = pairs_with_cells<Dense>(J);
+  const int ny = J.ny, pairs = pairs_with_cells<Dense>(J);
   const Team team = J.team;
   Ptr<T> f = J.pair_terms;
   for (int v = team.rank(); v < pairs; v += team.size()) {
@@ -152,9 +157,10 @@ FASTPID_HOST_DEVICE inline void add_pair_terms(Joint<T>& J, Ptr<T> rc) {
     f[k] = rc[k] / J.h[k];
   }
   team.sync();
-  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, bool row) {
+  sum_by_rows_and_columns<Dense>(J, [&](const PairCells& c, int, int y, int a, int b, bool to_row, bool to_column) {
     const T value = J.s[c.k * ny + y] * f[c.k];
-    (row ? J.rhs1 + c.k / n2 * ny : J.rhs2 + c.k % n2 * ny)[y] += value;
+    if (to_row) J.rhs1[a + y] += value;
+    if (to_column) J.rhs2[b + y] += value;
   });
 }
 

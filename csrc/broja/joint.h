@@ -355,28 +355,35 @@ FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
   return {J.valid_pairs[v], start, J.pair_start[v + 1] - start, J.cells + start};
 }
 
-// Sums over the pairs of each row x1 and of each column x2, as a team:
-// visit(c, i, y, true) for every cell i (target value y) of every pair c with
-// cells by rows x1 (each lane its own rows, over x2 in order), then, after a
-// sync, visit(c, i, y, false) by columns x2 (over x1 in order).  Each row's and
-// column's terms come in the order of one pass over the pairs, so a team of one
-// sums exactly as that pass did.
+// Sums over the pairs of each row x1 and of each column x2: visit(c, i, y, a, b,
+// to_row, to_column) for every cell i (target value y) of every pair c with
+// cells, a = x1 ny and b = x2 ny the offsets of its row and column, adding the
+// cell's term to its row and/or its column.  A team of one makes one pass over
+// the pairs, adding each term to both; a team adds by rows (each lane its own
+// rows, over x2 in order), syncs, then by columns (over x1 in order).  Either
+// way each row's and column's terms come in the order of the pairs.
 template <bool Dense, typename T, typename Visit>
 FASTPID_HOST_DEVICE inline void sum_by_rows_and_columns(const Joint<T>& J, Visit visit) {
-  const int n1 = J.n1, n2 = J.n2;
-  const Team team = J.team;
-  const auto pair = [&](int k, bool row) {
+  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const auto pair = [&](int k1, int k2, bool to_row, bool to_column) {
+    const int k = k1 * n2 + k2;
     const int v = Dense ? k : J.pair_slot[k];
     if (v < 0) return;
     const PairCells c = pair_cells<Dense>(J, v);
-    for (int i = 0; i < c.count; ++i) visit(c, i, Dense ? i : c.ys[i], row);
+    for (int i = 0; i < c.count; ++i) visit(c, i, Dense ? i : c.ys[i], k1 * ny, k2 * ny, to_row, to_column);
   };
+#if FASTPID_TEAM
+  const Team team = J.team;
   for (int k1 = team.rank(); k1 < n1; k1 += team.size())
-    for (int k2 = 0; k2 < n2; ++k2) pair(k1 * n2 + k2, true);
+    for (int k2 = 0; k2 < n2; ++k2) pair(k1, k2, true, false);
   team.sync();
   for (int k2 = team.rank(); k2 < n2; k2 += team.size())
-    for (int k1 = 0; k1 < n1; ++k1) pair(k1 * n2 + k2, false);
+    for (int k1 = 0; k1 < n1; ++k1) pair(k1, k2, false, true);
   team.sync();
+#else
+  for (int k1 = 0; k1 < n1; ++k1)
+    for (int k2 = 0; k2 < n2; ++k2) pair(k1, k2, true, true);
+#endif
 }
 
 // g_k = log Σ_y exp(λ1 + λ2) and s_k = softmax_y over the pair's cells
