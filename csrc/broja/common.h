@@ -304,6 +304,11 @@ struct Team {
 };
 #endif
 
+// The first index from `from` on that lane rank() takes (those ≡ rank() mod size()).
+FASTPID_HOST_DEVICE inline int first_owned(const Team& team, int from) {
+  return from + ((team.rank() - from % team.size()) + team.size()) % team.size();
+}
+
 // The CPU kernels below in GCC/Clang vectors: not in device code, and not in a
 // team's copy, whose host emulation runs the device's loops.
 #if defined(__GNUC__) && !defined(__CUDACC__) && !FASTPID_TEAM
@@ -568,7 +573,7 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_upper(const Team& team, Ptr<T> S, int 
                                                 Ptr<T> inv) {
   constexpr int kPanel = 16;
   Mask<T> ok = T(0) == T(0);
-  const int lane = team.rank(), lanes = team.size();
+  const int lanes = team.size();
   for (int p0 = begin; p0 < end; p0 += kPanel) {
     const int p1 = end < p0 + kPanel ? end : p0 + kPanel;
     for (int p = p0; p < p1; ++p) {
@@ -583,8 +588,7 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_upper(const Team& team, Ptr<T> S, int 
       const T root = sqrt_(pivot);
       const T r = T(1) / root;
       // Row p's columns after p (each lane its own: the updates below read only theirs).
-      const int first = p + 1 + ((lane - (p + 1) % lanes) + lanes) % lanes;
-      for (int j = first; j < n; j += lanes) Up[j] *= r;
+      for (int j = first_owned(team, p + 1); j < n; j += lanes) Up[j] *= r;
       team.sync();  // every lane has read the pivot; row p is scaled
       if (team.leader()) {
         Up[p] = root;
@@ -593,8 +597,7 @@ FASTPID_HOST_DEVICE inline Mask<T> factor_upper(const Team& team, Ptr<T> S, int 
       for (int i = p + 1; i < p1; ++i) {
         const T f = Up[i];
         Ptr<T> Si = S + i * ld;
-        const int from = i + ((lane - i % lanes) + lanes) % lanes;
-        for (int j = from; j < n; j += lanes) Si[j] -= f * Up[j];
+        for (int j = first_owned(team, i); j < n; j += lanes) Si[j] -= f * Up[j];
       }
     }
     if (p1 < n) {
@@ -670,7 +673,7 @@ FASTPID_HOST_DEVICE inline void forward_upper(const Team& team, ConstPtr<T> U, i
     team.sync();
     const T xp = slot[p % 2];
     ConstPtr<T> Up = U + p * ld;
-    for (int j = p + 1 + ((lane - (p + 1) % lanes) + lanes) % lanes; j < n; j += lanes) x[j] -= Up[j] * xp;
+    for (int j = first_owned(team, p + 1); j < n; j += lanes) x[j] -= Up[j] * xp;
   }
   team.sync();
 #else

@@ -70,7 +70,7 @@ struct Joint {
   // (dense = false): pair valid_pairs[v] has the cells cells[pair_start[v] ..
   // pair_start[v + 1]) (their y, increasing), v < n_valid pairs with cells.
   Ptr<int> valid_pairs, pair_start, cells;  // (np), (np + 1), (np ny)
-  Ptr<int> pair_slot;                       // (np) v of pair k among the pairs with cells, or −1
+  Ptr<int> pair_slot;                       // (np) v of pair k among the pairs with cells, or −1 (teams)
   int n_valid, n_cells;
   bool dense;  // every cell on the domain (P1 > 0 and P2 > 0 everywhere)
   Side side1, side2;
@@ -359,12 +359,14 @@ FASTPID_HOST_DEVICE inline PairCells pair_cells(const Joint<T>& J, int v) {
 // to_row, to_column) for every cell i (target value y) of every pair c with
 // cells, a = x1 ny and b = x2 ny the offsets of its row and column, adding the
 // cell's term to its row and/or its column.  A team of one makes one pass over
-// the pairs, adding each term to both; a team adds by rows (each lane its own
+// the pairs with cells, adding each term to both; a team adds by rows (each lane its own
 // rows, over x2 in order), syncs, then by columns (over x1 in order).  Either
 // way each row's and column's terms come in the order of the pairs.
 template <bool Dense, typename T, typename Visit>
 FASTPID_HOST_DEVICE inline void sum_by_rows_and_columns(const Joint<T>& J, Visit visit) {
-  const int n1 = J.n1, n2 = J.n2, ny = J.ny;
+  const int n2 = J.n2, ny = J.ny;
+#if FASTPID_TEAM
+  const int n1 = J.n1;
   const auto pair = [&](int k1, int k2, bool to_row, bool to_column) {
     const int k = k1 * n2 + k2;
     const int v = Dense ? k : J.pair_slot[k];
@@ -372,7 +374,6 @@ FASTPID_HOST_DEVICE inline void sum_by_rows_and_columns(const Joint<T>& J, Visit
     const PairCells c = pair_cells<Dense>(J, v);
     for (int i = 0; i < c.count; ++i) visit(c, i, Dense ? i : c.ys[i], k1 * ny, k2 * ny, to_row, to_column);
   };
-#if FASTPID_TEAM
   const Team team = J.team;
   for (int k1 = team.rank(); k1 < n1; k1 += team.size())
     for (int k2 = 0; k2 < n2; ++k2) pair(k1, k2, true, false);
@@ -381,8 +382,10 @@ FASTPID_HOST_DEVICE inline void sum_by_rows_and_columns(const Joint<T>& J, Visit
     for (int k1 = 0; k1 < n1; ++k1) pair(k1, k2, false, true);
   team.sync();
 #else
-  for (int k1 = 0; k1 < n1; ++k1)
-    for (int k2 = 0; k2 < n2; ++k2) pair(k1, k2, true, true);
+  for (int v = 0; v < pairs_with_cells<Dense>(J); ++v) {
+    const PairCells c = pair_cells<Dense>(J, v);
+    for (int i = 0; i < c.count; ++i) visit(c, i, Dense ? i : c.ys[i], c.k / n2 * ny, c.k % n2 * ny, true, true);
+  }
 #endif
 }
 
